@@ -1,0 +1,23 @@
+# The two README commands are `make demo` and `make test`; everything else is for development.
+.PHONY: setup demo test lint codegen bench
+
+setup:
+	@deploy/bootstrap.sh
+
+demo: setup
+	.venv/bin/meshserve demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	deploy/typecheck.sh
+	.venv/bin/python clients/codegen.py --check
+
+test: lint
+	.venv/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+codegen: setup
+	.venv/bin/python clients/codegen.py
+
+bench: setup
+	.venv/bin/python -m bench.run_all

@@ -1,0 +1,108 @@
+"""numpy <-> meshserve.v1.Tensor: raw little-endian bytes, zero-copy where numpy allows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from meshserve.errors import InvalidInputError
+from meshserve.v1 import tensor_pb2
+
+__all__ = [
+    "DTYPE_TO_NUMPY",
+    "NUMPY_TO_DTYPE",
+    "dtype_name",
+    "from_numpy",
+    "from_numpy_map",
+    "to_numpy",
+    "to_numpy_map",
+]
+
+DataType = tensor_pb2.DataType
+
+DTYPE_TO_NUMPY: dict[int, np.dtype] = {
+    tensor_pb2.DATA_TYPE_FLOAT32: np.dtype("<f4"),
+    tensor_pb2.DATA_TYPE_FLOAT64: np.dtype("<f8"),
+    tensor_pb2.DATA_TYPE_FLOAT16: np.dtype("<f2"),
+    tensor_pb2.DATA_TYPE_INT8: np.dtype("i1"),
+    tensor_pb2.DATA_TYPE_INT16: np.dtype("<i2"),
+    tensor_pb2.DATA_TYPE_INT32: np.dtype("<i4"),
+    tensor_pb2.DATA_TYPE_INT64: np.dtype("<i8"),
+    tensor_pb2.DATA_TYPE_UINT8: np.dtype("u1"),
+    tensor_pb2.DATA_TYPE_UINT16: np.dtype("<u2"),
+    tensor_pb2.DATA_TYPE_UINT32: np.dtype("<u4"),
+    tensor_pb2.DATA_TYPE_UINT64: np.dtype("<u8"),
+    tensor_pb2.DATA_TYPE_BOOL: np.dtype("?"),
+}
+# Values typed Any: protobuf stubs type enum fields as their enum wrapper, not int.
+NUMPY_TO_DTYPE: dict[np.dtype, Any] = {v.newbyteorder("="): k for k, v in DTYPE_TO_NUMPY.items()}
+
+# Element count accepted before any allocation (2**28 floats = 1 GiB).
+DEFAULT_MAX_ELEMENTS = 1 << 28
+
+
+def dtype_name(dtype: int) -> str:
+    """Human name of a DataType value ("float32"), for error messages."""
+    np_dtype = DTYPE_TO_NUMPY.get(dtype)
+    return np_dtype.name if np_dtype is not None else f"unknown dtype {dtype}"
+
+
+def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
+    """Encode an array as a Tensor (little-endian, C order)."""
+    arr = np.asarray(array)
+    native = arr.dtype.newbyteorder("=") if arr.dtype.byteorder in "<>" else arr.dtype
+    dtype = NUMPY_TO_DTYPE.get(native)
+    if dtype is None:
+        raise InvalidInputError(f"numpy dtype {arr.dtype} has no meshserve DataType")
+    wire = DTYPE_TO_NUMPY[dtype]
+    if arr.dtype != wire or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=wire)
+    return tensor_pb2.Tensor(dtype=dtype, shape=arr.shape, data=arr.tobytes())
+
+
+def to_numpy(
+    tensor: tensor_pb2.Tensor, name: str = "tensor", max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> np.ndarray:
+    """Decode a Tensor into a read-only array viewing the message bytes (no copy).
+
+    Raises InvalidInputError naming `name` when the dtype is unknown, a dimension is negative,
+    the element count exceeds `max_elements` (checked before allocating) or the byte length does
+    not match shape x dtype.
+    """
+    np_dtype = DTYPE_TO_NUMPY.get(tensor.dtype)
+    if np_dtype is None:
+        raise InvalidInputError(
+            f"input '{name}': dtype {tensor.dtype} is not a known DataType "
+            f"(expected one of {sorted(dtype_name(d) for d in DTYPE_TO_NUMPY)})"
+        )
+    shape = tuple(int(d) for d in tensor.shape)
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
+        count *= dim
+        if count > max_elements:
+            raise InvalidInputError(
+                f"input '{name}': shape {list(shape)} exceeds the limit of {max_elements} elements"
+            )
+    expected = count * np_dtype.itemsize
+    if len(tensor.data) != expected:
+        raise InvalidInputError(
+            f"input '{name}': {len(tensor.data)} bytes do not match shape {list(shape)} x "
+            f"{np_dtype.name} ({expected} bytes expected)"
+        )
+    return np.frombuffer(tensor.data, dtype=np_dtype).reshape(shape)
+
+
+def from_numpy_map(arrays: Mapping[str, np.ndarray]) -> dict[str, tensor_pb2.Tensor]:
+    """Encode a name -> array mapping."""
+    return {name: from_numpy(arr) for name, arr in arrays.items()}
+
+
+def to_numpy_map(
+    tensors: Mapping[str, tensor_pb2.Tensor], max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> dict[str, np.ndarray]:
+    """Decode a name -> Tensor mapping (protobuf map fields included)."""
+    return {name: to_numpy(t, name, max_elements) for name, t in tensors.items()}

@@ -1,0 +1,1 @@
+"""Generated from proto/ by clients/codegen.py; do not edit."""

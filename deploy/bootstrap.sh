@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up a development/CI environment from a fresh clone, idempotently:
+#   .venv with meshserve[dev] installed editable, the Consul binary, the example models.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.meshserve-installed
+if [[ ! -f "$STAMP" || pyproject.toml -nt "$STAMP" ]]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  touch "$STAMP"
+fi
+CONSUL_BIN="$(deploy/install_consul.sh)"
+echo "consul: $CONSUL_BIN" >&2
+if [[ -f examples/build_models.py ]]; then
+  .venv/bin/python examples/build_models.py --out examples/models >&2
+fi

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real Consul dev agent, real child processes, the example models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
+from tests.procs import ChildProcess
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "examples" / "models"
+
+
+@pytest.fixture(scope="session")
+def consul_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
+    """One real ``consul agent -dev`` for the session on free loopback ports, stopped by PID."""
+    log = tmp_path_factory.mktemp("consul") / "consul.log"
+    agent = ConsulAgent(ConsulAgentConfig(log_path=str(log)))
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def consul_addr(consul_agent: ConsulAgent) -> str:
+    return consul_agent.address
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The example ONNX models, built offline (once) by examples/build_models.py."""
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "build_models.py"), "--out", str(MODELS_DIR)],
+        check=True,
+    )
+    return MODELS_DIR
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ChildProcess]]:
+    """Start ``meshserve`` CLI processes; every one is stopped by PID at teardown."""
+    started: list[ChildProcess] = []
+
+    def _spawn(*args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0) -> ChildProcess:
+        log = tmp_path / f"proc-{len(started)}.log"
+        child = ChildProcess(list(args), log, env or {})
+        started.append(child)
+        return child.start(ready_timeout_s)
+
+    yield _spawn
+    for child in reversed(started):
+        child.stop(timeout_s=10)
+    leaked = [c.args for c in started if c.process and c.process.poll() is None]
+    assert not leaked, f"processes still running after teardown: {leaked}"
