@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "meshserve.orchestrator.cli",
     "meshserve.local",
     "meshserve.admin_cli",
+    "meshserve.trace_cli",
 )
 
 

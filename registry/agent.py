@@ -105,7 +105,11 @@ class ConsulAgent:
         ]  # fmt: skip
         if self.config.data_dir:
             args += ["-data-dir", self.config.data_dir]
-        log_target = open(self.config.log_path, "ab") if self.config.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log_target = (
+            open(self.config.log_path, "ab")  # noqa: SIM115 - the child keeps it open
+            if self.config.log_path
+            else subprocess.DEVNULL
+        )
         self.process = subprocess.Popen(
             args, stdout=log_target, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -1,0 +1,1 @@
+"""meshserve benchmarks: ``python -m bench.<name>``; results go to bench/results/."""

@@ -1,0 +1,241 @@
+"""Shared benchmark helpers: closed-loop load generation, percentiles, CPU accounting, output.
+
+Every benchmark measures its own baselines in the same run (same machine, same load), reports
+how much CPU the load generator itself used (so a saturated client is visible), prints a table
+and writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RESULTS_DIR",
+    "CpuMeter",
+    "LoadResult",
+    "ServerProcess",
+    "closed_loop",
+    "machine_info",
+    "percentile",
+    "print_table",
+    "process_cpu_s",
+    "write_results",
+]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User+system CPU seconds used so far by another process (Linux /proc), 0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class CpuMeter:
+    """CPU seconds used by this process (resource.getrusage) and optionally a server PID."""
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self._server_pid = server_pid
+
+    def __enter__(self) -> CpuMeter:
+        self._usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._server0 = process_cpu_s(self._server_pid) if self._server_pid else 0.0
+        self._wall0 = time.monotonic()
+        self.client_cpu_s = self.server_cpu_s = self.wall_s = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        self.wall_s = time.monotonic() - self._wall0
+        self.client_cpu_s = (now.ru_utime - self._usage.ru_utime) + (
+            now.ru_stime - self._usage.ru_stime
+        )
+        if self._server_pid:
+            self.server_cpu_s = process_cpu_s(self._server_pid) - self._server0
+
+
+@dataclass
+class LoadResult:
+    """One closed-loop measurement point."""
+
+    label: str
+    concurrency: int
+    requests: int
+    rows: int
+    errors: int
+    wall_s: float
+    throughput_rps: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    client_cpu_s: float
+    server_cpu_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def client_cores(self) -> float:
+        return self.client_cpu_s / self.wall_s if self.wall_s else 0.0
+
+
+async def closed_loop(
+    label: str,
+    call: Callable[[int], Awaitable[int]],
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.3,
+    server_pid: int | None = None,
+) -> LoadResult:
+    """`concurrency` workers each call ``await call(worker)`` back to back for `duration_s`.
+
+    `call` returns the number of rows it served. Latencies of calls that end after the deadline
+    are still counted; calls raising count as errors.
+    """
+
+    async def worker(index: int, until: float, latencies: list[float], counts: list[int]) -> None:
+        while time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                rows = await call(index)
+            except Exception:
+                counts[1] += 1
+                continue
+            latencies.append(time.monotonic() - started)
+            counts[0] += rows
+
+    warm_until = time.monotonic() + warmup_s
+    await asyncio.gather(*(worker(i, warm_until, [], [0, 0]) for i in range(concurrency)))
+    latencies: list[float] = []
+    counts = [0, 0]
+    with CpuMeter(server_pid) as meter:
+        until = time.monotonic() + duration_s
+        await asyncio.gather(*(worker(i, until, latencies, counts) for i in range(concurrency)))
+    return LoadResult(
+        label=label,
+        concurrency=concurrency,
+        requests=len(latencies),
+        rows=counts[0],
+        errors=counts[1],
+        wall_s=meter.wall_s,
+        throughput_rps=len(latencies) / meter.wall_s,
+        rows_per_s=counts[0] / meter.wall_s,
+        p50_ms=percentile(latencies, 50) * 1e3,
+        p99_ms=percentile(latencies, 99) * 1e3,
+        client_cpu_s=meter.client_cpu_s,
+        server_cpu_s=meter.server_cpu_s,
+    )
+
+
+class ServerProcess:
+    """A ``meshserve`` CLI server in a child process; waits for MESHSERVE_READY, stops by PID."""
+
+    def __init__(self, args: Sequence[str], log_path: Path, ready_timeout_s: float = 60.0) -> None:
+        self.args = list(args)
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def __enter__(self) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meshserve.cli", *self.args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            match = re.search(r"MESHSERVE_READY (\S+)", self.log_path.read_text(errors="replace"))
+            if match:
+                self.address = match.group(1)
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        self.__exit__()
+        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+    }
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Print dict rows as an aligned text table."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+        return str(value)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write `payload` (plus machine info) as bench/results/<name>-<timestamp>.json."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    body = {"benchmark": name, "machine": machine_info(), **payload}
+    path.write_text(json.dumps(body, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, LoadResult):
+        return {**asdict(value), "client_cores": value.client_cores}
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,285 @@
+"""Client commands of the ``meshserve`` CLI, over the SDK:
+
+    meshserve plans apply FILE [--dry-run] [--expected-version N]
+    meshserve plans list | get NAME [--version N] | delete NAME | rollback NAME VERSION
+    meshserve models [NAME]
+    meshserve call PLAN --input name=file.npy|file.json|JSON [--routing-key K] [--attr k=v]
+    meshserve stats
+
+Common flags: ``--orchestrator HOST:PORT`` ($MESHSERVE_ORCHESTRATOR, else the local mesh of
+``meshserve up``), ``--token T`` ($MESHSERVE_ADMIN_TOKEN), ``--tls-ca PEM``, ``--timeout-s``.
+Failures print ``error: CODE: message`` on stderr and exit 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+
+from meshserve.errors import MeshError, MeshServeError
+from meshserve.sdk import MeshServeClient
+
+__all__ = ["parse_input", "register", "render_table"]
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain text table with left-aligned columns."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def parse_input(spec: str) -> tuple[str, np.ndarray]:
+    """``name=file.npy``, ``name=file.json`` or ``name=<JSON array>`` (floats become float32)."""
+    name, sep, value = spec.partition("=")
+    if not sep or not name or not value:
+        raise ValueError(f"--input {spec!r}: expected name=file.npy, name=file.json or name=JSON")
+    if value.endswith(".npy"):
+        return name, np.load(value, allow_pickle=False)
+    text = Path(value).read_text() if value.endswith(".json") else value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--input {name}: not valid JSON ({exc})") from None
+    arr = np.asarray(data)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    return name, arr
+
+
+def _read_text(path: str) -> str:
+    return Path(path).read_text()
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, str]:
+    address = args.orchestrator or os.environ.get("MESHSERVE_ORCHESTRATOR", "")
+    token = args.token or os.environ.get("MESHSERVE_ADMIN_TOKEN", "")
+    if not address:
+        from meshserve.local_state import load_state
+
+        state = load_state(Path(args.state_dir))
+        if state is not None:
+            address = state.orchestrator_address
+            token = token or state.admin_token
+    if not address:
+        raise ValueError(
+            "no orchestrator: pass --orchestrator HOST:PORT (or set MESHSERVE_ORCHESTRATOR), "
+            "or start a local mesh with `meshserve up`"
+        )
+    return address, token
+
+
+def _run(
+    command: Callable[[MeshServeClient, argparse.Namespace], Awaitable[str]],
+) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            address, token = _connection(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+        async def go() -> str:
+            async with MeshServeClient(
+                address, token=token, tls_ca_file=args.tls_ca, timeout_s=args.timeout_s
+            ) as client:
+                return await command(client, args)
+
+        try:
+            print(asyncio.run(go()))
+        except MeshServeError as exc:
+            print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
+            return 1
+        except (ValueError, OSError, MeshError) as exc:
+            print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 2
+        return 0
+
+    return handler
+
+
+async def _plans_apply(client: MeshServeClient, args: argparse.Namespace) -> str:
+    text = _read_text(args.file)
+    name, version = await client.apply_plan(
+        text, expected_version=args.expected_version, dry_run=args.dry_run
+    )
+    if args.dry_run:
+        return f"plan {name} is valid (latest stored version: {version or 'none'})"
+    return f"plan {name} applied as version {version}"
+
+
+async def _plans_list(client: MeshServeClient, args: argparse.Namespace) -> str:
+    plans = await client.list_plans()
+    rows = [
+        (p.name, p.kind, p.active_version, ",".join(str(v) for v in p.versions), p.description)
+        for p in plans
+    ]
+    return render_table(("PLAN", "KIND", "ACTIVE", "VERSIONS", "DESCRIPTION"), rows)
+
+
+async def _plans_get(client: MeshServeClient, args: argparse.Namespace) -> str:
+    plan = await client.get_plan(args.name, args.version)
+    return json_format.MessageToJson(plan, preserving_proto_field_name=True)
+
+
+async def _plans_delete(client: MeshServeClient, args: argparse.Namespace) -> str:
+    return f"deleted {await client.delete_plan(args.name)} versions of plan {args.name}"
+
+
+async def _plans_rollback(client: MeshServeClient, args: argparse.Namespace) -> str:
+    version = await client.rollback_plan(args.name, args.version)
+    return f"plan {args.name}: version {args.version} is active again as version {version}"
+
+
+async def _models(client: MeshServeClient, args: argparse.Namespace) -> str:
+    rows: list[tuple[Any, ...]] = []
+    for model in await client.list_models(args.name):
+        if not model.endpoints:
+            rows.append((model.name, ",".join(model.versions), "-", "-", "none", 0, "", 0))
+        for e in model.endpoints:
+            rows.append(
+                (
+                    model.name, e.version, e.instance_id, e.address, e.state, e.in_flight,
+                    f"{e.latency_ewma_ms:.2f}", f"{e.requests_total}/{e.failures_total}",
+                )
+            )  # fmt: skip
+    headers = (
+        "MODEL",
+        "VERSION",
+        "INSTANCE",
+        "ADDRESS",
+        "STATE",
+        "IN-FLIGHT",
+        "EWMA ms",
+        "REQ/FAIL",
+    )
+    return render_table(headers, rows)
+
+
+async def _call(client: MeshServeClient, args: argparse.Namespace) -> str:
+    inputs = dict(parse_input(spec) for spec in args.input or ())
+    attributes = {}
+    for spec in args.attr or ():
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--attr {spec!r}: expected key=value")
+        attributes[key] = value
+    result = await client.execute(
+        args.plan, inputs, routing_key=args.routing_key, attributes=attributes
+    )
+    lines = [
+        f"plan {result.plan} v{result.plan_version}  request {result.request_id}  "
+        f"{result.latency_ms:.2f} ms" + (f"  trace {result.trace_id}" if result.trace_id else "")
+    ]
+    for step, branch in sorted(result.decisions.items()):
+        lines.append(f"decision {step} -> {branch}")
+    for name, arr in sorted(result.outputs.items()):
+        if args.output_dir:
+            path = Path(args.output_dir) / f"{name}.npy"
+            np.save(path, arr)
+            lines.append(f"{name}: {arr.dtype} {list(arr.shape)} -> {path}")
+        else:
+            lines.append(
+                f"{name}: {arr.dtype} {list(arr.shape)}\n{np.array2string(arr, threshold=50)}"
+            )
+    return "\n".join(lines)
+
+
+async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
+    stats = await client.stats()
+    out = [
+        f"orchestrator {stats.instance_id}  leader={stats.leader}  retries={stats.retries_total}  "
+        f"ejections={stats.ejections_total}  no-endpoint={stats.no_endpoint_failures_total}"
+    ]
+    rows: list[tuple[Any, ...]] = [
+        (
+            p.plan, p.latency.count, p.latency.errors, f"{p.latency.p50_ms:.2f}",
+            f"{p.latency.p99_ms:.2f}", " ".join(f"{k}={v}" for k, v in sorted(p.decisions.items())),
+        )
+        for p in stats.plans
+    ]  # fmt: skip
+    out += ["", render_table(("PLAN", "COUNT", "ERRORS", "P50 ms", "P99 ms", "DECISIONS"), rows)]
+    if stats.shadows:
+        rows = [
+            (
+                s.plan, s.step, s.compared, s.agreed,
+                f"{s.agreed / s.compared:.3f}" if s.compared else "-", s.candidate_errors,
+                f"{s.primary_latency_p50_ms:.2f}", f"{s.candidate_latency_p50_ms:.2f}",
+            )
+            for s in stats.shadows
+        ]  # fmt: skip
+        headers = ("PLAN", "STEP", "ROWS", "AGREED", "RATE", "CAND ERR", "PRIM P50", "CAND P50")
+        out += ["", render_table(headers, rows)]
+    if stats.bandits:
+        rows = [
+            (b.plan, b.step, a.context or "-", a.arm, a.pulls, f"{a.reward_sum:.2f}")
+            for b in stats.bandits
+            for a in b.arms
+        ]
+        out += ["", render_table(("PLAN", "STEP", "CONTEXT", "ARM", "PULLS", "REWARD"), rows)]
+    return "\n".join(out)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="orchestrator")
+    parser.add_argument("--token", default="", help="admin token ($MESHSERVE_ADMIN_TOKEN)")
+    parser.add_argument("--tls-ca", default="", help="CA certificate (PEM) for a TLS orchestrator")
+    parser.add_argument("--state-dir", default=".meshserve", help="local mesh from `meshserve up`")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="deadline of each call")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``plans``, ``models``, ``call`` and ``stats`` to the meshserve CLI."""
+    plans = subparsers.add_parser("plans", help="apply, list, get, delete, roll back plans")
+    sub = plans.add_subparsers(dest="plans_command", required=True)
+    p = sub.add_parser("apply", help="validate and store a plan file (YAML or JSON)")
+    p.add_argument("file")
+    p.add_argument("--dry-run", action="store_true", help="validate only")
+    p.add_argument("--expected-version", type=int, default=0, help="check-and-set on the latest")
+    p.set_defaults(handler=_run(_plans_apply))
+    p_list = sub.add_parser("list", help="plans with their versions")
+    p_list.set_defaults(handler=_run(_plans_list))
+    p_get = sub.add_parser("get", help="a plan version as JSON")
+    p_get.add_argument("name")
+    p_get.add_argument("--version", type=int, default=0, help="0 = active")
+    p_get.set_defaults(handler=_run(_plans_get))
+    p_del = sub.add_parser("delete", help="delete every version of a plan")
+    p_del.add_argument("name")
+    p_del.set_defaults(handler=_run(_plans_delete))
+    p_rb = sub.add_parser("rollback", help="make an earlier version active again")
+    p_rb.add_argument("name")
+    p_rb.add_argument("version", type=int)
+    p_rb.set_defaults(handler=_run(_plans_rollback))
+    for parser in (p, p_list, p_get, p_del, p_rb):
+        _common(parser)
+
+    models = subparsers.add_parser("models", help="models, endpoints, health, load")
+    models.add_argument("name", nargs="?", default="")
+    models.set_defaults(handler=_run(_models))
+    _common(models)
+
+    call = subparsers.add_parser("call", help="execute a plan once")
+    call.add_argument("plan")
+    call.add_argument("--input", action="append", metavar="NAME=FILE|JSON", help="repeatable")
+    call.add_argument("--routing-key", default="")
+    call.add_argument("--attr", action="append", metavar="KEY=VALUE", help="request attribute")
+    call.add_argument("--output-dir", default="", help="write outputs as NAME.npy here")
+    call.set_defaults(handler=_run(_call))
+    _common(call)
+
+    stats = subparsers.add_parser("stats", help="plan latency, decisions, shadows, bandits")
+    stats.set_defaults(handler=_run(_stats))
+    _common(stats)

@@ -1,0 +1,110 @@
+"""Telemetry settings, read from the environment once at the process edge.
+
+The standard OpenTelemetry variables keep their meaning:
+
+- ``OTEL_SDK_DISABLED=true``: no tracer provider is installed; the API stays a no-op.
+- ``OTEL_TRACES_EXPORTER``: comma-separated ``otlp``, ``console``, ``none``.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: turn on OTLP gRPC export
+  when ``OTEL_TRACES_EXPORTER`` is unset (the exporter reads the rest of ``OTEL_EXPORTER_OTLP_*``).
+- ``OTEL_BSP_*``: the batch span processor's delay and queue sizes.
+
+meshserve adds:
+
+- ``MESHSERVE_TRACING=off``: same as ``OTEL_SDK_DISABLED=true``.
+- ``MESHSERVE_TRACE_FILE=PATH``: append every finished span to PATH as one JSON object per line.
+- ``MESHSERVE_TRACE_DIR=DIR``: the same, into ``DIR/<service>-<instance>-<pid>.jsonl``; the
+  ``meshserve trace`` command merges every process's file in DIR.
+- ``MESHSERVE_TRACE_BUFFER=N``: keep the last N traces in memory (0 = no buffer).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["TelemetryConfig"]
+
+_FALSE = {"0", "false", "no", "off", "disabled"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """What a process exports and keeps.
+
+    Attributes:
+        enabled: install a tracer provider at all; False leaves the OpenTelemetry API a no-op.
+        otlp: export with OTLP gRPC (endpoint and headers from ``OTEL_EXPORTER_OTLP_*``).
+        console: print spans on stdout (development only).
+        trace_file: append spans as JSON lines to this file ("" = off).
+        trace_dir: append spans as JSON lines to a per-process file in this directory ("" = off).
+        buffer_max_traces: traces kept in memory for ``get_trace``/``slowest`` (0 = none).
+        buffer_max_spans_per_trace: spans kept per buffered trace; later ones are dropped.
+    """
+
+    enabled: bool = True
+    otlp: bool = False
+    console: bool = False
+    trace_file: str = ""
+    trace_dir: str = ""
+    buffer_max_traces: int = 0
+    buffer_max_spans_per_trace: int = 512
+
+    @property
+    def exports(self) -> bool:
+        """Whether finished spans go anywhere (an exporter or the buffer)."""
+        return (
+            self.otlp
+            or self.console
+            or bool(self.trace_file or self.trace_dir)
+            or (self.buffer_max_traces > 0)
+        )
+
+    def active(self, extra_exporter: bool = False) -> bool:
+        """Install a provider only when it is enabled and spans have somewhere to go: a process
+        with nothing to export pays nothing for tracing."""
+        return self.enabled and (self.exports or extra_exporter)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, buffer_max_traces: int = 0
+    ) -> TelemetryConfig:
+        """Read the ``OTEL_*``/``MESHSERVE_*`` variables described in the module docstring.
+
+        `buffer_max_traces` is the process's default (the orchestrator keeps a buffer, model
+        services do not); ``MESHSERVE_TRACE_BUFFER`` overrides it.
+        """
+        env = os.environ if environ is None else environ
+        disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE
+        switch = env.get("MESHSERVE_TRACING", "").strip().lower()
+        if switch in _FALSE:
+            disabled = True
+        exporters = {
+            part.strip().lower()
+            for part in env.get("OTEL_TRACES_EXPORTER", "").split(",")
+            if part.strip()
+        }
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+        )
+        otlp = "otlp" in exporters or (not exporters and bool(endpoint))
+        buffer_text = env.get("MESHSERVE_TRACE_BUFFER", "").strip()
+        if buffer_text:
+            try:
+                buffer_max_traces = int(buffer_text)
+            except ValueError:
+                raise ValueError(
+                    f"MESHSERVE_TRACE_BUFFER={buffer_text!r} is not an integer; "
+                    "expected the number of traces to keep (0 = none)"
+                ) from None
+        if buffer_max_traces < 0:
+            raise ValueError(f"MESHSERVE_TRACE_BUFFER must be >= 0, got {buffer_max_traces}")
+        return cls(
+            enabled=not disabled,
+            otlp=otlp,
+            console="console" in exporters,
+            trace_file=env.get("MESHSERVE_TRACE_FILE", "").strip(),
+            trace_dir=env.get("MESHSERVE_TRACE_DIR", "").strip(),
+            buffer_max_traces=buffer_max_traces,
+        )

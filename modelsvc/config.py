@@ -1,0 +1,108 @@
+"""Settings of one model replica: frozen dataclasses, units in names, no environment reads here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshserve.errors import InvalidInputError
+
+__all__ = ["BatchingConfig", "ModelServiceConfig", "SessionConfig", "config_from_mapping"]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The dynamic batcher's contract (see modelsvc/batcher.py).
+
+    max_batch_rows: rows per session call (1 = batching off: one request per call).
+    max_wait_us: how long the first queued request waits for company before its batch runs.
+    queue_max: queued requests accepted; past it submit fails at once with RESOURCE_EXHAUSTED.
+    max_concurrent_batches: session calls in flight at once (each in the executor).
+    overload_pushback_ms: retry hint sent with RESOURCE_EXHAUSTED.
+    """
+
+    max_batch_rows: int = 32
+    max_wait_us: int = 2000
+    queue_max: int = 1024
+    max_concurrent_batches: int = 2
+    overload_pushback_ms: int = 50
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_rows > 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch_rows < 1:
+            raise InvalidInputError(f"batch_max must be >= 1, got {self.max_batch_rows}")
+        if self.max_wait_us < 0:
+            raise InvalidInputError(f"batch_wait_us must be >= 0, got {self.max_wait_us}")
+        if self.queue_max < 1:
+            raise InvalidInputError(f"queue_max must be >= 1, got {self.queue_max}")
+        if self.max_concurrent_batches < 1:
+            raise InvalidInputError(
+                f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}"
+            )
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """onnxruntime session options. 0 threads = onnxruntime's default."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    expected_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ModelServiceConfig:
+    """Everything `meshserve model serve` needs; built by modelsvc/cli.py from flags or a file."""
+
+    model_path: str
+    name: str
+    version: str = "1"
+    handler: str = ""  # "module:Class"
+    host: str = "127.0.0.1"
+    port: int = 0
+    consul_address: str = "127.0.0.1:8500"
+    consul_token: str = ""
+    register: bool = True
+    instance_id: str = ""  # default NAME-<host>-<port>
+    metrics_port: int = 0  # 0 = free port, -1 = off
+    grace_s: float = 10.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_concurrent_rpcs: int = 1024
+    max_elements: int = 1 << 26
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+
+_NESTED = {"batching": BatchingConfig, "session": SessionConfig}
+
+
+def config_from_mapping(values: dict[str, Any]) -> ModelServiceConfig:
+    """Build a config from a flat-or-nested mapping (a parsed YAML/TOML file merged with flags).
+
+    Unknown keys are an error naming the key and the accepted ones.
+    """
+    top = {f.name for f in dataclasses.fields(ModelServiceConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in _NESTED:
+            cls = _NESTED[key]
+            allowed = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(value) - allowed
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown {key} settings {sorted(unknown)} (expected {sorted(allowed)})"
+                )
+            kwargs[key] = cls(**value)
+        elif key in top:
+            kwargs[key] = value
+        else:
+            raise InvalidInputError(f"unknown setting {key!r} (expected {sorted(top)})")
+    for required in ("model_path", "name"):
+        if not kwargs.get(required):
+            raise InvalidInputError(f"setting {required!r} is required")
+    return ModelServiceConfig(**kwargs)

@@ -1,0 +1,154 @@
+"""The transport-free core of a model replica: validation, handler, batcher, backend.
+
+Servicers (modelsvc/servicers.py, modelsvc/v2_servicer.py) convert protobuf to the types here and
+call `ModelCore.infer`; nothing in this module knows about grpc.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from opentelemetry import trace
+
+from meshserve.modelsvc.backend import ModelBackend, Signature
+from meshserve.modelsvc.batcher import BatchObserver, BatchStats, DynamicBatcher
+from meshserve.modelsvc.config import BatchingConfig
+from meshserve.modelsvc.handler import Handler, IdentityHandler
+from meshserve.modelsvc.validation import validate_request
+
+__all__ = ["InferOutput", "ModelCore", "ModelInfo"]
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What GetMetadata / ModelMetadata / Consul meta report about the replica."""
+
+    name: str
+    version: str
+    platform: str
+    signature: Signature
+    signature_sha256: str
+    model_sha256: str
+    instance_id: str
+    batching: BatchingConfig
+
+
+@dataclass(frozen=True)
+class InferOutput:
+    outputs: Arrays
+    stats: BatchStats
+
+
+class ModelCore:
+    """Runs validated requests through the shared dynamic batcher and the model."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        backend: ModelBackend,
+        batching: BatchingConfig,
+        handler: Handler | None = None,
+        instance_id: str = "",
+        executor: concurrent.futures.Executor | None = None,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._backend = backend
+        self._handler: Handler = handler or IdentityHandler()
+        self._output_names = tuple(s.name for s in backend.signature.outputs)
+        self._clock = clock
+        self.ready = False
+        self.info = ModelInfo(
+            name=name,
+            version=version,
+            platform=backend.platform,
+            signature=backend.signature,
+            signature_sha256=backend.signature.sha256(),
+            model_sha256=backend.model_sha256,
+            instance_id=instance_id,
+            batching=batching,
+        )
+        self._batcher = DynamicBatcher(
+            batching,
+            self._run_batch,
+            executor=executor,
+            mergeable=backend.signature.batched,
+            clock=clock,
+            observer=observer,
+        )
+
+    @property
+    def batcher(self) -> DynamicBatcher:
+        return self._batcher
+
+    def set_instance_id(self, instance_id: str) -> None:
+        """Set once the port is known (the default id contains it)."""
+        from dataclasses import replace
+
+        self.info = replace(self.info, instance_id=instance_id)
+
+    def start(self) -> None:
+        self._batcher.start()
+        self.ready = True
+
+    async def stop(self, timeout_s: float) -> None:
+        self.ready = False
+        await self._batcher.stop(timeout_s)
+
+    def warm_up(self) -> None:
+        """One blocking call with a single zero row, so the first request pays no lazy init."""
+        sample: Arrays = {}
+        for spec in self.info.signature.inputs:
+            shape = tuple(1 if d < 0 else d for d in spec.shape)
+            sample[spec.name] = np.zeros(shape, dtype=spec.dtype)
+        try:
+            self._run_batch(sample)
+        except Exception as exc:  # a handler may reject zeros; warm-up is best effort
+            log.warning("warm-up call failed: %s", exc)
+
+    async def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] = (),
+        *,
+        timeout_s: float | None = None,
+    ) -> InferOutput:
+        """Validate, queue and run one request; returns only the requested outputs.
+
+        Raises InvalidInputError, OverloadedError, DeadlineExceededError, UnavailableError.
+        """
+        with tracer.start_as_current_span("modelsvc.request") as span:
+            rows = validate_request(
+                self.info.signature,
+                inputs,
+                output_names,
+                allow_non_finite=self._handler.allow_non_finite,
+            )
+            deadline = None if timeout_s is None else self._clock() + timeout_s
+            result = await self._batcher.submit(
+                inputs, rows, deadline, span_context=span.get_span_context()
+            )
+            span.set_attribute("meshserve.batch_size", result.stats.batch_size)
+            span.set_attribute("meshserve.batch_requests", result.stats.batch_requests)
+            span.set_attribute("meshserve.queue_wait_us", result.stats.queue_wait_us)
+            span.set_attribute("meshserve.compute_us", result.stats.compute_us)
+        wanted = output_names or self._output_names
+        return InferOutput({n: result.outputs[n] for n in wanted}, result.stats)
+
+    def _run_batch(self, inputs: Arrays) -> Arrays:
+        """Executor thread: handler hooks around one session call."""
+        prepared = self._handler.preprocess(inputs)
+        outputs = self._backend.run(prepared, self._output_names)
+        return self._handler.postprocess(outputs)

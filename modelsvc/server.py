@@ -1,0 +1,202 @@
+"""Assembles and runs one model replica: model, core, gRPC server, health, reflection, Consul.
+
+`ModelServer.start()` loads the model, serves and registers; `ModelServer.stop()` is the SIGTERM
+path: health NOT_SERVING, deregister, stop accepting, drain in-flight within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from meshserve.modelsvc.backend import OnnxBackend
+from meshserve.modelsvc.config import ModelServiceConfig
+from meshserve.modelsvc.core import ModelCore
+from meshserve.modelsvc.handler import load_handler
+from meshserve.modelsvc.metrics import ModelMetrics
+from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
+from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
+from meshserve.v1 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc, model_pb2, model_pb2_grpc
+
+__all__ = ["HEALTH_SERVICES", "ModelServer", "run"]
+
+log = logging.getLogger(__name__)
+
+MODEL_SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+V2_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICES = ("", MODEL_SERVICE, V2_SERVICE)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where the replica ended up: gRPC port, metrics port (-1 off), Consul id."""
+
+    host: str
+    port: int
+    metrics_port: int
+    instance_id: str
+
+
+class ModelServer:
+    """One model replica; `consul` is a meshserve.registry.ConsulConfig (None = no registration)."""
+
+    def __init__(
+        self,
+        config: ModelServiceConfig,
+        consul: Any | None = None,
+        telemetry: TelemetryConfig | None = None,
+    ) -> None:
+        self.config = config
+        self._telemetry_config = telemetry or TelemetryConfig.from_env()
+        self._telemetry: Telemetry | None = None
+        self._consul = consul if config.register else None
+        self._server: grpc.aio.Server | None = None
+        self._health = health_aio.HealthServicer()
+        self._registration: Any | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.batching.max_concurrent_batches,
+            thread_name_prefix="modelsvc-infer",
+        )
+        self.metrics = ModelMetrics(config.name)
+        self.core: ModelCore | None = None
+        self.bound: Bound | None = None
+
+    async def start(self) -> Bound:
+        cfg = self.config
+        backend = await asyncio.to_thread(OnnxBackend, cfg.model_path, cfg.session)
+        handler = load_handler(cfg.handler)
+        core = ModelCore(
+            name=cfg.name,
+            version=cfg.version,
+            backend=backend,
+            batching=cfg.batching,
+            handler=handler,
+            executor=self._executor,
+            observer=self.metrics,
+        )
+        await asyncio.get_running_loop().run_in_executor(self._executor, core.warm_up)
+        self.core = core
+
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(
+            options=options,
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            interceptors=server_interceptors(enabled=self._telemetry_config.active()),
+        )
+        model_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(core, self.metrics, cfg.max_elements), server
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            V2Servicer(core, self.metrics, cfg.max_elements), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                MODEL_SERVICE,
+                V2_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if port == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        await server.start()
+        self._server = server
+        core.start()
+
+        instance_id = cfg.instance_id or f"{cfg.name}-{cfg.host}-{port}"
+        core.set_instance_id(instance_id)
+        self._telemetry = setup_telemetry(
+            cfg.name, instance_id, cfg.version, config=self._telemetry_config
+        )
+        metrics_port = cfg.metrics_port
+        if metrics_port >= 0:
+            metrics_port = self.metrics.serve(cfg.host, metrics_port)
+        for service in HEALTH_SERVICES:
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.bound = Bound(cfg.host, port, metrics_port, instance_id)
+        if self._consul is not None:
+            await self._register(self.bound)
+        log.info(
+            "serving model %s v%s on %s:%d as %s (metrics port %d, batch_max %d, wait %d us)",
+            cfg.name, cfg.version, cfg.host, port, instance_id, metrics_port,
+            cfg.batching.max_batch_rows, cfg.batching.max_wait_us,
+        )  # fmt: skip
+        return self.bound
+
+    async def _register(self, bound: Bound) -> None:
+        from meshserve.registry.registration import Registration, ServiceInstance
+
+        assert self.core is not None
+        info = self.core.info
+        instance = ServiceInstance(
+            name=info.name,
+            instance_id=bound.instance_id,
+            address=bound.host,
+            port=bound.port,
+            tags=("meshserve-model", f"version={info.version}"),
+            meta={
+                "version": info.version,
+                "model_sha256": info.model_sha256,
+                "signature_sha256": info.signature_sha256,
+                "batch_max": str(info.batching.max_batch_rows),
+                "batch_wait_us": str(info.batching.max_wait_us),
+                "metrics_port": str(bound.metrics_port),
+            },
+            grpc_health_service=MODEL_SERVICE,
+            deregister_critical_after_s=30.0,
+        )
+        assert self._consul is not None
+        self._registration = Registration(self._consul, instance)
+        await self._registration.start()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, deregister, stop accepting, drain in-flight within `grace_s`."""
+        grace = self.config.grace_s if grace_s is None else grace_s
+        await self._health.enter_graceful_shutdown()
+        if self._registration is not None:
+            await self._registration.stop(deregister=True)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.core is not None:
+            await self.core.stop(timeout_s=0.0)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._telemetry is not None:
+            self._telemetry.shutdown()  # export what is pending
+        log.info("model server stopped")
+
+
+async def run(config: ModelServiceConfig, consul: Any | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; print the ready line; exit code 0 on a clean drain."""
+    server = ModelServer(config, consul)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        bound = await server.start()
+    except BaseException:
+        await server.stop(grace_s=0)
+        raise
+    sys.stdout.write(f"MESHSERVE_READY {bound.host}:{bound.port}\n")
+    sys.stdout.flush()
+    await stop.wait()
+    log.info("signal received: draining (grace %.1fs)", config.grace_s)
+    await server.stop()
+    return 0

@@ -1,0 +1,238 @@
+"""Thin gRPC servicers: protobuf in, `ModelCore` call, protobuf out.
+
+`ModelServicer` serves meshserve.v1.ModelService, `V2Servicer` the Open Inference Protocol
+(inference.GRPCInferenceService). Errors are mapped by meshserve.grpc_errors; per-item stream
+failures travel in-band.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+from meshserve.errors import InvalidInputError, MeshError, NotFoundError
+from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
+from meshserve.modelsvc import converters
+from meshserve.modelsvc.core import ModelCore
+from meshserve.modelsvc.metrics import ModelMetrics
+from meshserve.v1 import grpc_predict_v2_pb2 as v2
+from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
+from meshserve.v1 import model_pb2, model_pb2_grpc
+
+__all__ = ["ModelServicer", "V2Servicer"]
+
+log = logging.getLogger(__name__)
+
+# Requests one InferStream may have in flight before the server stops reading from it.
+STREAM_MAX_IN_FLIGHT = 1024
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, MeshError):
+        return exc.code.name
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
+@contextlib.contextmanager
+def _observed(metrics: ModelMetrics, method: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException as exc:
+        metrics.request_done(method, _code_of(exc), time.monotonic() - started)
+        raise
+    metrics.request_done(method, "OK", time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _trace_parent(carrier: dict[str, str]) -> Iterator[None]:
+    """Make the caller's W3C trace context current (no-op without a traceparent, or when the
+    tracing server interceptor already made its RPC span current)."""
+    if "traceparent" not in carrier or trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {
+        k: v if isinstance(v, str) else v.decode(errors="replace")
+        for k, v in (context.invocation_metadata() or ())
+    }
+
+
+def _timeout_s(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining < 1e9 else None
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    """meshserve.v1.ModelService over a ModelCore."""
+
+    def __init__(self, core: ModelCore, metrics: ModelMetrics, max_elements: int) -> None:
+        self._core = core
+        self._metrics = metrics
+        self._max_elements = max_elements
+
+    async def _infer(
+        self, request: model_pb2.InferRequest, timeout_s: float | None
+    ) -> model_pb2.InferResponse:
+        inputs, outputs, item_timeout_s = converters.request_from_proto(request, self._max_elements)
+        if item_timeout_s is not None:
+            timeout_s = item_timeout_s if timeout_s is None else min(timeout_s, item_timeout_s)
+        result = await self._core.infer(inputs, outputs, timeout_s=timeout_s)
+        return converters.response_to_proto(request.id, result, self._core.info.instance_id)
+
+    @map_errors
+    async def Infer(
+        self, request: model_pb2.InferRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.InferResponse:
+        with _observed(self._metrics, "Infer"), _trace_parent(_metadata(context)):
+            return await self._infer(request, _timeout_s(context))
+
+    @map_stream_errors
+    async def InferStream(
+        self,
+        request_iterator: AsyncIterator[model_pb2.InferRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[model_pb2.InferResponse]:
+        """Every item runs concurrently; responses go out as they finish (any order)."""
+        results: asyncio.Queue[model_pb2.InferResponse | BaseException | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_MAX_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+        stream_metadata = _metadata(context)
+        call_timeout_s = _timeout_s(context)
+
+        async def one(request: model_pb2.InferRequest) -> None:
+            carrier = dict(stream_metadata)
+            if request.traceparents:
+                carrier["traceparent"] = request.traceparents[0]
+            try:
+                with _observed(self._metrics, "InferStream"), _trace_parent(carrier):
+                    if not request.id:
+                        raise InvalidInputError("InferStream items need an id (field 'id')")
+                    response = await self._infer(request, call_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                response = model_pb2.InferResponse(
+                    id=request.id,
+                    status=error_to_status(exc),
+                    instance_id=self._core.info.instance_id,
+                )
+            finally:
+                slots.release()
+            await results.put(response)
+
+        async def reader() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.get_running_loop().create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.wait(list(tasks))
+                await results.put(None)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                await results.put(exc)
+
+        reader_task = asyncio.get_running_loop().create_task(reader())
+        try:
+            while True:
+                item = await results.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            reader_task.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    @map_errors
+    async def GetMetadata(
+        self, request: model_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.ModelMetadata:
+        return converters.metadata_to_proto(self._core.info)
+
+
+class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol (KServe V2) over the same ModelCore and batcher."""
+
+    def __init__(self, core: ModelCore, metrics: ModelMetrics, max_elements: int) -> None:
+        self._core = core
+        self._metrics = metrics
+        self._max_elements = max_elements
+
+    def _check_model(self, name: str, version: str) -> None:
+        info = self._core.info
+        if name != info.name:
+            raise NotFoundError(
+                f"model '{name}' is not served here (this replica serves '{info.name}')"
+            )
+        if version and version != info.version:
+            raise NotFoundError(
+                f"model '{name}' version '{version}' is not served here "
+                f"(this replica serves version '{info.version}')"
+            )
+
+    @map_errors
+    async def ServerLive(
+        self, request: v2.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ServerLiveResponse:
+        return v2.ServerLiveResponse(live=True)
+
+    @map_errors
+    async def ServerReady(
+        self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ServerReadyResponse:
+        return v2.ServerReadyResponse(ready=self._core.ready)
+
+    @map_errors
+    async def ModelReady(
+        self, request: v2.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ModelReadyResponse:
+        self._check_model(request.name, request.version)
+        return v2.ModelReadyResponse(ready=self._core.ready)
+
+    @map_errors
+    async def ServerMetadata(
+        self, request: v2.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ServerMetadataResponse:
+        from meshserve import __version__
+
+        return v2.ServerMetadataResponse(name="meshserve", version=__version__, extensions=[])
+
+    @map_errors
+    async def ModelMetadata(
+        self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ModelMetadataResponse:
+        self._check_model(request.name, request.version)
+        return converters.v2_metadata_to_proto(self._core.info)
+
+    @map_errors
+    async def ModelInfer(
+        self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ModelInferResponse:
+        with _observed(self._metrics, "ModelInfer"), _trace_parent(_metadata(context)):
+            self._check_model(request.model_name, request.model_version)
+            inputs, outputs, raw = converters.v2_request_from_proto(request, self._max_elements)
+            result = await self._core.infer(inputs, outputs, timeout_s=_timeout_s(context))
+            return converters.v2_response_to_proto(request, self._core.info, result, raw)

@@ -1,0 +1,87 @@
+"""Checks a request against the model signature before it is queued.
+
+Every failure is an InvalidInputError whose message names the input, what was expected and what
+was received, so a person can fix the call without reading server logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from meshserve.errors import InvalidInputError
+from meshserve.modelsvc.backend import Signature
+
+__all__ = ["validate_request"]
+
+
+def _names(specs: Sequence[object]) -> list[str]:
+    return [str(getattr(s, "name", "")) for s in specs]
+
+
+def validate_request(
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    output_names: Sequence[str],
+    *,
+    allow_non_finite: bool = True,
+) -> int:
+    """Validate names, dtypes, shapes, batch dims and values; return the request's row count.
+
+    For models without a dynamic batch dimension the row count is 1.
+    """
+    expected_names = _names(signature.inputs)
+    for name in inputs:
+        if name not in expected_names:
+            raise InvalidInputError(f"unknown input '{name}' (model inputs: {expected_names})")
+    rows_by_input: dict[str, int] = {}
+    for spec in signature.inputs:
+        array = inputs.get(spec.name)
+        if array is None:
+            raise InvalidInputError(
+                f"missing input '{spec.name}' (expected {spec.describe()}); "
+                f"received {sorted(inputs)}"
+            )
+        if array.dtype != spec.dtype:
+            raise InvalidInputError(
+                f"input '{spec.name}': dtype {array.dtype.name} received, "
+                f"expected {spec.dtype.name} (shape {list(spec.shape)})"
+            )
+        if array.ndim != len(spec.shape):
+            raise InvalidInputError(
+                f"input '{spec.name}': shape {list(array.shape)} has rank {array.ndim}, "
+                f"expected rank {len(spec.shape)} ({spec.describe()})"
+            )
+        for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+            if want >= 0 and got != want:
+                raise InvalidInputError(
+                    f"input '{spec.name}': dimension {axis} is {got}, expected {want} "
+                    f"(received shape {list(array.shape)}, expected {spec.describe()})"
+                )
+        if spec.shape and spec.shape[0] == -1:
+            if array.shape[0] == 0:
+                raise InvalidInputError(
+                    f"input '{spec.name}': batch dimension is 0; send at least one row"
+                )
+            rows_by_input[spec.name] = int(array.shape[0])
+        if not allow_non_finite and array.dtype.kind == "f":
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise InvalidInputError(
+                    f"input '{spec.name}': {bad} non-finite values (NaN/inf) received; "
+                    "this model expects finite numbers only"
+                )
+    if len(set(rows_by_input.values())) > 1:
+        detail = ", ".join(f"'{n}' has {r}" for n, r in rows_by_input.items())
+        raise InvalidInputError(
+            f"inputs disagree on the batch dimension (dim 0): {detail} rows; "
+            "every input must carry the same number of rows"
+        )
+    known_outputs = _names(signature.outputs)
+    for name in output_names:
+        if name not in known_outputs:
+            raise InvalidInputError(
+                f"unknown output '{name}' requested (model outputs: {known_outputs})"
+            )
+    return next(iter(rows_by_input.values()), 1) if signature.batched else 1

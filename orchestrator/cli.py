@@ -1,0 +1,117 @@
+"""``meshserve orchestrator serve``: flags and the environment are read here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from typing import Any
+
+from meshserve.errors import MeshError
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def _python_plan(value: str) -> tuple[str, str]:
+    name, sep, target = value.partition("=")
+    if not sep or not name or ":" not in target:
+        raise argparse.ArgumentTypeError(
+            f"--python-plan {value!r}: expected NAME=package.module:attr"
+        )
+    return name, target
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from meshserve.orchestrator.server import OrchestratorConfig, run
+    from meshserve.registry import ConsulConfig
+
+    env_consul = ConsulConfig.from_env()
+    consul = (
+        ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
+        if args.consul
+        else env_consul
+    )
+    config = OrchestratorConfig(
+        host=args.host,
+        port=args.port,
+        admin_token=args.admin_token or os.environ.get("MESHSERVE_ADMIN_TOKEN", ""),
+        instance_id=args.instance_id,
+        python_plans=tuple(args.python_plan or ()),
+        plan_files=tuple(args.plans or ()),
+        register=not args.no_register,
+        metrics_port=args.metrics_port,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        grace_s=args.grace_s,
+        default_timeout_s=args.default_timeout_s,
+        learning=not args.no_learning,
+        learning_dir=args.learning_dir,
+        logic_modules=tuple(args.logic or ()),
+        client_batching=args.client_batching == "on",
+        model_transport=args.model_transport,
+    )
+    if not config.admin_token:
+        log.warning(
+            "no admin token (--admin-token / MESHSERVE_ADMIN_TOKEN): Admin RPCs are refused"
+        )
+    try:
+        return asyncio.run(run(config, consul))
+    except (MeshError, OSError) as exc:
+        log.error("orchestrator failed to start: %s", getattr(exc, "message", exc))
+        return 1
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``orchestrator`` command group (``orchestrator serve``) to the meshserve CLI."""
+    group = subparsers.add_parser("orchestrator", help="the plan-executing orchestrator")
+    sub = group.add_subparsers(dest="orchestrator_command", required=True)
+    serve = sub.add_parser("serve", help="serve Orchestrator and Admin over gRPC")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
+    serve.add_argument("--consul", default="", help="Consul host:port (default $CONSUL_HTTP_ADDR)")
+    serve.add_argument("--admin-token", default="", help="bearer token Admin calls must present")
+    serve.add_argument(
+        "--python-plan",
+        action="append",
+        type=_python_plan,
+        metavar="NAME=module:attr",
+        help="serve a programmatic plan (repeatable)",
+    )
+    serve.add_argument(
+        "--plans", action="append", metavar="FILE_OR_DIR", help="plan files to apply at start"
+    )
+    serve.add_argument("--instance-id", default="", help="Consul service id")
+    serve.add_argument("--metrics-port", type=int, default=-1, help="/metrics port (-1 = off)")
+    serve.add_argument("--tls-cert", default="", help="server certificate (PEM) to serve TLS")
+    serve.add_argument("--tls-key", default="", help="server private key (PEM)")
+    serve.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
+    serve.add_argument(
+        "--default-timeout-s", type=float, default=30.0, help="request budget without a deadline"
+    )
+    serve.add_argument(
+        "--client-batching",
+        choices=("on", "off"),
+        default="on",
+        help="coalesce concurrent calls to a model into micro-batches",
+    )
+    serve.add_argument(
+        "--model-transport",
+        choices=("stream", "unary"),
+        default="stream",
+        help="how model calls travel: one bidi InferStream per replica, or unary Infer",
+    )
+    serve.add_argument("--no-register", action="store_true", help="do not register in Consul")
+    serve.add_argument("--no-learning", action="store_true", help="no bandits/online learning")
+    serve.add_argument(
+        "--logic",
+        action="append",
+        metavar="MODULE",
+        help="import a module that registers @logic functions (repeatable)",
+    )
+    serve.add_argument(
+        "--learning-dir", default="", help="folder for learner model versions (default: a temp one)"
+    )
+    serve.set_defaults(handler=_serve)

@@ -1,0 +1,168 @@
+"""Every protobuf <-> internal conversion of the orchestrator's servicers, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshserve.errors import InvalidInputError
+from meshserve.orchestrator.admin import ModelView
+from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
+from meshserve.orchestrator.engine import ExecuteCall, ExecutionResult
+from meshserve.orchestrator.stats import PlanStatsView, ShadowStatsView
+from meshserve.orchestrator.store import PlanInfo
+from meshserve.orchestrator.traffic import TrafficPolicy
+from meshserve.tensors import from_numpy_map, to_numpy_map
+from meshserve.v1 import admin_pb2, orchestrator_pb2
+
+__all__ = [
+    "call_from_proto",
+    "fault_from_proto",
+    "model_to_proto",
+    "plan_summary_to_proto",
+    "policy_from_proto",
+    "policy_to_proto",
+    "result_to_proto",
+    "stats_to_proto",
+]
+
+
+def call_from_proto(
+    request: orchestrator_pb2.ExecuteRequest, call_timeout_s: float | None
+) -> ExecuteCall:
+    """An ExecuteCall; the budget is the smaller of the call deadline and `timeout_ms`."""
+    if not request.plan:
+        raise InvalidInputError("ExecuteRequest: 'plan' (the plan name) is required")
+    timeout_s = call_timeout_s
+    if request.timeout_ms:
+        item = request.timeout_ms / 1000.0
+        timeout_s = item if timeout_s is None else min(timeout_s, item)
+    return ExecuteCall(
+        plan=request.plan,
+        inputs=to_numpy_map(request.inputs),
+        request_id=request.id,
+        plan_version=request.plan_version,
+        routing_key=request.routing_key,
+        attributes=dict(request.attributes),
+        timeout_s=timeout_s,
+    )
+
+
+def result_to_proto(result: ExecutionResult) -> orchestrator_pb2.ExecuteResponse:
+    return orchestrator_pb2.ExecuteResponse(
+        id=result.request_id,
+        plan=result.plan,
+        plan_version=result.plan_version,
+        outputs=from_numpy_map(result.outputs),
+        trace_id=result.trace_id,
+        decisions=result.decisions,
+        latency_ms=result.latency_ms,
+    )
+
+
+def plan_summary_to_proto(info: PlanInfo) -> admin_pb2.PlanSummary:
+    active = info.active_plan()
+    return admin_pb2.PlanSummary(
+        name=info.name,
+        active_version=info.active,
+        versions=sorted(info.versions),
+        description=active.description,
+        kind="python" if active.python else "declarative",
+    )
+
+
+def endpoint_to_proto(e: EndpointSnapshot) -> admin_pb2.Endpoint:
+    return admin_pb2.Endpoint(
+        instance_id=e.instance_id,
+        address=e.address,
+        version=e.version,
+        state=e.state,
+        in_flight=e.in_flight,
+        latency_ewma_ms=e.latency_ewma_ms,
+        requests_total=e.requests_total,
+        failures_total=e.failures_total,
+    )
+
+
+def model_to_proto(view: ModelView) -> admin_pb2.ModelInfo:
+    return admin_pb2.ModelInfo(
+        name=view.name,
+        versions=list(view.versions),
+        endpoints=[endpoint_to_proto(e) for e in view.endpoints],
+    )
+
+
+def policy_from_proto(policy: admin_pb2.TrafficPolicy) -> TrafficPolicy:
+    return TrafficPolicy(
+        model=policy.model, version_weights=dict(policy.version_weights), sticky=policy.sticky
+    )
+
+
+def policy_to_proto(policy: TrafficPolicy) -> admin_pb2.TrafficPolicy:
+    return admin_pb2.TrafficPolicy(
+        model=policy.model, version_weights=dict(policy.version_weights), sticky=policy.sticky
+    )
+
+
+def fault_from_proto(request: admin_pb2.InjectFaultRequest) -> FaultSpec:
+    if not request.duration_ms:
+        raise InvalidInputError("InjectFault: 'duration_ms' is required (at most 3600000)")
+    return FaultSpec(
+        model=request.model,
+        duration_s=request.duration_ms / 1000.0,
+        instance_id=request.instance_id,
+        delay_ms=request.delay_ms,
+        delay_rate=request.delay_rate or 1.0,
+        abort_rate=request.abort_rate,
+        abort_code=request.abort_code or 14,
+    )
+
+
+def _plan_stats(view: PlanStatsView) -> admin_pb2.PlanStats:
+    return admin_pb2.PlanStats(
+        plan=view.plan,
+        latency=admin_pb2.LatencySummary(
+            count=view.count,
+            errors=view.errors,
+            p50_ms=view.p50_ms,
+            p99_ms=view.p99_ms,
+            mean_ms=view.mean_ms,
+        ),
+        decisions=view.decisions,
+    )
+
+
+def _shadow_stats(view: ShadowStatsView) -> admin_pb2.ShadowStats:
+    return admin_pb2.ShadowStats(
+        plan=view.plan,
+        step=view.step,
+        compared=view.compared,
+        agreed=view.agreed,
+        candidate_errors=view.candidate_errors,
+        candidate_latency_p50_ms=view.candidate_latency_p50_ms,
+        primary_latency_p50_ms=view.primary_latency_p50_ms,
+    )
+
+
+def stats_to_proto(
+    *,
+    plans: Sequence[PlanStatsView],
+    shadows: Sequence[ShadowStatsView],
+    models: Sequence[ModelView],
+    counters: CallerCounters,
+    bandits: Sequence[admin_pb2.BanditStats],
+    learners: Sequence[admin_pb2.LearnerStats],
+    instance_id: str,
+    leader: bool,
+) -> admin_pb2.Stats:
+    return admin_pb2.Stats(
+        plans=[_plan_stats(p) for p in plans],
+        shadows=[_shadow_stats(s) for s in shadows],
+        models=[model_to_proto(m) for m in models],
+        bandits=list(bandits),
+        learners=list(learners),
+        retries_total=counters.retries_total,
+        ejections_total=counters.ejections_total,
+        no_endpoint_failures_total=counters.no_endpoint_failures_total,
+        instance_id=instance_id,
+        leader=leader,
+    )

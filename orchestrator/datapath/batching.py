@@ -1,0 +1,269 @@
+"""Client-side streaming batching: coalesce concurrent calls to one model into micro-batches.
+
+Contract:
+- Calls are grouped by a compatibility key (input names, dtypes and per-row shapes, requested
+  outputs, version); a batch only holds calls with equal keys. Calls whose inputs do not share
+  one first ("rows") dimension are sent alone.
+- A batch is sent when it holds `max_batch_rows` rows, when its oldest call waited `max_wait_us`,
+  or at once (end of the current event-loop turn) while fewer than `eager_limit()` batches of the
+  model are in flight: an idle pipe gains nothing from waiting, so concurrency 1 pays no wait.
+  Queued rows are spread over the free pipe slots. A single call larger than the limit goes
+  alone (never split).
+- Inputs are stacked along the first dimension into one request that carries every caller's W3C
+  traceparent; each output's rows are sliced back so every caller gets exactly its own rows
+  (an output whose first dimension is not the batch's row count fails the batch, naming it).
+- A call cancelled or timed out before its batch is sent is skipped; one failing batch fails
+  exactly its callers with the same error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from opentelemetry import trace
+
+from meshserve.errors import DeadlineExceededError, InternalError
+from meshserve.orchestrator.datapath.config import BatchConfig
+from meshserve.tensors import from_numpy, to_numpy
+from meshserve.v1 import model_pb2
+
+__all__ = ["BatchEntry", "MicroBatcher", "build_request", "split_response"]
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+_ID_PREFIX = f"{os.getpid():x}-{id(_ids) & 0xFFFF:x}"
+
+
+def next_request_id() -> str:
+    return f"{_ID_PREFIX}-{next(_ids)}"
+
+
+@dataclass
+class BatchEntry:
+    """One caller's rows waiting for (or riding in) a batch."""
+
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: Any
+    deadline: float
+    future: asyncio.Future[dict[str, np.ndarray]]
+    output_names: tuple[str, ...] = ()
+    version: str = ""
+    traceparent: str = ""
+    link: trace.Link | None = None
+    enqueued: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def entry_key(
+    inputs: Mapping[str, np.ndarray], output_names: Sequence[str], version: str
+) -> tuple[Any, int]:
+    """(compatibility key, rows); the key is None when the call cannot share a batch."""
+    rows = -1
+    parts = []
+    for name in sorted(inputs):
+        arr = inputs[name]
+        if arr.ndim == 0:
+            return None, 0
+        if rows == -1:
+            rows = int(arr.shape[0])
+        elif arr.shape[0] != rows:
+            return None, 0
+        parts.append((name, arr.dtype.str, arr.shape[1:]))
+    if rows <= 0:
+        return None, max(rows, 0)
+    return (tuple(parts), tuple(output_names), version), rows
+
+
+def build_request(entries: Sequence[BatchEntry]) -> model_pb2.InferRequest:
+    """One InferRequest with every entry's rows stacked in order."""
+    first = entries[0]
+    request = model_pb2.InferRequest(id=next_request_id(), output_names=first.output_names)
+    for name in first.inputs:
+        if len(entries) == 1:
+            stacked = np.asarray(first.inputs[name])
+        else:
+            stacked = np.concatenate([np.asarray(e.inputs[name]) for e in entries], axis=0)
+        request.inputs[name].CopyFrom(from_numpy(stacked))
+    request.traceparents.extend(e.traceparent for e in entries if e.traceparent)
+    return request
+
+
+def split_response(
+    model: str, response: model_pb2.InferResponse, entries: Sequence[BatchEntry]
+) -> list[dict[str, np.ndarray]]:
+    """Every entry's own rows of every output, in entry order."""
+    outputs = {name: to_numpy(t, name) for name, t in response.outputs.items()}
+    if len(entries) == 1:
+        return [outputs]
+    total = sum(e.rows for e in entries)
+    for name, arr in outputs.items():
+        if arr.ndim == 0 or arr.shape[0] != total:
+            raise InternalError(
+                f"model '{model}': output '{name}' has shape {list(arr.shape)} for a batch of "
+                f"{total} rows (expected first dimension {total}); disable client batching "
+                "for models whose outputs are not row-aligned"
+            )
+    results: list[dict[str, np.ndarray]] = []
+    offset = 0
+    for entry in entries:
+        end = offset + entry.rows
+        results.append({name: arr[offset:end] for name, arr in outputs.items()})
+        offset = end
+    return results
+
+
+SendBatch = Callable[[list[BatchEntry]], Awaitable[None]]
+
+
+class MicroBatcher:
+    """Queues calls of one model and sends micro-batches through `send`.
+
+    `send(entries)` must settle every entry's future (result or exception). `eager_limit()`
+    says how many batches may be in flight before calls start to wait for company;
+    `rows_cap()` the replicas' advertised batch_max (None when unknown).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        config: BatchConfig,
+        send: SendBatch,
+        eager_limit: Callable[[], int],
+        rows_cap: Callable[[], int | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self._config = config
+        self._send = send
+        self._eager_limit = eager_limit
+        self._rows_cap = rows_cap
+        self._clock = clock
+        self._queues: dict[Any, list[BatchEntry]] = {}
+        self._in_flight = 0
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    async def submit(self, entry: BatchEntry) -> dict[str, np.ndarray]:
+        """Queue `entry` and await its rows of the outputs."""
+        loop = asyncio.get_running_loop()
+        entry.enqueued = self._clock()
+        if entry.key is None:
+            self._dispatch([entry])
+        else:
+            self._queues.setdefault(entry.key, []).append(entry)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        remaining = entry.deadline - self._clock()
+        try:
+            return await asyncio.wait_for(entry.future, max(remaining, 0.0))
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"model '{self.model}': deadline passed while waiting for the model "
+                f"({remaining:.3f}s budget)"
+            ) from None
+
+    def _max_rows(self) -> int:
+        cap = self._rows_cap()
+        rows = self._config.max_batch_rows
+        return max(1, min(rows, cap) if cap else rows)
+
+    def _flush(self, *, timer: bool = False) -> None:
+        self._flush_scheduled = False
+        if timer:
+            self._timer = None
+        max_rows = self._max_rows()
+        max_wait_s = self._config.max_wait_us / 1e6
+        now = self._clock()
+        oldest: float | None = None
+        for key in list(self._queues):
+            queue = [e for e in self._queues[key] if not e.future.done()]
+            while queue:
+                free = self._eager_limit() - self._in_flight
+                rows = sum(e.rows for e in queue)
+                expired = timer and now - queue[0].enqueued >= max_wait_s - 1e-4
+                if rows >= max_rows or expired:
+                    take = max_rows
+                elif free > 0:
+                    take = max(1, math.ceil(rows / free))
+                else:
+                    break
+                batch, queue = _take(queue, take)
+                self._dispatch(batch)
+            if queue:
+                self._queues[key] = queue
+                oldest = queue[0].enqueued if oldest is None else min(oldest, queue[0].enqueued)
+            else:
+                del self._queues[key]
+        if oldest is not None and self._timer is None:
+            delay = max(0.0, oldest + max_wait_s - now)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._flush(timer=True)
+
+    def _dispatch(self, batch: list[BatchEntry]) -> None:
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[BatchEntry]) -> None:
+        try:
+            await self._send(batch)
+        except BaseException as exc:  # settle every caller, whatever happened
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        exc if isinstance(exc, Exception) else InternalError("batch cancelled")
+                    )
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._in_flight -= 1
+            if self._queues and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for queue in self._queues.values():
+            for entry in queue:
+                if not entry.future.done():
+                    entry.future.set_exception(InternalError("model caller closed"))
+        self._queues.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _take(queue: list[BatchEntry], rows: int) -> tuple[list[BatchEntry], list[BatchEntry]]:
+    """Split off entries from the head of `queue` up to `rows` rows (at least one entry)."""
+    total = 0
+    for i, entry in enumerate(queue):
+        if i > 0 and total + entry.rows > rows:
+            return queue[:i], queue[i:]
+        total += entry.rows
+    return queue, []

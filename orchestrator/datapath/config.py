@@ -1,0 +1,154 @@
+"""Frozen configuration of the orchestrator -> model data path.
+
+Every knob carries its unit in its name. ``DataPathConfig`` holds the defaults for every model;
+``DataPathConfig.models`` overrides them per model (``ModelPathConfig``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = [
+    "BatchConfig",
+    "DataPathConfig",
+    "EjectionConfig",
+    "ModelPathConfig",
+    "RetryConfig",
+    "Transport",
+]
+
+Transport = Literal["stream", "unary"]
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """When and how a failed attempt is tried again on another replica.
+
+    Retries only happen on `retry_codes` (grpc status names) or a broken stream, on a replica not
+    tried yet by this call, while the call's deadline allows, and only when the retry budget has a
+    token: each first attempt deposits `budget_ratio` tokens (so retries stay under ~20% of
+    attempts), plus a floor of `budget_min_per_s` tokens per second, capped at `budget_max_tokens`.
+    Backoff between attempts is full-jitter exponential, raised to the server's retry pushback.
+    """
+
+    max_attempts: int = 3
+    retry_codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+    backoff_base_s: float = 0.002
+    backoff_max_s: float = 0.1
+    budget_ratio: float = 0.2
+    budget_min_per_s: float = 10.0
+    budget_max_tokens: float = 100.0
+
+
+@dataclass(frozen=True)
+class EjectionConfig:
+    """Outlier ejection: `consecutive_failures` in a row eject a replica for a back-off period
+    (`base_ejection_s` doubled on every ejection in a row, capped at `max_ejection_s`); after it,
+    one probe request is let through: success restores the replica, failure ejects it again.
+    At most `max_ejected_fraction` of a model's replicas are ejected at once (never the last one).
+    """
+
+    consecutive_failures: int = 3
+    base_ejection_s: float = 1.0
+    max_ejection_s: float = 30.0
+    max_ejected_fraction: float = 0.5
+    # Latency sample recorded for a fast RESOURCE_EXHAUSTED: a penalty, not a fast success.
+    overload_penalty_ms: float = 50.0
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Client-side micro-batching of concurrent calls to one model.
+
+    A batch is sent when it reaches `max_batch_rows`, when its oldest call waited `max_wait_us`,
+    or at once when fewer than `eager_batches_per_replica` x (ready replicas) batches of the model
+    are in flight (an idle pipe gains nothing from waiting). `max_batch_rows` is also capped by the
+    smallest `batch_max` that the replicas advertise in Consul meta.
+    """
+
+    enabled: bool = True
+    max_batch_rows: int = 64
+    max_wait_us: int = 2000
+    eager_batches_per_replica: int = 1
+
+
+@dataclass(frozen=True)
+class ModelPathConfig:
+    """Per-model overrides (None keeps the DataPathConfig default)."""
+
+    batch: BatchConfig | None = None
+    transport: Transport | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DataPathConfig:
+    """How the orchestrator calls models.
+
+    transport: "stream" (long-lived bidi InferStream per endpoint) or "unary" (one Infer per
+    batch). `policy`: "p2c" (power of two choices) or "round_robin".
+    """
+
+    transport: Transport = "stream"
+    policy: Literal["p2c", "round_robin"] = "p2c"
+    default_timeout_s: float = 30.0
+    discovery_timeout_s: float = 2.0
+    stream_max_in_flight: int = 64
+    latency_ewma_half_life_s: float = 1.0
+    latency_idle_half_life_s: float = 10.0
+    drain_close_grace_s: float = 30.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    service_tag: str = "meshserve-model"
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    ejection: EjectionConfig = field(default_factory=EjectionConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    models: Mapping[str, ModelPathConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.transport not in ("stream", "unary"):
+            problems.append(f"transport={self.transport!r} (expected 'stream' or 'unary')")
+        if self.policy not in ("p2c", "round_robin"):
+            problems.append(f"policy={self.policy!r} (expected 'p2c' or 'round_robin')")
+        for name in ("default_timeout_s", "discovery_timeout_s", "latency_ewma_half_life_s",
+                     "latency_idle_half_life_s"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                problems.append(f"{name}={getattr(self, name)} (expected > 0)")
+        if self.stream_max_in_flight < 1:
+            problems.append(f"stream_max_in_flight={self.stream_max_in_flight} (expected >= 1)")
+        for label, batch in [("batch", self.batch)] + [
+            (f"models[{m!r}].batch", o.batch) for m, o in self.models.items() if o.batch
+        ]:
+            if batch.max_batch_rows < 1:
+                problems.append(f"{label}.max_batch_rows={batch.max_batch_rows} (expected >= 1)")
+            if batch.max_wait_us < 0:
+                problems.append(f"{label}.max_wait_us={batch.max_wait_us} (expected >= 0)")
+        if self.retry.max_attempts < 1:
+            problems.append(f"retry.max_attempts={self.retry.max_attempts} (expected >= 1)")
+        if self.ejection.consecutive_failures < 1:
+            problems.append(
+                f"ejection.consecutive_failures={self.ejection.consecutive_failures} "
+                "(expected >= 1)"
+            )
+        if problems:
+            raise ValueError("invalid DataPathConfig: " + "; ".join(problems))
+
+    def batch_for(self, model: str) -> BatchConfig:
+        override = self.models.get(model)
+        return override.batch if override and override.batch else self.batch
+
+    def transport_for(self, model: str) -> Transport:
+        override = self.models.get(model)
+        return override.transport if override and override.transport else self.transport
+
+    def timeout_for(self, model: str) -> float:
+        override = self.models.get(model)
+        if override and override.timeout_s is not None:
+            return override.timeout_s
+        return self.default_timeout_s
+
+    def with_batching(self, enabled: bool) -> DataPathConfig:
+        """A copy with batching switched on/off for every model (benchmarks, tests)."""
+        return replace(self, batch=replace(self.batch, enabled=enabled), models={})

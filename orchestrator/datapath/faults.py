@@ -1,0 +1,117 @@
+"""Fault injection toward a model or one of its endpoints, like a service mesh's fault filter.
+
+A fault delays (`delay_ms` with probability `delay_rate`) and/or aborts (with probability
+`abort_rate`, status `abort_code`) attempts toward its target for `duration_s`, then expires by
+itself (judged with the injected clock on every lookup; no timers). An injected abort is seen by
+the router exactly like the replica failing with that status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshserve.errors import InvalidInputError
+from meshserve.grpc_errors import code_from_int
+from meshserve.orchestrator.caller import FaultSpec
+from meshserve.orchestrator.datapath.attempt import AttemptError
+
+__all__ = ["FaultDecision", "FaultInjector"]
+
+
+@dataclass(frozen=True)
+class FaultDecision:
+    delay_s: float = 0.0
+    abort: AttemptError | None = None
+
+
+NO_FAULT = FaultDecision()
+
+
+class FaultInjector:
+    """Holds active faults; `decide()` says what to do to one attempt."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._faults: dict[str, tuple[FaultSpec, float]] = {}
+        self._ids = itertools.count(1)
+
+    def inject(self, fault: FaultSpec) -> str:
+        """Install `fault`; returns its id."""
+        _validate(fault)
+        fault_id = f"fault-{next(self._ids)}"
+        self._faults[fault_id] = (fault, self._clock() + fault.duration_s)
+        return fault_id
+
+    def clear(self, model: str = "") -> int:
+        """Remove the faults of `model` (all when empty); returns how many were active."""
+        self._expire()
+        doomed = [fid for fid, (f, _) in self._faults.items() if not model or f.model == model]
+        for fid in doomed:
+            del self._faults[fid]
+        return len(doomed)
+
+    def active(self, model: str = "") -> list[FaultSpec]:
+        self._expire()
+        return [f for f, _ in self._faults.values() if not model or f.model == model]
+
+    def faulted(self, model: str, instance_id: str) -> bool:
+        """Is any active fault aimed at this endpoint (directly or via its model)?"""
+        return bool(self._matching(model, instance_id))
+
+    def decide(self, model: str, instance_id: str) -> FaultDecision:
+        """Delay and/or abort for one attempt toward `instance_id` of `model`."""
+        if not self._faults:
+            return NO_FAULT
+        delay_s = 0.0
+        abort: AttemptError | None = None
+        for fault in self._matching(model, instance_id):
+            if fault.delay_ms and self._rng.random() < fault.delay_rate:
+                delay_s = max(delay_s, fault.delay_ms / 1000.0)
+            if abort is None and fault.abort_rate and self._rng.random() < fault.abort_rate:
+                abort = AttemptError(
+                    code_from_int(fault.abort_code),
+                    f"fault injected toward {model}/{instance_id or '*'}",
+                    reason="fault_injected",
+                )
+        if not delay_s and abort is None:
+            return NO_FAULT
+        return FaultDecision(delay_s, abort)
+
+    def _matching(self, model: str, instance_id: str) -> list[FaultSpec]:
+        self._expire()
+        return [
+            f
+            for f, _ in self._faults.values()
+            if f.model == model and (not f.instance_id or f.instance_id == instance_id)
+        ]
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for fid in [fid for fid, (_, until) in self._faults.items() if until <= now]:
+            del self._faults[fid]
+
+
+def _validate(fault: FaultSpec) -> None:
+    if not fault.model:
+        raise InvalidInputError("fault: model is empty (expected a model service name)")
+    if not fault.duration_s > 0:
+        raise InvalidInputError(f"fault: duration_s={fault.duration_s} (expected > 0)")
+    for name in ("delay_rate", "abort_rate"):
+        value = getattr(fault, name)
+        if not 0.0 <= value <= 1.0:
+            raise InvalidInputError(f"fault: {name}={value} (expected 0..1)")
+    if fault.delay_ms < 0:
+        raise InvalidInputError(f"fault: delay_ms={fault.delay_ms} (expected >= 0)")
+    if fault.abort_rate and not 1 <= fault.abort_code <= 16:
+        raise InvalidInputError(
+            f"fault: abort_code={fault.abort_code} (expected a grpc status code 1..16)"
+        )

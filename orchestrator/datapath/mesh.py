@@ -1,0 +1,305 @@
+"""``MeshCaller``: the production ``ModelCaller`` (Consul discovery, load balancing, streaming
+batching, retries, outlier ejection, fault injection).
+
+Per model it keeps an ``EndpointWatcher`` (started on first use), a ``ModelRouter`` fed by it,
+and a ``MicroBatcher`` in front of the router when batching is on for that model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from opentelemetry import trace
+
+from meshserve.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    MeshError,
+    NotFoundError,
+    UnavailableError,
+)
+from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
+from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
+from meshserve.orchestrator.datapath.batching import (
+    BatchEntry,
+    MicroBatcher,
+    build_request,
+    entry_key,
+    split_response,
+)
+from meshserve.orchestrator.datapath.config import DataPathConfig
+from meshserve.orchestrator.datapath.faults import FaultInjector
+from meshserve.orchestrator.datapath.metrics import BATCH_ROWS, CALL_LATENCY, CALLS
+from meshserve.orchestrator.datapath.policy import make_policy
+from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters, traceparent
+from meshserve.registry.config import ConsulConfig
+from meshserve.registry.discovery import EndpointWatcher
+from meshserve.v1 import model_pb2
+
+__all__ = ["MeshCaller"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Model:
+    router: ModelRouter
+    watcher: EndpointWatcher | None
+    batcher: MicroBatcher | None
+
+
+class MeshCaller:
+    """Calls models by Consul service name over their passing replicas.
+
+    Safe to use concurrently from one event loop. `clock` and `rng` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: DataPathConfig | None = None,
+        consul: ConsulConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or DataPathConfig()
+        self._consul = consul or ConsulConfig.from_env()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._faults = FaultInjector(clock, random.Random(self._rng.random()))
+        self._counters = RouterCounters()
+        self._models: dict[str, _Model] = {}
+        self._starting: dict[str, asyncio.Task[_Model]] = {}
+        self._closed = False
+
+    # ----- model state -----------------------------------------------------------------------
+    async def _model(self, model: str) -> _Model:
+        state = self._models.get(model)
+        if state is not None:
+            return state
+        if self._closed:
+            raise UnavailableError("model caller is closed")
+        task = self._starting.get(model)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._start_model(model))
+            self._starting[model] = task
+        return await asyncio.shield(task)
+
+    async def _start_model(self, model: str) -> _Model:
+        if not model:
+            raise InvalidInputError("model name is empty (expected a Consul service name)")
+        watcher = EndpointWatcher(
+            self._consul,
+            model,
+            self.config.service_tag or None,
+            start_timeout_s=self.config.discovery_timeout_s,
+        )
+        state = self._new_state(model, watcher)
+        router = state.router
+        watcher.subscribe(router.update_endpoints)
+        try:
+            await watcher.start()
+        except BaseException:
+            await watcher.stop()
+            raise
+        finally:
+            self._starting.pop(model, None)
+        router.update_endpoints(watcher.endpoints())
+        self._models[model] = state
+        return state
+
+    def _new_state(self, model: str, watcher: EndpointWatcher | None) -> _Model:
+        router = ModelRouter(
+            model,
+            self.config,
+            make_policy(self.config.policy, random.Random(self._rng.random())),
+            self._faults,
+            self._counters,
+            self._clock,
+            random.Random(self._rng.random()),
+        )
+        state = _Model(router, watcher, None)
+        batch = self.config.batch_for(model)
+        if batch.enabled:
+            state.batcher = MicroBatcher(
+                model,
+                batch,
+                lambda entries: self._send_batch(state, entries),
+                lambda: max(1, batch.eager_batches_per_replica * len(router.ready())),
+                router.batch_max_hint,
+                self._clock,
+            )
+        return state
+
+    def add_static_endpoints(self, model: str, endpoints: Sequence[object]) -> None:
+        """Route `model` to fixed endpoints without Consul (benchmarks, embedded use).
+
+        Each endpoint needs instance_id, version, meta and target (like registry.Endpoint).
+        """
+        state = self._models.get(model)
+        if state is None:
+            state = self._new_state(model, None)
+            self._models[model] = state
+        state.router.update_endpoints(endpoints)  # type: ignore[arg-type]
+
+    # ----- ModelCaller -----------------------------------------------------------------------
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str = "",
+        routing_key: str = "",
+        timeout_s: float | None = None,
+        output_names: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Run `model` on `inputs` (see ModelCaller.infer). `routing_key` is accepted for the
+        protocol; the p2c policy does not use affinity."""
+        start = self._clock()
+        self._counters.calls_total += 1
+        if timeout_s is not None and timeout_s <= 0:
+            raise DeadlineExceededError(f"model '{model}': timeout_s={timeout_s} (expected > 0)")
+        deadline = start + (timeout_s if timeout_s is not None else self.config.timeout_for(model))
+        outcome = "error"
+        try:
+            state = await self._model(model)
+            arrays = {name: np.asarray(arr) for name, arr in inputs.items()}
+            if not arrays:
+                raise InvalidInputError(f"model '{model}': no inputs given (expected named arrays)")
+            key, rows = entry_key(arrays, tuple(output_names), version)
+            span_ctx = trace.get_current_span().get_span_context()
+            entry = BatchEntry(
+                inputs=arrays,
+                rows=rows,
+                key=key,
+                deadline=deadline,
+                future=asyncio.get_running_loop().create_future(),
+                output_names=tuple(output_names),
+                version=version,
+                traceparent=traceparent(span_ctx),
+                link=trace.Link(span_ctx) if span_ctx.is_valid else None,
+            )
+            if state.batcher is not None:
+                result = await state.batcher.submit(entry)
+            else:
+                await self._send_batch(state, [entry])
+                result = entry.future.result()
+            outcome = "ok"
+            return result
+        except MeshError as exc:
+            outcome = exc.code.name.lower()
+            raise
+        finally:
+            CALLS.labels(model, outcome).inc()
+            CALL_LATENCY.labels(model).observe(self._clock() - start)
+
+    async def _send_batch(self, state: _Model, entries: list[BatchEntry]) -> None:
+        """Send one micro-batch through the router and settle every entry's future."""
+        live = [e for e in entries if not e.future.done()]
+        if not live:
+            return
+        model = state.router.model
+        rows = sum(e.rows for e in live)
+        BATCH_ROWS.labels(model).observe(rows)
+        acc = self._counters.batch_rows.setdefault(model, [0, 0])
+        acc[0] += rows
+        acc[1] += 1
+        request = build_request(live)
+        try:
+            response = await state.router.call(
+                request,
+                deadline=max(e.deadline for e in live),
+                transport=self.config.transport_for(model),
+                version=live[0].version,
+                links=[e.link for e in live if e.link is not None] if len(live) > 1 else (),
+            )
+            results = split_response(model, response, live)
+        except MeshError as exc:
+            for entry in live:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        except AttemptError as err:  # defensive: the router maps these
+            mapped = to_mesh_error(model, err)
+            for entry in live:
+                if not entry.future.done():
+                    entry.future.set_exception(mapped)
+            return
+        for entry, result in zip(live, results, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(result)
+
+    async def metadata(self, model: str, version: str = "") -> model_pb2.ModelMetadata:
+        state = await self._model(model)
+        replicas = state.router.ready(version)
+        if not replicas:
+            raise NotFoundError(
+                f"model '{model}'"
+                + (f" version '{version}'" if version else "")
+                + " has no ready replica in Consul"
+            )
+        last: AttemptError | None = None
+        for replica in replicas:
+            try:
+                return await replica.get_metadata(timeout_s=self.config.discovery_timeout_s)
+            except AttemptError as err:
+                last = err
+        assert last is not None
+        raise to_mesh_error(model, last)
+
+    def models(self) -> Sequence[str]:
+        return sorted(self._models)
+
+    def snapshot(self, model: str = "") -> list[EndpointSnapshot]:
+        out = []
+        for name in sorted(self._models):
+            if model and name != model:
+                continue
+            for replica in self._models[name].router.replicas():
+                out.append(replica.snapshot(self._faults.faulted(name, replica.instance_id)))
+        return out
+
+    def drain(self, model: str, instance_id: str, drain: bool = True) -> int:
+        state = self._models.get(model)
+        in_flight = state.router.drain(instance_id, drain) if state else -1
+        if in_flight < 0:
+            raise NotFoundError(
+                f"model '{model}' has no tracked endpoint '{instance_id}' "
+                f"(known: {[s.instance_id for s in self.snapshot(model)]})"
+            )
+        return in_flight
+
+    def inject_fault(self, fault: FaultSpec) -> str:
+        return self._faults.inject(fault)
+
+    def clear_faults(self, model: str = "") -> int:
+        return self._faults.clear(model)
+
+    def counters(self) -> CallerCounters:
+        c = self._counters
+        return CallerCounters(
+            retries_total=c.retries_total,
+            ejections_total=c.ejections_total,
+            no_endpoint_failures_total=c.no_endpoint_failures_total,
+            attempts_total=c.attempts_total,
+            calls_total=c.calls_total,
+            batch_sizes={m: calls / batches for m, (calls, batches) in c.batch_rows.items()},
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._starting.values()):
+            task.cancel()
+        models, self._models = self._models, {}
+        for state in models.values():
+            if state.watcher is not None:
+                await state.watcher.stop()
+            if state.batcher is not None:
+                await state.batcher.close()
+            await state.router.close()

@@ -1,0 +1,331 @@
+"""The router of one model: live replica set, picking, retries, ejection, draining.
+
+- The replica set follows the registry (``update_endpoints``). An endpoint that disappears is
+  marked removed and keeps serving the requests it has in flight; its channel is closed only
+  when the last one finishes (never cut mid-request).
+- Each call has one deadline; every attempt gets the remaining time. A failed attempt is retried
+  on a replica this call has not tried yet, only for retryable codes (config) or a broken
+  stream, only within ``max_attempts`` and the retry budget, after a jittered backoff that
+  honours the server's retry pushback and never runs past the deadline.
+- Replica faults (UNAVAILABLE/INTERNAL/UNKNOWN, broken stream) count toward outlier ejection; a
+  fast RESOURCE_EXHAUSTED records a latency penalty (not a fast success).
+- No available replica: fail fast with UnavailableError (counted), never queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from opentelemetry import trace
+
+from meshserve.errors import DeadlineExceededError, MeshError, UnavailableError
+from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
+from meshserve.orchestrator.datapath.budget import RetryBudget
+from meshserve.orchestrator.datapath.config import DataPathConfig, Transport
+from meshserve.orchestrator.datapath.faults import FaultInjector
+from meshserve.orchestrator.datapath.metrics import (
+    ATTEMPTS,
+    EJECTIONS,
+    NO_ENDPOINT,
+    RETRIES,
+    SERVER_BATCH_ROWS,
+)
+from meshserve.orchestrator.datapath.policy import PickerPolicy
+from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
+from meshserve.v1 import model_pb2
+
+__all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters", "traceparent"]
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+
+@dataclass
+class RouterCounters:
+    """Plain counts kept per caller instance (metrics.py has the process-wide ones)."""
+
+    attempts_total: int = 0
+    retries_total: int = 0
+    ejections_total: int = 0
+    no_endpoint_failures_total: int = 0
+    calls_total: int = 0
+    batch_rows: dict[str, list[int]] = field(default_factory=dict)  # model -> [rows, batches]
+
+
+ReplicaFactory = Callable[[str, EndpointInfo, DataPathConfig, Callable[[], float]], Replica]
+
+
+def traceparent(ctx: trace.SpanContext) -> str:
+    """W3C traceparent header value of a span context ("" when invalid)."""
+    if not ctx.is_valid:
+        return ""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
+class ModelRouter:
+    """Routes the calls of one model over its replicas."""
+
+    def __init__(
+        self,
+        model: str,
+        config: DataPathConfig,
+        policy: PickerPolicy,
+        faults: FaultInjector,
+        counters: RouterCounters,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        replica_factory: ReplicaFactory = Replica,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self.model = model
+        self._tracer = tracer or _tracer
+        self._new_replica = replica_factory
+        self._config = config
+        self._policy = policy
+        self._faults = faults
+        self._counters = counters
+        self._clock = clock
+        self._rng = rng or random.Random()
+        retry = config.retry
+        self.budget = RetryBudget(
+            retry.budget_ratio, retry.budget_min_per_s, retry.budget_max_tokens, clock
+        )
+        self._retry_codes = frozenset(grpc.StatusCode[name] for name in retry.retry_codes)
+        self._replicas: dict[str, Replica] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._ejections = EJECTIONS.labels(model)
+        self._attempts = ATTEMPTS.labels(model)
+        self._server_rows = SERVER_BATCH_ROWS.labels(model)
+
+    # ----- replica set -----------------------------------------------------------------------
+    def update_endpoints(self, endpoints: Sequence[EndpointInfo]) -> None:
+        """Make the replica set follow the registry's passing endpoints."""
+        seen = set()
+        for ep in endpoints:
+            seen.add(ep.instance_id)
+            current = self._replicas.get(ep.instance_id)
+            if current is not None and current.endpoint.target == ep.target:
+                current.removed = False
+                current.endpoint = ep
+                continue
+            if current is not None:
+                self._retire(current)
+            self._replicas[ep.instance_id] = self._new_replica(
+                self.model, ep, self._config, self._clock
+            )
+            log.info("model %s: replica %s at %s added", self.model, ep.instance_id, ep.target)
+        for rid, replica in list(self._replicas.items()):
+            if rid not in seen and not replica.removed:
+                log.info(
+                    "model %s: replica %s left the registry (%d in flight, draining)",
+                    self.model, rid, replica.in_flight,
+                )  # fmt: skip
+                replica.removed = True
+                self._maybe_close(replica)
+
+    def _retire(self, replica: Replica) -> None:
+        replica.removed = True
+        self._replicas.pop(replica.instance_id, None)
+        if replica.in_flight == 0:
+            self._close_soon(replica)
+        else:
+            # Closed by _maybe_close once its last request finishes.
+            self._replicas[f"{replica.instance_id}#retired{id(replica)}"] = replica
+
+    def _maybe_close(self, replica: Replica) -> None:
+        if replica.removed and replica.in_flight == 0:
+            for key, value in list(self._replicas.items()):
+                if value is replica:
+                    del self._replicas[key]
+            self._close_soon(replica)
+
+    def _close_soon(self, replica: Replica) -> None:
+        task = asyncio.get_running_loop().create_task(replica.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def replicas(self) -> list[Replica]:
+        return list(self._replicas.values())
+
+    def ready(self, version: str = "") -> list[Replica]:
+        return [
+            r
+            for r in self._replicas.values()
+            if r.available() and (not version or r.endpoint.version == version)
+        ]
+
+    def batch_max_hint(self) -> int | None:
+        """Smallest batch_max the ready replicas advertise (None when none does)."""
+        values = []
+        for r in self._replicas.values():
+            raw = r.endpoint.meta.get("batch_max", "")
+            if raw.isdigit() and int(raw) > 0 and not r.removed:
+                values.append(int(raw))
+        return min(values) if values else None
+
+    def drain(self, instance_id: str, drain: bool = True) -> int:
+        replica = self._replicas.get(instance_id)
+        if replica is None:
+            return -1
+        replica.draining = drain
+        return replica.in_flight
+
+    # ----- calls -----------------------------------------------------------------------------
+    async def call(
+        self,
+        request: model_pb2.InferRequest,
+        *,
+        deadline: float,
+        transport: Transport,
+        version: str = "",
+        links: Sequence[trace.Link] = (),
+    ) -> model_pb2.InferResponse:
+        """Send `request` to a replica, retrying elsewhere as policy allows; raises MeshError."""
+        tried: set[str] = set()
+        attempt = 0
+        reason = ""
+        last: AttemptError | None = None
+        self.budget.record_attempt()
+        while True:
+            now = self._clock()
+            remaining = deadline - now
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    f"model '{self.model}': deadline passed after {attempt} attempt(s)"
+                    + (f" (last: {last.code.name}: {last.message})" if last else "")
+                )
+            candidates = [r for r in self.ready(version) if r.instance_id not in tried]
+            if not candidates:
+                if last is not None:
+                    raise to_mesh_error(self.model, last)
+                raise self._no_endpoint(version)
+            replica = self._policy.pick(candidates, now)
+            attempt += 1
+            self._counters.attempts_total += 1
+            self._attempts.inc()
+            try:
+                return await self._attempt(
+                    replica, request, remaining, transport, attempt, reason, links
+                )
+            except AttemptError as err:
+                last = err
+                tried.add(replica.instance_id)
+                delay = self._retry_delay(err, attempt, deadline)
+                if delay is None:
+                    raise to_mesh_error(self.model, err) from None
+                reason = err.reason
+                self._counters.retries_total += 1
+                RETRIES.labels(self.model, reason).inc()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        replica: Replica,
+        request: model_pb2.InferRequest,
+        remaining: float,
+        transport: Transport,
+        attempt: int,
+        reason: str,
+        links: Sequence[trace.Link],
+    ) -> model_pb2.InferResponse:
+        fault = self._faults.decide(self.model, replica.instance_id)
+        attrs: dict[str, str | int] = {
+            "meshserve.endpoint": replica.instance_id,
+            "meshserve.attempt": attempt,
+        }
+        if reason:
+            attrs["meshserve.retry_reason"] = reason
+        with self._tracer.start_as_current_span(
+            f"model.call {self.model}", links=links, attributes=attrs
+        ) as span:
+            metadata: list[tuple[str, str]] = []
+            ctx = span.get_span_context()
+            if ctx.is_valid:
+                metadata.append(("traceparent", traceparent(ctx)))
+            start = self._clock()
+            try:
+                resp = await replica.infer(
+                    request,
+                    transport=transport,
+                    timeout_s=remaining,
+                    metadata=metadata,
+                    fault=fault,
+                )
+            except AttemptError as err:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
+                self._on_failure(replica, err, (self._clock() - start) * 1000.0)
+                raise
+            finally:
+                self._maybe_close(replica)
+            replica.record_latency((self._clock() - start) * 1000.0)
+            replica.outlier.on_success()
+            if resp.stats.batch_size:
+                self._server_rows.observe(resp.stats.batch_size)
+            return resp
+
+    def _on_failure(self, replica: Replica, err: AttemptError, elapsed_ms: float) -> None:
+        if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            replica.record_latency(max(elapsed_ms, self._config.ejection.overload_penalty_ms))
+            return
+        if err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            replica.record_latency(elapsed_ms)
+            return
+        if not err.is_replica_fault:
+            return  # the request's fault (INVALID_ARGUMENT...), not the replica's
+        if replica.outlier.on_failure(may_eject=self._may_eject()):
+            self._counters.ejections_total += 1
+            self._ejections.inc()
+            log.warning(
+                "model %s: replica %s ejected for %.1fs after %d consecutive failures (%s)",
+                self.model, replica.instance_id,
+                replica.outlier.ejected_until - self._clock(),
+                replica.outlier.consecutive_failures, err.reason,
+            )  # fmt: skip
+
+    def _may_eject(self) -> bool:
+        live = [r for r in self._replicas.values() if not r.removed]
+        ejected = sum(1 for r in live if r.outlier.is_ejected)
+        return ejected + 1 <= self._config.ejection.max_ejected_fraction * len(live)
+
+    def _retry_delay(self, err: AttemptError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before retrying `err`, or None when it must not be retried."""
+        retry = self._config.retry
+        if err.reason != "stream_broken" and err.code not in self._retry_codes:
+            return None
+        if attempt >= retry.max_attempts:
+            return None
+        cap = min(retry.backoff_max_s, retry.backoff_base_s * (2 ** (attempt - 1)))
+        delay = self._rng.uniform(0.0, cap)
+        if err.retry_pushback_ms is not None:
+            if err.retry_pushback_ms < 0:
+                return None
+            delay = max(delay, err.retry_pushback_ms / 1000.0)
+        if self._clock() + delay >= deadline:
+            return None
+        if not self.budget.try_retry():
+            log.debug("model %s: retry budget exhausted, not retrying %s", self.model, err.reason)
+            return None
+        return delay
+
+    def _no_endpoint(self, version: str) -> MeshError:
+        self._counters.no_endpoint_failures_total += 1
+        NO_ENDPOINT.labels(self.model).inc()
+        known = {r.instance_id: r.state for r in self._replicas.values()}
+        want = f" version '{version}'" if version else ""
+        return UnavailableError(
+            f"model '{self.model}'{want}: no ready replica (known: {known or 'none'}); "
+            "expected at least one passing, non-ejected replica in Consul"
+        )
+
+    async def close(self) -> None:
+        replicas = list(self._replicas.values())
+        self._replicas.clear()
+        await asyncio.gather(*(r.close() for r in replicas), return_exceptions=True)
+        await asyncio.gather(*self._closing, return_exceptions=True)

@@ -1,0 +1,167 @@
+"""One long-lived bidirectional ``InferStream`` to one endpoint, shared by many requests.
+
+Contract:
+- Requests carry a unique id; responses may come back in any order and are matched by id.
+- At most `max_in_flight` requests are outstanding on the stream; further ones wait for a slot
+  (backpressure) within their own timeout.
+- An item answered with an in-band status fails only that item (``AttemptError`` with its code).
+- When the stream breaks (read/write error, server end), every outstanding item fails with
+  ``AttemptError(UNAVAILABLE, reason="stream_broken")`` so the router can retry it elsewhere;
+  the next request re-opens the stream. Ids make a resubmission on another stream idempotent.
+- A request whose timeout passes is abandoned; its late answer is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from meshserve.orchestrator.datapath.attempt import AttemptError
+from meshserve.v1 import model_pb2, model_pb2_grpc
+
+__all__ = ["StreamSession"]
+
+log = logging.getLogger(__name__)
+
+
+class StreamSession:
+    """Multiplexes requests over one InferStream call (re-opened after a break)."""
+
+    def __init__(self, stub: model_pb2_grpc.ModelServiceStub, target: str, max_in_flight: int):
+        self._stub = stub
+        self._target = target
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+        self.opened_total = 0
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    def _open(self) -> grpc.aio.StreamStreamCall:
+        call = self._stub.InferStream(wait_for_ready=False)
+        pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
+        self._pending = pending
+        self._call = call
+        self._reader = asyncio.get_running_loop().create_task(self._read(call, pending))
+        self.opened_total += 1
+        return call
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        pending: dict[str, asyncio.Future[model_pb2.InferResponse]],
+    ) -> None:
+        reason = "stream ended by the server"
+        try:
+            while True:
+                resp = await call.read()
+                if resp is grpc.aio.EOF:
+                    break
+                fut = pending.pop(resp.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(resp)
+        except asyncio.CancelledError:
+            reason = "stream closed"
+            raise
+        except grpc.aio.AioRpcError as exc:
+            reason = f"stream broken: {exc.code().name}: {exc.details()}"
+        except Exception as exc:
+            reason = f"stream broken: {type(exc).__name__}"
+        finally:
+            self._break(call, pending, reason)
+
+    def _break(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        pending: dict[str, asyncio.Future[model_pb2.InferResponse]],
+        reason: str,
+    ) -> None:
+        if self._call is call:
+            self._call = None
+            self._reader = None
+        if pending:
+            log.info(
+                "stream to %s broke with %d outstanding: %s", self._target, len(pending), reason
+            )
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    AttemptError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"{reason} ({self._target})",
+                        reason="stream_broken",
+                    )
+                )
+        pending.clear()
+        call.cancel()
+
+    async def infer(
+        self, request: model_pb2.InferRequest, timeout_s: float
+    ) -> model_pb2.InferResponse:
+        """Send `request` (id set) and await its answer; raises AttemptError."""
+        if self._closed:
+            raise AttemptError(grpc.StatusCode.UNAVAILABLE, "stream session closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), timeout_s)
+            else:
+                await self._slots.acquire()
+        except TimeoutError:
+            raise AttemptError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no free stream slot to {self._target} within the deadline",
+            ) from None
+        try:
+            call = self._call or self._open()
+            pending = self._pending
+            fut: asyncio.Future[model_pb2.InferResponse] = loop.create_future()
+            pending[request.id] = fut
+            try:
+                async with self._write_lock:
+                    await call.write(request)
+            except Exception as exc:
+                pending.pop(request.id, None)
+                if self._call is call:
+                    self._break(call, pending, f"write failed: {type(exc).__name__}")
+                raise AttemptError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"stream to {self._target} broken on write",
+                    reason="stream_broken",
+                ) from None
+            try:
+                resp = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                pending.pop(request.id, None)
+                raise AttemptError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no answer from {self._target} within the deadline",
+                ) from None
+        finally:
+            self._slots.release()
+        if resp.HasField("status") and resp.status.code != 0:
+            raise AttemptError.from_status(
+                resp.status.code, resp.status.message, resp.status.retry_pushback_ms
+            )
+        return resp
+
+    async def close(self) -> None:
+        """Half-close the stream and stop reading (outstanding items fail as broken)."""
+        self._closed = True
+        call, reader = self._call, self._reader
+        if call is not None:
+            with contextlib.suppress(Exception):
+                await call.done_writing()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader

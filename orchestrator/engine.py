@@ -1,0 +1,359 @@
+"""The execution engine: runs a plan version for one request, transport-free.
+
+Each step becomes a task that first awaits the tasks of the steps it is wired to, so independent
+steps run concurrently and a step starts as soon as its own inputs exist. One deadline per
+request (monotonic seconds) bounds every model and logic call. The first failing step fails the
+request: its error keeps its status code and its message names the step (and the model), e.g.
+``INVALID_ARGUMENT "step 'mlp' (model mlp): ..."``; the other steps are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from opentelemetry import trace
+
+from meshserve.errors import DeadlineExceededError, InternalError, InvalidInputError, MeshError
+from meshserve.orchestrator.caller import ModelCaller
+from meshserve.orchestrator.compiled import CompiledPlan, compile_plan
+from meshserve.orchestrator.learning_port import Learning, NullLearning
+from meshserve.orchestrator.plans.graph import step_kind
+from meshserve.orchestrator.plans.validate import format_spec
+from meshserve.orchestrator.programmatic import Handles, PlanContext, current_run
+from meshserve.orchestrator.stats import StatsRecorder
+from meshserve.orchestrator.steps import EXECUTORS
+from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext, annotate
+from meshserve.orchestrator.traffic import TrafficTable
+from meshserve.tensors import NUMPY_TO_DTYPE
+from meshserve.v1 import plan_pb2
+
+__all__ = ["Engine", "EngineConfig", "ExecuteCall", "ExecutionResult", "PlanSource"]
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+
+class PlanSource(Protocol):
+    """Where the engine finds plans (the plan store, or a dict in tests)."""
+
+    def get(self, name: str, version: int = 0) -> plan_pb2.Plan:
+        """The plan version (0 = active); NotFoundError when it does not exist."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings. `default_timeout_s` applies when a request brings no deadline."""
+
+    default_timeout_s: float | None = 30.0
+    max_background_tasks: int = 1024
+
+
+@dataclass(frozen=True)
+class ExecuteCall:
+    """One request to run a plan."""
+
+    plan: str
+    inputs: Mapping[str, np.ndarray]
+    request_id: str = ""
+    plan_version: int = 0
+    routing_key: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    request_id: str
+    plan: str
+    plan_version: int
+    outputs: dict[str, np.ndarray]
+    decisions: dict[str, str]
+    latency_ms: float
+    trace_id: str = ""
+
+
+class Engine:
+    """Runs plans from a PlanSource through a ModelCaller (see module docstring)."""
+
+    def __init__(
+        self,
+        caller: ModelCaller,
+        plans: PlanSource,
+        *,
+        learning: Learning | None = None,
+        traffic: TrafficTable | None = None,
+        stats: StatsRecorder | None = None,
+        config: EngineConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.caller = caller
+        self.plans = plans
+        self.learning: Learning = learning or NullLearning()
+        self.traffic = traffic or TrafficTable()
+        self.stats = stats or StatsRecorder()
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._compiled: dict[tuple[str, int, int], CompiledPlan] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.models_handles = Handles(self, "models")
+        self.plans_handles = Handles(self, "plans")
+
+    # ---- public API ------------------------------------------------------------------------
+    async def execute(self, call: ExecuteCall) -> ExecutionResult:
+        """Run `call.plan`; raises MeshError subclasses naming the failing step."""
+        start = self.clock()
+        request_id = call.request_id or uuid.uuid4().hex
+        timeout_s = call.timeout_s if call.timeout_s is not None else self.config.default_timeout_s
+        compiled = self.compiled(call.plan, call.plan_version)
+        run = RunContext(
+            request_id=request_id,
+            plan=compiled.name,
+            routing_key=call.routing_key,
+            attributes=dict(call.attributes),
+            deadline=None if timeout_s is None else start + timeout_s,
+        )
+        ok = False
+        with _tracer.start_as_current_span(f"plan {compiled.name}") as span:
+            span.set_attribute("meshserve.plan", compiled.name)
+            span.set_attribute("meshserve.plan_version", compiled.version)
+            span.set_attribute("meshserve.request_id", request_id)
+            trace_id = _trace_id(span)
+            try:
+                outputs = await self._run(compiled, call.inputs, run)
+                ok = True
+            except MeshError as exc:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                raise
+            finally:
+                latency_ms = (self.clock() - start) * 1000
+                self.stats.plan_done(compiled.name, latency_ms, ok)
+        return ExecutionResult(
+            request_id=request_id,
+            plan=compiled.name,
+            plan_version=compiled.version,
+            outputs=outputs,
+            decisions=dict(run.decisions),
+            latency_ms=latency_ms,
+            trace_id=trace_id,
+        )
+
+    def compiled(self, name: str, version: int = 0) -> CompiledPlan:
+        """The compiled form of a plan version (cached by name, version and apply time)."""
+        plan = self.plans.get(name, version)
+        key = (plan.name, plan.version, plan.created_unix_ms)
+        found = self._compiled.get(key)
+        if found is None:
+            found = compile_plan(plan, (self.models_handles, self.plans_handles))
+            if len(self._compiled) > 1024:
+                self._compiled.clear()
+            self._compiled[key] = found
+        return found
+
+    async def run_plan(
+        self, name: str, inputs: Mapping[str, np.ndarray], run: RunContext
+    ) -> Outputs:
+        """Run another plan within the request `run` (same deadline, routing key, attributes)."""
+        compiled = self.compiled(name)
+        nested = RunContext(
+            request_id=run.request_id,
+            plan=compiled.name,
+            routing_key=run.routing_key,
+            attributes=run.attributes,
+            deadline=run.deadline,
+            decisions={},
+            depth=run.depth + 1,
+        )
+        out = await self._run(compiled, inputs, nested)
+        for step, branch in nested.decisions.items():
+            run.decisions.setdefault(f"{compiled.name}/{step}", branch)
+        return out
+
+    def spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a detached task (shadow candidates); dropped when too many are pending."""
+        if len(self._background) >= self.config.max_background_tasks:
+            coro.close()
+            log.warning("background task dropped: %d already pending", len(self._background))
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain_background(self, timeout_s: float = 5.0) -> None:
+        """Wait for detached tasks (then cancel what is left)."""
+        pending = set(self._background)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout_s)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.gather(*still, return_exceptions=True)
+
+    # ---- execution ---------------------------------------------------------------------------
+    async def _run(
+        self, compiled: CompiledPlan, inputs: Mapping[str, np.ndarray], run: RunContext
+    ) -> Outputs:
+        _check_inputs(compiled.plan, inputs)
+        if compiled.python is not None:
+            return await self._run_python(compiled, inputs, run)
+        graph = compiled.graph
+        assert graph is not None
+        values: dict[str, Outputs] = {}
+        tasks: dict[str, asyncio.Task[Outputs]] = {}
+
+        async def run_step(name: str) -> Outputs:
+            for dep in graph.deps[name]:
+                await tasks[dep]
+            step = graph.steps[name]
+            step_inputs: dict[str, np.ndarray] = {}
+            for key, ref in graph.inputs[name].items():
+                source = inputs if ref.is_input else values[ref.source]
+                if ref.name not in source:
+                    what = (
+                        "the request has no input"
+                        if ref.is_input
+                        else f"step '{ref.source}' produced no output"
+                    )
+                    raise InvalidInputError(
+                        f"step '{name}' input '{key}': {what} '{ref.name}' "
+                        f"(available: {sorted(source)})"
+                    )
+                step_inputs[key] = source[ref.name]
+            upstream = {dep: values[dep] for dep in graph.deps[name]}
+            ctx = StepContext(self, run, compiled, step, upstream)
+            out = await self._run_step(ctx, step_inputs)
+            values[name] = out
+            return out
+
+        for name in graph.order:
+            tasks[name] = asyncio.create_task(run_step(name), name=f"step {name}")
+        try:
+            done, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            for task in tasks.values():
+                task.cancel()
+            raise
+        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+        if failed:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            # The earliest step in topological order is the root cause (dependents re-raise it).
+            first = min(failed, key=lambda t: graph.order.index(t.get_name()[5:]))
+            exc = first.exception()
+            assert exc is not None
+            raise exc
+        outputs: Outputs = {}
+        for key, ref in graph.outputs.items():
+            source = inputs if ref.is_input else values[ref.source]
+            if ref.name not in source:
+                raise InvalidInputError(
+                    f"plan output '{key}': '{ref}' was not produced (available: {sorted(source)})"
+                )
+            outputs[key] = source[ref.name]
+        return outputs
+
+    async def _run_step(self, ctx: StepContext, inputs: dict[str, np.ndarray]) -> Outputs:
+        step = ctx.step
+        kind = step_kind(step)
+        with _tracer.start_as_current_span(f"step {step.name}") as span:
+            span.set_attribute("meshserve.step", step.name)
+            span.set_attribute("meshserve.step_kind", kind)
+            try:
+                remaining = ctx.run.remaining_s(self.clock)
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceededError("the request deadline passed before it started")
+                out = await EXECUTORS[kind](ctx, inputs)
+            except MeshError as exc:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                raise annotate(exc, f"step '{step.name}'") from None
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                log.exception("step %s of plan %s failed", step.name, ctx.run.plan)
+                raise InternalError(
+                    f"step '{step.name}': internal error ({type(exc).__name__})"
+                ) from exc
+            if ctx.step.name in ctx.run.decisions:
+                span.set_attribute("meshserve.branch", ctx.run.decisions[ctx.step.name])
+            return out
+
+    async def _run_python(
+        self, compiled: CompiledPlan, inputs: Mapping[str, np.ndarray], run: RunContext
+    ) -> Outputs:
+        ctx = PlanContext(
+            models=self.models_handles,
+            plans=self.plans_handles,
+            attributes=run.attributes,
+            routing_key=run.routing_key,
+            request_id=run.request_id,
+            deadline=run.deadline,
+        )
+        token = current_run.set(run)
+        try:
+            result = compiled.python(dict(inputs), ctx)
+            if inspect.isawaitable(result):
+                result = await result
+        except MeshError:
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            log.exception("python plan %s failed", compiled.name)
+            raise InternalError(
+                f"python plan '{compiled.name}' ({compiled.plan.python}) raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            current_run.reset(token)
+        if not isinstance(result, Mapping):
+            raise InvalidInputError(
+                f"python plan '{compiled.name}' returned {type(result).__name__}; expected a dict "
+                "of named outputs"
+            )
+        return {str(k): np.asarray(v) for k, v in result.items()}
+
+
+def _check_inputs(plan: plan_pb2.Plan, inputs: Mapping[str, np.ndarray]) -> None:
+    """Request inputs against the plan's declared inputs (names, dtype, shape)."""
+    if not plan.inputs:
+        return
+    specs = {s.name: s for s in plan.inputs}
+    for name in inputs:
+        if name not in specs:
+            raise InvalidInputError(
+                f"plan '{plan.name}' has no input '{name}' (inputs: {sorted(specs)})"
+            )
+    for name, spec in specs.items():
+        if name not in inputs:
+            raise InvalidInputError(
+                f"plan '{plan.name}' input '{name}' ({format_spec(spec)}) is missing"
+            )
+        arr = np.asarray(inputs[name])
+        dtype = NUMPY_TO_DTYPE.get(arr.dtype.newbyteorder("="))
+        shape_ok = not spec.shape or (
+            len(spec.shape) == arr.ndim
+            and all(d < 0 or d == a for d, a in zip(spec.shape, arr.shape, strict=True))
+        )
+        if dtype != spec.dtype or not shape_ok:
+            raise InvalidInputError(
+                f"plan '{plan.name}' input '{name}': expects {format_spec(spec)}, got "
+                f"{arr.dtype.name} {list(arr.shape)}"
+            )
+
+
+def _trace_id(span: trace.Span) -> str:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

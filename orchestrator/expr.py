@@ -1,0 +1,230 @@
+"""A small, safe expression language for select predicates.
+
+Expressions are parsed with ``ast`` and only a whitelist of nodes is evaluated: literals,
+names bound by the caller (``attributes``, ``inputs``, ``steps``), subscripts, boolean logic,
+comparisons (including ``in``), arithmetic without ``**``, conditional expressions, and calls
+of ``len``, ``abs``, ``min``, ``max`` only. The only attributes allowed are ``.shape`` and
+``.ndim``. Nothing else (no imports, lambdas, comprehensions, dunder access) ever runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from meshserve.errors import InvalidInputError
+
+__all__ = ["Expression", "compile_expression"]
+
+MAX_EXPRESSION_CHARS = 1000
+_ALLOWED_ATTRIBUTES = frozenset({"shape", "ndim"})
+_FUNCTIONS: dict[str, Callable[..., Any]] = {"len": len, "abs": abs, "min": min, "max": max}
+_CONSTANTS = {"True": True, "False": False, "None": None}
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked expression; `evaluate(names)` runs it over the given bindings."""
+
+    source: str
+    tree: ast.Expression
+    names: frozenset[str]
+
+    def evaluate(self, bindings: Mapping[str, Any]) -> Any:
+        try:
+            return _Evaluator(bindings).visit(self.tree.body)
+        except InvalidInputError:
+            raise
+        except (KeyError, IndexError) as exc:
+            raise InvalidInputError(f"expression '{self.source}': no such key {exc}") from None
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+            raise InvalidInputError(f"expression '{self.source}': {exc}") from None
+
+    def truth(self, bindings: Mapping[str, Any]) -> bool:
+        """Evaluate as a condition; an array must have exactly one element to be a truth value."""
+        value = self.evaluate(bindings)
+        if isinstance(value, np.ndarray):
+            if value.size != 1:
+                raise InvalidInputError(
+                    f"expression '{self.source}': result has shape {list(value.shape)}; "
+                    "a condition needs a single value (use .shape, len() or an index)"
+                )
+            value = value.reshape(()).item()
+        return bool(value)
+
+
+def compile_expression(source: str, names: frozenset[str]) -> Expression:
+    """Parse and check `source`; `names` are the variables it may use."""
+    if len(source) > MAX_EXPRESSION_CHARS:
+        raise InvalidInputError(
+            f"expression is {len(source)} characters; at most {MAX_EXPRESSION_CHARS} are allowed"
+        )
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        raise InvalidInputError(f"expression '{source}': syntax error: {exc.msg}") from None
+    for node in ast.walk(tree):
+        _check_node(node, source, names)
+    return Expression(source, tree, names)
+
+
+_ALLOWED_NODES: tuple[type[ast.AST], ...] = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.BinOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.Subscript,
+    ast.Slice,
+    ast.Tuple,
+    ast.List,
+    ast.Attribute,
+    ast.Call,
+    *_BINOPS,
+    *_CMPOPS,
+)
+
+
+def _check_node(node: ast.AST, source: str, names: frozenset[str]) -> None:
+    if not isinstance(node, _ALLOWED_NODES):
+        raise InvalidInputError(
+            f"expression '{source}': {type(node).__name__} is not allowed (allowed: literals, "
+            "names, [index], .shape/.ndim, and/or/not, comparisons, + - * / // %, "
+            "len/abs/min/max)"
+        )
+    if (
+        isinstance(node, ast.Name)
+        and node.id not in names
+        and node.id not in _CONSTANTS
+        and node.id not in _FUNCTIONS
+    ):
+        raise InvalidInputError(
+            f"expression '{source}': unknown name '{node.id}' (expected one of {sorted(names)})"
+        )
+    if isinstance(node, ast.Attribute) and node.attr not in _ALLOWED_ATTRIBUTES:
+        raise InvalidInputError(
+            f"expression '{source}': attribute '.{node.attr}' is not allowed "
+            f"(only {sorted(_ALLOWED_ATTRIBUTES)})"
+        )
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
+            raise InvalidInputError(
+                f"expression '{source}': only calls of {sorted(_FUNCTIONS)} are allowed"
+            )
+        if node.keywords:
+            raise InvalidInputError(f"expression '{source}': keyword arguments are not allowed")
+    if isinstance(node, ast.Constant) and isinstance(node.value, bytes):
+        raise InvalidInputError(f"expression '{source}': bytes literals are not allowed")
+
+
+class _Evaluator:
+    def __init__(self, bindings: Mapping[str, Any]) -> None:
+        self.bindings = bindings
+
+    def visit(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in _CONSTANTS:
+                return _CONSTANTS[node.id]
+            if node.id in _FUNCTIONS:
+                return _FUNCTIONS[node.id]
+            return self.bindings[node.id]
+        if isinstance(node, ast.BoolOp):
+            if isinstance(node.op, ast.And):
+                result: Any = True
+                for value in node.values:
+                    result = self.visit(value)
+                    if not _truth(result):
+                        return result
+                return result
+            result = False
+            for value in node.values:
+                result = self.visit(value)
+                if _truth(result):
+                    return result
+            return result
+        if isinstance(node, ast.UnaryOp):
+            operand = self.visit(node.operand)
+            if isinstance(node.op, ast.Not):
+                return not _truth(operand)
+            if isinstance(node.op, ast.USub):
+                return -operand
+            return +operand
+        if isinstance(node, ast.BinOp):
+            return _BINOPS[type(node.op)](self.visit(node.left), self.visit(node.right))
+        if isinstance(node, ast.Compare):
+            left = self.visit(node.left)
+            for op, comparator in zip(node.ops, node.comparators, strict=True):
+                right = self.visit(comparator)
+                if not _truth(_CMPOPS[type(op)](left, right)):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return (
+                self.visit(node.body) if _truth(self.visit(node.test)) else self.visit(node.orelse)
+            )
+        if isinstance(node, ast.Subscript):
+            return self.visit(node.value)[self.visit(node.slice)]
+        if isinstance(node, ast.Slice):
+            return slice(
+                self.visit(node.lower) if node.lower else None,
+                self.visit(node.upper) if node.upper else None,
+                self.visit(node.step) if node.step else None,
+            )
+        if isinstance(node, ast.Tuple):
+            return tuple(self.visit(e) for e in node.elts)
+        if isinstance(node, ast.List):
+            return [self.visit(e) for e in node.elts]
+        if isinstance(node, ast.Attribute):
+            value = self.visit(node.value)
+            if not isinstance(value, np.ndarray):
+                raise InvalidInputError(f".{node.attr} needs a tensor, got {type(value).__name__}")
+            return tuple(value.shape) if node.attr == "shape" else value.ndim
+        if isinstance(node, ast.Call):
+            func = _FUNCTIONS[node.func.id]  # type: ignore[attr-defined]
+            return func(*(self.visit(a) for a in node.args))
+        raise InvalidInputError(f"{type(node).__name__} is not allowed")  # checked at compile
+
+
+def _truth(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise InvalidInputError(
+                f"a tensor of shape {list(value.shape)} has no single truth value"
+            )
+        return bool(value.reshape(()).item())
+    return bool(value)

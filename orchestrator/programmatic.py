@@ -1,0 +1,139 @@
+"""Programmatic composition: plain async Python with handles, like Ray Serve's handles.
+
+A plan with ``python: "package.module:attr"`` runs user code instead of a DAG:
+
+- a function ``async def fn(inputs, ctx) -> dict`` where ``ctx.models["scaler"]`` and
+  ``ctx.plans["other"]`` are handles, or
+- a class built once as ``cls(models=..., plans=...)`` whose instance is awaited as
+  ``await obj(inputs, ctx)``.
+
+``await handle.infer(x)`` goes through the same ModelCaller as declarative steps (batching, load
+balancing, retries, errors, tracing) with what is left of the request's deadline; the request
+is found through a context variable, so handles held by a class work per request too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError, MeshServeError
+from meshserve.orchestrator.steps.base import Outputs, RunContext, annotate, as_mesh_error
+
+if TYPE_CHECKING:
+    from meshserve.orchestrator.engine import Engine
+
+__all__ = ["Handles", "ModelHandle", "PlanContext", "PlanHandle", "current_run"]
+
+current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "meshserve_current_run", default=None
+)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a programmatic plan gets besides its inputs."""
+
+    models: Handles
+    plans: Handles
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    routing_key: str = ""
+    request_id: str = ""
+    deadline: float | None = None
+
+
+class ModelHandle:
+    """Calls one model (optionally a pinned version) through the engine's ModelCaller."""
+
+    def __init__(self, engine: Engine, model: str, version: str = "") -> None:
+        self._engine = engine
+        self.model = model
+        self.version = version
+        self._input_names: list[str] | None = None
+
+    def options(self, *, version: str) -> ModelHandle:
+        """A handle pinned to `version`."""
+        return ModelHandle(self._engine, self.model, version)
+
+    async def infer(
+        self, x: np.ndarray | Mapping[str, np.ndarray], *, output_names: tuple[str, ...] = ()
+    ) -> Outputs:
+        """Run the model; a bare array goes to its only input. Returns every output by name."""
+        engine = self._engine
+        run = current_run.get()
+        if isinstance(x, Mapping):
+            inputs = dict(x)
+        else:
+            if self._input_names is None:
+                meta = await engine.caller.metadata(self.model, self.version)
+                self._input_names = [s.name for s in meta.inputs]
+            if len(self._input_names) != 1:
+                raise InvalidInputError(
+                    f"model '{self.model}' has inputs {self._input_names}; pass a dict by name"
+                )
+            inputs = {self._input_names[0]: np.asarray(x)}
+        routing_key = run.routing_key if run else ""
+        version = self.version or engine.traffic.choose_version(self.model, routing_key)
+        timeout_s = run.remaining_s(engine.clock) if run else None
+        if timeout_s is not None and timeout_s <= 0:
+            raise DeadlineExceededError(
+                f"(model {self.model}): the request deadline passed before the call"
+            )
+        try:
+            return await engine.caller.infer(
+                self.model,
+                inputs,
+                version=version,
+                routing_key=routing_key,
+                timeout_s=timeout_s,
+                output_names=output_names,
+            )
+        except MeshError as exc:
+            raise annotate(exc, f"(model {self.model})") from None
+        except MeshServeError as exc:
+            raise annotate(as_mesh_error(exc), f"(model {self.model})") from None
+
+
+class PlanHandle:
+    """Runs another plan (its active version) within the current request."""
+
+    def __init__(self, engine: Engine, plan: str) -> None:
+        self._engine = engine
+        self.plan = plan
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
+        run = current_run.get() or RunContext(request_id="", plan=self.plan)
+        try:
+            return await self._engine.run_plan(self.plan, inputs, run)
+        except MeshError as exc:
+            raise annotate(exc, f"(plan {self.plan})") from None
+
+
+class Handles(Mapping[str, Any]):
+    """A lazy name -> handle mapping (every name is valid; unknown ones fail on first call)."""
+
+    def __init__(self, engine: Engine, kind: str) -> None:
+        self._engine = engine
+        self._kind = kind
+        self._handles: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = (
+                ModelHandle(self._engine, name)
+                if self._kind == "models"
+                else PlanHandle(self._engine, name)
+            )
+            self._handles[name] = handle
+        return handle
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handles)
+
+    def __len__(self) -> int:
+        return len(self._handles)

@@ -1,0 +1,343 @@
+"""Assembles and runs one orchestrator: plan store, engine, data path, learning, gRPC, Consul.
+
+`OrchestratorServer.start()` loads plans from Consul KV (and follows them), contends for the
+leader lock, serves Orchestrator + Admin (+ health, reflection) over plaintext or TLS and
+registers as ``meshserve-orchestrator``; `stop()` is the SIGTERM path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from meshserve import __version__
+from meshserve.errors import InvalidInputError, MeshError
+from meshserve.orchestrator.admin import AdminCore
+from meshserve.orchestrator.auth import BearerTokenInterceptor
+from meshserve.orchestrator.caller import ModelCaller
+from meshserve.orchestrator.compiled import compile_plan
+from meshserve.orchestrator.engine import Engine, EngineConfig
+from meshserve.orchestrator.learning_port import Learning, NullLearning
+from meshserve.orchestrator.plans.parse import load_plan_file
+from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
+from meshserve.orchestrator.store import PlanStore
+from meshserve.orchestrator.traffic import TrafficTable
+from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
+from meshserve.telemetry import (
+    Telemetry,
+    TelemetryConfig,
+    server_interceptors,
+    setup_telemetry,
+    start_metrics_server,
+)
+from meshserve.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    plan_pb2,
+)
+
+__all__ = ["ORCHESTRATOR_SERVICE", "OrchestratorConfig", "OrchestratorServer", "run"]
+
+log = logging.getLogger(__name__)
+
+ORCHESTRATOR_SERVICE = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+CONSUL_SERVICE = "meshserve-orchestrator"
+LEADER_KEY = "meshserve/leader"
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    """Settings of one orchestrator process (flags are read only in cli.py)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    admin_token: str = ""
+    instance_id: str = ""
+    python_plans: tuple[tuple[str, str], ...] = ()  # (plan name, "module:attr")
+    plan_files: tuple[str, ...] = ()
+    register: bool = True
+    metrics_port: int = -1
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    grace_s: float = 5.0
+    default_timeout_s: float = 30.0
+    client_batching: bool = True  # coalesce concurrent model calls into micro-batches
+    model_transport: str = "stream"  # "stream" (bidi InferStream) or "unary" (Infer per batch)
+    max_message_bytes: int = 64 * 1024 * 1024
+    stream_max_in_flight: int = 256
+    leader_ttl_s: float = 10.0
+    learning: bool = True
+    learning_dir: str = ""  # learner model files and logs (default: a temp folder)
+    logic_modules: tuple[str, ...] = ()  # modules that register @logic functions on import
+    extra_interceptors: tuple[Any, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Bound:
+    host: str
+    port: int
+    instance_id: str
+    metrics_port: int
+
+
+def _plan_files(paths: tuple[str, ...]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")))
+        elif path.exists():
+            out.append(path)
+        else:
+            raise InvalidInputError(f"--plans {raw}: no such file or directory")
+    return out
+
+
+def _server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(Path(key_file).read_bytes(), Path(cert_file).read_bytes())]
+    )
+
+
+def _import_logic_modules(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InvalidInputError(f"--logic {module}: cannot import it: {exc}") from None
+
+
+class OrchestratorServer:
+    """One orchestrator process (see module docstring)."""
+
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        consul: ConsulConfig,
+        *,
+        caller: ModelCaller | None = None,
+        telemetry: TelemetryConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.consul = consul
+        self._caller = caller
+        # The orchestrator keeps recent traces for Admin.GetTrace/ListTraces by default.
+        self._telemetry_config = telemetry or TelemetryConfig.from_env(buffer_max_traces=256)
+        self._telemetry: Telemetry | None = None
+        self._health = health_aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._registration: Any = None
+        self.kv: KV | None = None
+        self.store: PlanStore | None = None
+        self.election: LeaderElection | None = None
+        self.learning: Learning = NullLearning()
+        self.engine: Engine | None = None
+        self.bound: Bound | None = None
+
+    async def start(self) -> Bound:
+        cfg = self.config
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", cfg.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            interceptors=[
+                BearerTokenInterceptor(cfg.admin_token),
+                *server_interceptors(enabled=self._telemetry_config.active()),
+                *cfg.extra_interceptors,
+            ],
+        )
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert_file or cfg.tls_key_file:
+            if not (cfg.tls_cert_file and cfg.tls_key_file):
+                raise InvalidInputError("TLS needs both --tls-cert and --tls-key")
+            port = server.add_secure_port(
+                address, _server_credentials(cfg.tls_cert_file, cfg.tls_key_file)
+            )
+        else:
+            port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot bind {address}")
+        instance_id = cfg.instance_id or f"orchestrator-{socket.gethostname()}-{port}"
+        self._telemetry = setup_telemetry(
+            "orchestrator", instance_id, __version__, config=self._telemetry_config
+        )
+
+        self.kv = KV(self.consul)
+        traffic = TrafficTable()
+        self.store = PlanStore(self.kv, traffic)
+        await self.store.start()
+        self.election = LeaderElection(self.consul, LEADER_KEY, instance_id, cfg.leader_ttl_s)
+        await self.election.start()
+        if self._caller is None:
+            from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
+
+            datapath = DataPathConfig(
+                default_timeout_s=cfg.default_timeout_s,
+                transport="unary" if cfg.model_transport == "unary" else "stream",
+            )
+            self._caller = MeshCaller(datapath.with_batching(cfg.client_batching), self.consul)
+        caller = self._caller
+        _import_logic_modules(cfg.logic_modules)
+        if cfg.learning:
+            self.learning = await self._start_learning(instance_id)
+        self.engine = Engine(
+            caller,
+            self.store,
+            learning=self.learning,
+            traffic=traffic,
+            config=EngineConfig(default_timeout_s=cfg.default_timeout_s),
+        )
+        consul = self.consul
+        core = AdminCore(
+            self.store, self.engine, caller, list_services=lambda: list_services(consul)
+        )
+        await self._apply_startup_plans()
+
+        election = self.election
+        orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
+            OrchestratorServicer(self.engine, self.learning, cfg.stream_max_in_flight), server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminServicer(
+                core,
+                instance_id=instance_id,
+                is_leader=lambda: election.is_leader,
+                learning=self.learning,
+            ),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                ORCHESTRATOR_SERVICE,
+                ADMIN_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        await server.start()
+        self._server = server
+        metrics_port = start_metrics_server(cfg.metrics_port, cfg.host)
+        for service in ("", ORCHESTRATOR_SERVICE, ADMIN_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.bound = Bound(cfg.host, port, instance_id, metrics_port)
+        if cfg.register:
+            await self._register(self.bound)
+        log.info("orchestrator %s serving on %s:%d", instance_id, cfg.host, port)
+        return self.bound
+
+    async def _start_learning(self, instance_id: str) -> Learning:
+        try:
+            from meshserve.orchestrator.learning import LearningHub
+        except ImportError as exc:
+            log.warning("online learning unavailable: %s", exc)
+            return NullLearning()
+        from meshserve.orchestrator.learning.rollout import DeployConfig, ProcessDeployer
+
+        assert self.kv is not None
+        work_dir = self.config.learning_dir or str(
+            Path(tempfile.gettempdir()) / "meshserve-learning" / instance_id
+        )
+        deployer = ProcessDeployer(self.consul, self.kv, DeployConfig(work_dir=work_dir))
+        hub = LearningHub(self.kv, leader=self.election, deployer=deployer, instance_id=instance_id)
+        await hub.start()
+        return hub
+
+    async def _apply_startup_plans(self) -> None:
+        """--plans files and --python-plan entries, stored when their content changed."""
+        assert self.store is not None and self.engine is not None
+        plans: list[plan_pb2.Plan] = [
+            load_plan_file(str(p)) for p in _plan_files(self.config.plan_files)
+        ]
+        for name, target in self.config.python_plans:
+            plans.append(plan_pb2.Plan(name=name, python=target, description=f"python {target}"))
+        for plan in plans:
+            # structure and imports only: models may come up later
+            compile_plan(plan, (self.engine.models_handles, self.engine.plans_handles))
+            version = await self.store.apply_if_changed(plan)
+            log.info("startup plan %s is at version %d", plan.name, version)
+
+    async def _register(self, bound: Bound) -> None:
+        from meshserve.registry import Registration, ServiceInstance
+
+        instance = ServiceInstance(
+            name=CONSUL_SERVICE,
+            instance_id=bound.instance_id,
+            address=bound.host,
+            port=bound.port,
+            tags=("meshserve-orchestrator",),
+            meta={"metrics_port": str(bound.metrics_port), "version": __version__},
+            grpc_health_service=ORCHESTRATOR_SERVICE,
+        )
+        if self.config.tls_cert_file:
+            # meshserve.registry's check is plaintext gRPC; behind TLS it reports critical.
+            log.warning("TLS is on: Consul's plaintext gRPC health check will report critical")
+        self._registration = Registration(self.consul, instance)
+        await self._registration.start()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, deregister, stop accepting, finish in-flight within the grace period."""
+        grace = self.config.grace_s if grace_s is None else grace_s
+        await self._health.enter_graceful_shutdown()
+        if self._registration is not None:
+            with contextlib.suppress(MeshError):
+                await self._registration.stop(deregister=True)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.engine is not None:
+            await self.engine.drain_background(timeout_s=1.0)
+        stop = getattr(self.learning, "stop", None)
+        if stop is not None:
+            await stop()
+        if self.store is not None:
+            await self.store.stop()
+        if self.election is not None:
+            with contextlib.suppress(MeshError):
+                await self.election.stop()
+        if self._caller is not None:
+            await self._caller.close()
+        if self.kv is not None:
+            await self.kv.close()
+        if self._telemetry is not None:
+            self._telemetry.shutdown()
+        log.info("orchestrator stopped")
+
+
+async def run(config: OrchestratorConfig, consul: ConsulConfig) -> int:
+    """Serve until SIGTERM/SIGINT; print the ready line once serving and registered."""
+    server = OrchestratorServer(config, consul)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        bound = await server.start()
+    except BaseException:
+        await server.stop(grace_s=0)
+        raise
+    sys.stdout.write(f"MESHSERVE_READY {bound.host}:{bound.port}\n")
+    sys.stdout.flush()
+    await stop.wait()
+    log.info("signal received: draining (grace %.1fs)", config.grace_s)
+    await server.stop()
+    return 0

@@ -1,0 +1,247 @@
+"""Thin gRPC servicers: protobuf in, the transport-free cores, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from meshserve.errors import InvalidInputError
+from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
+from meshserve.orchestrator import converters
+from meshserve.orchestrator.admin import AdminCore
+from meshserve.orchestrator.engine import Engine
+from meshserve.orchestrator.learning_port import Learning
+from meshserve.telemetry import trace_to_proto, traces_to_proto
+from meshserve.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    plan_pb2,
+)
+
+__all__ = ["AdminServicer", "OrchestratorServicer"]
+
+log = logging.getLogger(__name__)
+
+
+def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > 1e8 else max(0.0, remaining)
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
+    """Execute, ExecuteStream (bidirectional, in-band statuses) and Feedback."""
+
+    def __init__(self, engine: Engine, learning: Learning, stream_max_in_flight: int = 256) -> None:
+        self.engine = engine
+        self.learning = learning
+        self.stream_max_in_flight = stream_max_in_flight
+
+    @map_errors
+    async def Execute(
+        self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ExecuteResponse:
+        call = converters.call_from_proto(request, _remaining(context))
+        return converters.result_to_proto(await self.engine.execute(call))
+
+    @map_stream_errors
+    async def ExecuteStream(
+        self,
+        request_iterator: AsyncIterator[orchestrator_pb2.ExecuteRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[orchestrator_pb2.ExecuteResponse]:
+        queue: asyncio.Queue[orchestrator_pb2.ExecuteResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.stream_max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(request: orchestrator_pb2.ExecuteRequest) -> None:
+            try:
+                if not request.id:
+                    raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
+                call = converters.call_from_proto(request, _remaining(context))
+                response = converters.result_to_proto(await self.engine.execute(call))
+            except Exception as exc:
+                response = orchestrator_pb2.ExecuteResponse(
+                    id=request.id, plan=request.plan, status=error_to_status(exc)
+                )
+            finally:
+                slots.release()
+            await queue.put(response)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            await reader
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    @map_errors
+    async def Feedback(
+        self, request: orchestrator_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.FeedbackResponse:
+        if not request.request_id:
+            raise InvalidInputError("Feedback: 'request_id' is required")
+        signal = request.WhichOneof("signal")
+        if signal is None:
+            raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
+        if signal == "reward":
+            applied = await self.learning.feedback(request.request_id, reward=request.reward)
+        else:
+            applied = await self.learning.feedback(request.request_id, label=request.label)
+        return orchestrator_pb2.FeedbackResponse(accepted=True, applied_to=applied)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    """The control plane; authentication happens in BearerTokenInterceptor."""
+
+    def __init__(
+        self,
+        core: AdminCore,
+        *,
+        instance_id: str,
+        is_leader: Callable[[], bool],
+        learning: Learning,
+    ) -> None:
+        self.core = core
+        self.instance_id = instance_id
+        self.is_leader = is_leader
+        self.learning = learning
+
+    @map_errors
+    async def ApplyPlan(
+        self, request: admin_pb2.ApplyPlanRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ApplyPlanResponse:
+        source = request.WhichOneof("source")
+        name, version = await self.core.apply_plan(
+            request.plan if source == "plan" else None,
+            request.plan_text if source == "plan_text" else "",
+            expected_version=request.expected_version,
+            dry_run=request.dry_run,
+        )
+        return admin_pb2.ApplyPlanResponse(name=name, version=version)
+
+    @map_errors
+    async def GetPlan(
+        self, request: admin_pb2.GetPlanRequest, context: grpc.aio.ServicerContext
+    ) -> plan_pb2.Plan:
+        return self.core.get_plan(request.name, request.version)
+
+    @map_errors
+    async def ListPlans(
+        self, request: admin_pb2.ListPlansRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListPlansResponse:
+        return admin_pb2.ListPlansResponse(
+            plans=[converters.plan_summary_to_proto(i) for i in self.core.list_plans()]
+        )
+
+    @map_errors
+    async def DeletePlan(
+        self, request: admin_pb2.DeletePlanRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeletePlanResponse:
+        return admin_pb2.DeletePlanResponse(
+            versions_deleted=await self.core.delete_plan(request.name)
+        )
+
+    @map_errors
+    async def RollbackPlan(
+        self, request: admin_pb2.RollbackPlanRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ApplyPlanResponse:
+        name, version = await self.core.rollback_plan(request.name, request.to_version)
+        return admin_pb2.ApplyPlanResponse(name=name, version=version)
+
+    @map_errors
+    async def ListModels(
+        self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListModelsResponse:
+        views = await self.core.list_models(request.model)
+        return admin_pb2.ListModelsResponse(models=[converters.model_to_proto(v) for v in views])
+
+    @map_errors
+    async def SetTrafficSplit(
+        self, request: admin_pb2.SetTrafficSplitRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetTrafficSplitResponse:
+        await self.core.set_traffic(converters.policy_from_proto(request.policy))
+        return admin_pb2.SetTrafficSplitResponse()
+
+    @map_errors
+    async def ListTrafficPolicies(
+        self, request: admin_pb2.ListTrafficPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTrafficPoliciesResponse:
+        return admin_pb2.ListTrafficPoliciesResponse(
+            policies=[converters.policy_to_proto(p) for p in self.core.traffic_policies()]
+        )
+
+    @map_errors
+    async def DrainEndpoint(
+        self, request: admin_pb2.DrainEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DrainEndpointResponse:
+        in_flight = self.core.drain(request.model, request.instance_id, request.drain)
+        return admin_pb2.DrainEndpointResponse(in_flight=in_flight)
+
+    @map_errors
+    async def GetStats(
+        self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Stats:
+        engine = self.core.engine
+        stats_of = getattr(self.learning, "stats", None)
+        bandits, learners = stats_of() if callable(stats_of) else ([], [])
+        models = await self.core.list_models(discover=False)
+        return converters.stats_to_proto(
+            plans=engine.stats.plans(),
+            shadows=engine.stats.shadows(),
+            models=models,
+            counters=self.core.caller.counters(),
+            bandits=bandits,
+            learners=learners,
+            instance_id=self.instance_id,
+            leader=self.is_leader(),
+        )
+
+    @map_errors
+    async def InjectFault(
+        self, request: admin_pb2.InjectFaultRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.InjectFaultResponse:
+        fault_id = self.core.inject_fault(converters.fault_from_proto(request))
+        return admin_pb2.InjectFaultResponse(fault_id=fault_id)
+
+    @map_errors
+    async def ClearFaults(
+        self, request: admin_pb2.ClearFaultsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ClearFaultsResponse:
+        return admin_pb2.ClearFaultsResponse(cleared=self.core.clear_faults(request.model))
+
+    @map_errors
+    async def GetTrace(
+        self, request: admin_pb2.GetTraceRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Trace:
+        if not request.trace_id:
+            raise InvalidInputError("GetTrace: 'trace_id' (32 hex digits) is required")
+        return trace_to_proto(request.trace_id, self.core.trace_spans(request.trace_id))
+
+    @map_errors
+    async def ListTraces(
+        self, request: admin_pb2.ListTracesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTracesResponse:
+        return traces_to_proto(self.core.slowest_traces(request.slowest))

@@ -1,0 +1,182 @@
+"""What every step executor gets (the request's RunContext, the engine's Services) and the one
+function that runs a branch target (model, logic or nested plan)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from google.protobuf import json_format
+
+from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError, MeshServeError
+from meshserve.orchestrator.caller import ModelCaller
+from meshserve.orchestrator.compiled import CompiledPlan
+from meshserve.orchestrator.learning_port import Learning
+from meshserve.orchestrator.stats import StatsRecorder
+from meshserve.orchestrator.traffic import TrafficTable
+from meshserve.v1 import plan_pb2
+
+__all__ = [
+    "Outputs",
+    "RunContext",
+    "Services",
+    "StepContext",
+    "StepExecutor",
+    "annotate",
+    "call_model",
+    "run_target",
+]
+
+Outputs = dict[str, np.ndarray]
+MAX_PLAN_DEPTH = 8
+
+
+@dataclass
+class RunContext:
+    """One request: identity, routing inputs, deadline and the decisions taken so far."""
+
+    request_id: str
+    plan: str
+    routing_key: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+    decisions: dict[str, str] = field(default_factory=dict)
+    depth: int = 0
+
+    def remaining_s(self, clock: Callable[[], float]) -> float | None:
+        return None if self.deadline is None else self.deadline - clock()
+
+
+class Services(Protocol):
+    """The engine's shared parts, as step executors see them."""
+
+    caller: ModelCaller
+    traffic: TrafficTable
+    learning: Learning
+    stats: StatsRecorder
+    clock: Callable[[], float]
+    rng: random.Random
+
+    async def run_plan(
+        self, name: str, inputs: Mapping[str, np.ndarray], run: RunContext
+    ) -> Outputs:
+        """Run another plan (its active version) inside this request."""
+        ...
+
+    def spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` detached from the request (shadow candidates)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    services: Services
+    run: RunContext
+    plan: CompiledPlan
+    step: plan_pb2.Step
+    upstream: Mapping[str, Mapping[str, np.ndarray]]
+
+    def decide(self, branch: str) -> None:
+        """Record the branch this (select/split/bandit) step chose."""
+        self.run.decisions[self.step.name] = branch
+        self.services.stats.decision(self.run.plan, self.step.name, branch)
+
+
+StepExecutor = Callable[[StepContext, Mapping[str, np.ndarray]], Awaitable[Outputs]]
+
+
+def annotate(exc: MeshError, prefix: str) -> MeshError:
+    """The same kind of error with `prefix` in front of its message (code kept)."""
+    sep = " " if exc.message.startswith("(") else ": "
+    new = MeshError.__new__(type(exc))
+    MeshError.__init__(new, f"{prefix}{sep}{exc.message}", retry_pushback_ms=exc.retry_pushback_ms)
+    if "code" in exc.__dict__:
+        new.code = exc.code
+    return new
+
+
+def as_mesh_error(exc: MeshServeError) -> MeshError:
+    """A client-side MeshServeError as a MeshError with the same status code."""
+    err = MeshError(exc.message)
+    err.code = exc.code
+    return err
+
+
+async def call_model(
+    ctx: StepContext, model: plan_pb2.ModelStep, inputs: Mapping[str, np.ndarray]
+) -> Outputs:
+    """Call `model` through the ModelCaller with what is left of the request deadline."""
+    services = ctx.services
+    version = model.version or services.traffic.choose_version(model.model, ctx.run.routing_key)
+    timeout_s = ctx.run.remaining_s(services.clock)
+    if timeout_s is not None and timeout_s <= 0:
+        raise DeadlineExceededError(
+            f"(model {model.model}): the request deadline passed before the call"
+        )
+    if model.timeout_ms:
+        timeout_s = min(timeout_s if timeout_s is not None else math.inf, model.timeout_ms / 1000)
+    try:
+        return await services.caller.infer(
+            model.model,
+            inputs,
+            version=version,
+            routing_key=ctx.run.routing_key,
+            timeout_s=timeout_s,
+        )
+    except MeshError as exc:
+        raise annotate(exc, f"(model {model.model})") from None
+    except MeshServeError as exc:
+        raise annotate(as_mesh_error(exc), f"(model {model.model})") from None
+
+
+async def call_logic(
+    ctx: StepContext, logic: plan_pb2.LogicStep, inputs: Mapping[str, Any]
+) -> Outputs:
+    """Call a registered logic function with a LogicContext for this step."""
+    from meshserve.orchestrator.logic import LogicContext, run_logic
+
+    params = json_format.MessageToDict(logic.params) if logic.HasField("params") else {}
+    lctx = LogicContext(
+        params=params,
+        attributes=dict(ctx.run.attributes),
+        routing_key=ctx.run.routing_key,
+        request_id=ctx.run.request_id,
+        plan=ctx.run.plan,
+        step=ctx.step.name,
+        deadline=ctx.run.deadline,
+    )
+    try:
+        result = await run_logic(logic.function, dict(inputs), lctx)
+    except MeshError as exc:
+        raise annotate(exc, f"(logic {logic.function})") from None
+    return {key: np.asarray(value) for key, value in result.items()}
+
+
+async def run_target(
+    ctx: StepContext, branch: plan_pb2.Branch, inputs: Mapping[str, np.ndarray]
+) -> Outputs:
+    """Run what a branch points at, on the step's inputs."""
+    kind = branch.target.WhichOneof("kind")
+    if kind == "model":
+        return await call_model(ctx, branch.target.model, inputs)
+    if kind == "logic":
+        return await call_logic(ctx, branch.target.logic, inputs)
+    if kind == "plan":
+        if ctx.run.depth >= MAX_PLAN_DEPTH:
+            raise InvalidInputError(
+                f"(plan {branch.target.plan}): plans nest deeper than {MAX_PLAN_DEPTH} levels"
+            )
+        try:
+            return await ctx.services.run_plan(branch.target.plan, inputs, ctx.run)
+        except MeshError as exc:
+            raise annotate(exc, f"(plan {branch.target.plan})") from None
+    raise InvalidInputError(f"branch '{branch.name}': target has no model, logic or plan")
+
+
+def now_ms(clock: Callable[[], float] = time.monotonic) -> float:
+    return clock() * 1000.0

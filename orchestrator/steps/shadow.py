@@ -1,0 +1,91 @@
+"""``shadow`` step: answer from the primary; mirror to the candidate in the background.
+
+The candidate starts together with the primary (so it adds no latency) as a detached task; the
+response never waits for it and never sees its errors. When both finish, agreement is recorded
+per row (argmax per row of `compare_output`, or the labels themselves for 1-D outputs): the
+stats count compared rows and rows that agree, plus the candidate's latency and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from meshserve.errors import MeshError
+from meshserve.orchestrator.steps.base import Outputs, StepContext, run_target
+
+__all__ = ["agreement", "execute"]
+
+log = logging.getLogger(__name__)
+
+
+def agreement(primary: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+    """(rows where both give the same class, rows compared); argmax per row for 2-D outputs."""
+    a, b = np.asarray(primary), np.asarray(candidate)
+    rows = int(a.shape[0]) if a.ndim else 1
+    if a.shape != b.shape:
+        return 0, rows
+    if a.ndim >= 2:
+        a, b = a.argmax(axis=-1), b.argmax(axis=-1)
+    same = (a == b).reshape(rows, -1).all(axis=1) if a.ndim else np.asarray([a == b])
+    return int(same.sum()), rows
+
+
+def _compare_name(ctx: StepContext, primary: Outputs, candidate: Outputs) -> str | None:
+    name = ctx.step.shadow.compare_output
+    if name:
+        return name if name in primary and name in candidate else None
+    common = sorted(set(primary) & set(candidate))
+    for preferred in ("label", "probabilities"):
+        if preferred in common:
+            return preferred
+    return common[0] if common else None
+
+
+async def execute(ctx: StepContext, inputs: Mapping[str, np.ndarray]) -> Outputs:
+    shadow = ctx.step.shadow
+    services = ctx.services
+    rate = shadow.sample_rate or 1.0
+    mirror = rate >= 1.0 or services.rng.random() < rate
+    primary_done: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+    if mirror:
+        services.spawn_background(_candidate(ctx, dict(inputs), primary_done))
+    start = services.clock()
+    try:
+        out = await run_target(ctx, shadow.primary, inputs)
+    except BaseException:
+        primary_done.cancel()
+        raise
+    services.stats.shadow_primary(ctx.run.plan, ctx.step.name, (services.clock() - start) * 1000)
+    primary_done.set_result(out)
+    return out
+
+
+async def _candidate(
+    ctx: StepContext, inputs: dict[str, np.ndarray], primary_done: asyncio.Future[Outputs]
+) -> None:
+    services = ctx.services
+    start = services.clock()
+    try:
+        out = await run_target(ctx, ctx.step.shadow.candidate, inputs)
+    except (MeshError, Exception) as exc:
+        latency_ms = (services.clock() - start) * 1000
+        log.info("shadow candidate of step %s failed: %s", ctx.step.name, exc)
+        services.stats.shadow_candidate(ctx.run.plan, ctx.step.name, latency_ms, False)
+        return
+    latency_ms = (services.clock() - start) * 1000
+    agreed = compared = 0
+    try:
+        primary = await primary_done
+    except asyncio.CancelledError:
+        primary = None
+    if primary is not None:
+        name = _compare_name(ctx, primary, out)
+        if name:
+            agreed, compared = agreement(primary[name], out[name])
+    services.stats.shadow_candidate(
+        ctx.run.plan, ctx.step.name, latency_ms, True, agreed=agreed, compared=compared
+    )

@@ -1,0 +1,324 @@
+"""Plans (every version) and traffic policies, persisted in Consul KV with check-and-set.
+
+KV layout (docs/CONTRACTS.md): ``meshserve/plans/<name>/<version>`` holds the plan JSON (a
+``put_large`` manifest when it is big), ``meshserve/plans/<name>/active`` the active version,
+``meshserve/traffic/<model>`` a traffic policy as JSON.
+
+Writes are fenced by check-and-set, so any number of orchestrators may write concurrently: a new
+version key is created with ``cas=0`` (only one writer can create version N), and the active
+pointer is replaced with ``cas=<its ModifyIndex>`` and never moved backwards. Every orchestrator
+keeps an in-memory view refreshed by blocking-query watches, so plans applied through one are
+served by all of them, and a restarted orchestrator serves the same plans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError
+from meshserve.orchestrator.plans.parse import dumps_json, loads_json
+from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable
+from meshserve.registry import KVEntry
+from meshserve.v1 import plan_pb2
+
+__all__ = ["PLANS_PREFIX", "TRAFFIC_PREFIX", "KVStore", "PlanInfo", "PlanStore"]
+
+log = logging.getLogger(__name__)
+
+PLANS_PREFIX = "meshserve/plans/"
+TRAFFIC_PREFIX = "meshserve/traffic/"
+LARGE_PLAN_BYTES = 256 * 1024
+_MANIFEST_MARK = b'"format": "meshserve-chunked-v1"'
+_CAS_ATTEMPTS = 8
+
+
+class KVStore(Protocol):
+    """The part of meshserve.registry.KV the store uses."""
+
+    async def get(self, key: str) -> KVEntry | None: ...
+    async def put(self, key: str, value: bytes | str, cas: int | None = None) -> bool: ...
+    async def delete(self, key: str, cas: int | None = None, *, recurse: bool = False) -> bool: ...
+    async def list(self, prefix: str) -> builtins.list[KVEntry]: ...
+    async def put_large(self, key: str, value: bytes, cas: int | None = None) -> int: ...
+    async def get_large(self, key: str) -> bytes | None: ...
+    def watch(self, prefix: str) -> Any: ...
+
+
+@dataclass
+class PlanInfo:
+    """Every known version of one plan and which one is active."""
+
+    name: str
+    versions: dict[int, plan_pb2.Plan] = field(default_factory=dict)
+    active: int = 0
+
+    def active_plan(self) -> plan_pb2.Plan:
+        return self.versions[self.active]
+
+
+def _same_content(a: plan_pb2.Plan, b: plan_pb2.Plan) -> bool:
+    x, y = plan_pb2.Plan(), plan_pb2.Plan()
+    x.CopyFrom(a)
+    y.CopyFrom(b)
+    for p in (x, y):
+        p.version = 0
+        p.created_unix_ms = 0
+    return x.SerializeToString(deterministic=True) == y.SerializeToString(deterministic=True)
+
+
+class PlanStore:
+    """The orchestrator's plans and traffic policies (see module docstring)."""
+
+    def __init__(
+        self,
+        kv: KVStore,
+        traffic: TrafficTable | None = None,
+        *,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.kv = kv
+        self.traffic = traffic or TrafficTable()
+        self._wall_clock_ms = wall_clock_ms  # timestamps only, never intervals
+        self._plans: dict[str, PlanInfo] = {}
+        self._parsed: dict[str, tuple[int, plan_pb2.Plan]] = {}  # key -> (modify index, plan)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load everything once, then follow changes in the background."""
+        await self.refresh()
+        self._tasks = [
+            asyncio.create_task(self._watch_plans(), name="watch-plans"),
+            asyncio.create_task(self._watch_traffic(), name="watch-traffic"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def refresh(self) -> None:
+        """Re-read plans and traffic policies from KV now."""
+        await self._load_plans(await self.kv.list(PLANS_PREFIX))
+        self._load_traffic(await self.kv.list(TRAFFIC_PREFIX))
+
+    async def _watch_plans(self) -> None:
+        async for entries in self.kv.watch(PLANS_PREFIX):
+            try:
+                await self._load_plans(entries)
+            except Exception:
+                log.exception("could not load plans from KV")
+
+    async def _watch_traffic(self) -> None:
+        async for entries in self.kv.watch(TRAFFIC_PREFIX):
+            self._load_traffic(entries)
+
+    async def _load_plans(self, entries: list[KVEntry]) -> None:
+        async with self._lock:
+            plans: dict[str, PlanInfo] = {}
+            actives: dict[str, int] = {}
+            for entry in entries:
+                parts = entry.key[len(PLANS_PREFIX) :].split("/")
+                if len(parts) != 2:
+                    continue  # chunks of large plans
+                name, leaf = parts
+                if leaf == "active":
+                    with contextlib.suppress(ValueError):
+                        actives[name] = int(entry.value.decode() or 0)
+                    continue
+                if not leaf.isdigit():
+                    continue
+                plan = await self._parse_entry(entry)
+                if plan is not None:
+                    plans.setdefault(name, PlanInfo(name)).versions[int(leaf)] = plan
+            for name, info in plans.items():
+                active = actives.get(name, 0)
+                info.active = active if active in info.versions else max(info.versions)
+            self._plans = plans
+            self._parsed = {k: v for k, v in self._parsed.items() if k in {e.key for e in entries}}
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def _parse_entry(self, entry: KVEntry) -> plan_pb2.Plan | None:
+        cached = self._parsed.get(entry.key)
+        if cached is not None and cached[0] == entry.modify_index:
+            return cached[1]
+        try:
+            data = entry.value
+            if _MANIFEST_MARK in data[:200]:
+                data = await self.kv.get_large(entry.key) or b""
+            plan = loads_json(data)
+        except Exception as exc:
+            log.error("plan at %s is unreadable: %s", entry.key, exc)
+            return None
+        self._parsed[entry.key] = (entry.modify_index, plan)
+        return plan
+
+    def _load_traffic(self, entries: list[KVEntry]) -> None:
+        policies: dict[str, TrafficPolicy] = {}
+        for entry in entries:
+            try:
+                raw = json.loads(entry.value)
+                policy = TrafficPolicy(
+                    model=raw["model"],
+                    version_weights={str(k): float(v) for k, v in raw["version_weights"].items()},
+                    sticky=bool(raw.get("sticky", False)),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("traffic policy at %s is unreadable: %s", entry.key, exc)
+                continue
+            policies[policy.model] = policy
+        self.traffic.replace_all(policies)
+
+    async def wait_for(self, predicate: Callable[[PlanStore], bool], timeout_s: float) -> bool:
+        """Wait until `predicate(self)` holds (after watch updates); False on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not predicate(self):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    # ---- reads (PlanSource) -----------------------------------------------------------------
+    def get(self, name: str, version: int = 0) -> plan_pb2.Plan:
+        """A plan version (0 = active); NotFoundError names what exists."""
+        info = self._plans.get(name)
+        if info is None:
+            raise NotFoundError(f"plan '{name}' does not exist (plans: {sorted(self._plans)})")
+        if version == 0:
+            return info.active_plan()
+        plan = info.versions.get(version)
+        if plan is None:
+            raise NotFoundError(
+                f"plan '{name}' has no version {version} (versions: {sorted(info.versions)})"
+            )
+        return plan
+
+    def exists(self, name: str) -> bool:
+        return name in self._plans
+
+    def infos(self) -> list[PlanInfo]:
+        return [self._plans[n] for n in sorted(self._plans)]
+
+    # ---- writes -----------------------------------------------------------------------------
+    async def apply(self, plan: plan_pb2.Plan, expected_version: int = 0) -> int:
+        """Store `plan` as a new version and make it active; returns the version.
+
+        `expected_version` (when not 0) must be the latest version, else CheckAndSetError.
+        """
+        name = plan.name
+        for _ in range(_CAS_ATTEMPTS):
+            versions = await self._versions(name)
+            latest = max(versions, default=0)
+            if expected_version and latest != expected_version:
+                raise CheckAndSetError(
+                    f"plan '{name}' is at version {latest}, not the expected {expected_version} "
+                    "(someone else applied it; re-read and retry)"
+                )
+            stored = plan_pb2.Plan()
+            stored.CopyFrom(plan)
+            stored.version = latest + 1
+            stored.created_unix_ms = self._wall_clock_ms()
+            data = dumps_json(stored)
+            key = f"{PLANS_PREFIX}{name}/{stored.version}"
+            if len(data) > LARGE_PLAN_BYTES:
+                try:
+                    await self.kv.put_large(key, data, cas=0)
+                    created = True
+                except CheckAndSetError:
+                    created = False
+            else:
+                created = await self.kv.put(key, data, cas=0)
+            if not created:
+                if expected_version:
+                    raise CheckAndSetError(
+                        f"plan '{name}' version {stored.version} was created concurrently"
+                    )
+                continue
+            await self._set_active(name, stored.version)
+            self._remember(stored)
+            return stored.version
+        raise CheckAndSetError(f"plan '{name}': too many concurrent writers; retry")
+
+    async def _versions(self, name: str) -> list[int]:
+        entries = await self.kv.list(f"{PLANS_PREFIX}{name}/")
+        out = []
+        for entry in entries:
+            leaf = entry.key[len(PLANS_PREFIX) + len(name) + 1 :]
+            if leaf.isdigit():
+                out.append(int(leaf))
+        return out
+
+    async def _set_active(self, name: str, version: int, force: bool = False) -> None:
+        key = f"{PLANS_PREFIX}{name}/active"
+        for _ in range(_CAS_ATTEMPTS):
+            entry = await self.kv.get(key)
+            if entry is not None and not force:
+                with contextlib.suppress(ValueError):
+                    if int(entry.value.decode() or 0) >= version:
+                        return  # a newer version is already active
+            if await self.kv.put(key, str(version), cas=entry.modify_index if entry else 0):
+                return
+        raise CheckAndSetError(f"plan '{name}': could not move the active version to {version}")
+
+    def _remember(self, plan: plan_pb2.Plan) -> None:
+        info = self._plans.setdefault(plan.name, PlanInfo(plan.name))
+        info.versions[plan.version] = plan
+        info.active = max(info.active, plan.version)
+
+    async def apply_if_changed(self, plan: plan_pb2.Plan) -> int:
+        """Apply `plan` unless the active version already has the same content."""
+        info = self._plans.get(plan.name)
+        if info is not None and _same_content(info.active_plan(), plan):
+            return info.active
+        return await self.apply(plan)
+
+    async def rollback(self, name: str, to_version: int) -> int:
+        """Store version `to_version`'s content as a new, active version."""
+        old = self.get(name, to_version) if to_version else None
+        if old is None:
+            raise InvalidInputError(f"rollback of plan '{name}': 'to_version' is required")
+        return await self.apply(old)
+
+    async def delete(self, name: str) -> int:
+        """Delete every version of `name`; returns how many there were."""
+        versions = await self._versions(name)
+        if not versions:
+            raise NotFoundError(f"plan '{name}' does not exist (plans: {sorted(self._plans)})")
+        await self.kv.delete(f"{PLANS_PREFIX}{name}/", recurse=True)
+        self._plans.pop(name, None)
+        return len(versions)
+
+    async def set_traffic(self, policy: TrafficPolicy) -> None:
+        """Store (and apply locally) a model's traffic policy."""
+        policy.validate()
+        key = f"{TRAFFIC_PREFIX}{policy.model}"
+        value = json.dumps(
+            {
+                "model": policy.model,
+                "version_weights": dict(policy.version_weights),
+                "sticky": policy.sticky,
+            },
+            sort_keys=True,
+        )
+        for _ in range(_CAS_ATTEMPTS):
+            entry = await self.kv.get(key)
+            if await self.kv.put(key, value, cas=entry.modify_index if entry else 0):
+                self.traffic.set(policy)
+                return
+        raise CheckAndSetError(f"traffic policy of '{policy.model}': too many concurrent writers")

@@ -1,0 +1,43 @@
+"""Module-scoped process groups for the orchestrator integration tests (stopped by PID)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.procs import ChildProcess
+
+TOKEN = "test-admin-token"
+
+
+class Procs:
+    """Starts meshserve processes into one log directory and stops every one of them."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[ChildProcess] = []
+
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0
+    ) -> ChildProcess:
+        child = ChildProcess(list(args), self.log_dir / f"proc-{len(self.started)}.log", env or {})
+        self.started.append(child)
+        return child.start(ready_timeout_s)
+
+    def model(
+        self, models_dir: Path, name: str, consul_addr: str, version: str = "1"
+    ) -> ChildProcess:
+        return self.spawn(
+            "model", "serve", str(models_dir / f"{name}.onnx"), "--name", name,
+            "--version", version, "--consul", consul_addr, "--threads", "1",
+        )  # fmt: skip
+
+    def orchestrator(self, consul_addr: str, *extra: str) -> ChildProcess:
+        return self.spawn(
+            "orchestrator", "serve", "--consul", consul_addr, "--admin-token", TOKEN, *extra
+        )
+
+    def stop_all(self) -> None:
+        for child in reversed(self.started):
+            child.stop(timeout_s=10)
+        leaked = [c.args for c in self.started if c.process and c.process.poll() is None]
+        assert not leaked, f"processes still running after teardown: {leaked}"

@@ -1,0 +1,105 @@
+"""Every process serves Prometheus /metrics on the port it registered in Consul meta
+`metrics_port`; the exposition parses (prometheus_client's parser), follows the naming
+conventions and passes `promtool check metrics` when promtool is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from meshserve import tensors
+from meshserve.telemetry import check_metric_names
+from meshserve.v1 import model_pb2, model_pb2_grpc
+from tests.integration.datapath_helpers import unique_name
+
+pytestmark = pytest.mark.integration
+
+
+def _consul_services(consul_addr: str) -> dict:
+    with urllib.request.urlopen(f"http://{consul_addr}/v1/agent/services", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def _metrics_url(consul_addr: str, predicate, what: str, timeout_s: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for svc in _consul_services(consul_addr).values():
+            if predicate(svc) and svc.get("Meta", {}).get("metrics_port", "-1") != "-1":
+                return f"http://{svc['Address']}:{svc['Meta']['metrics_port']}/metrics"
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not registered with a metrics_port within {timeout_s}s")
+
+
+def _scrape_and_validate(url: str) -> dict[str, str]:
+    """Scrape `url`; assert it parses, names follow conventions and promtool accepts it.
+    Returns metric family name -> type."""
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        assert reply.headers.get_content_type() == "text/plain"
+        text = reply.read().decode()
+    families = list(text_string_to_metric_families(text))
+    assert families, f"{url} exports nothing"
+    problems = check_metric_names(families)
+    assert not problems, "\n".join(problems)
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        proc = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 0, f"promtool check metrics {url}:\n{proc.stdout}{proc.stderr}"
+    return {f.name: f.type for f in families}
+
+
+def test_model_service_metrics(spawn, consul_addr: str, models_dir: Path):
+    name = unique_name("metrics-mlp")
+    proc = spawn(
+        "model", "serve", str(models_dir / "mlp.onnx"), "--name", name, "--version", "1",
+        "--port", "0", "--consul", consul_addr, "--metrics-port", "0",
+    )  # fmt: skip
+
+    async def call() -> None:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = model_pb2_grpc.ModelServiceStub(channel)
+            request = model_pb2.InferRequest(
+                inputs={"input": tensors.from_numpy(np.ones((3, 64), np.float32))}
+            )
+            await stub.Infer(request, timeout=10)
+
+    asyncio.run(call())
+    url = _metrics_url(consul_addr, lambda s: s["Service"] == name, f"model service {name}")
+    types = _scrape_and_validate(url)
+    for family, kind in {
+        "meshserve_modelsvc_requests": "counter",
+        "meshserve_modelsvc_request_duration_seconds": "histogram",
+        "meshserve_modelsvc_batch_rows": "histogram",
+    }.items():
+        assert types.get(family) == kind, (family, types)
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`); parser checks passed")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("meshserve.orchestrator.cli") is None,
+    reason="orchestrator CLI (meshserve.orchestrator.cli) not built yet",
+)
+def test_orchestrator_metrics(spawn, consul_addr: str):
+    instance = unique_name("metrics-orch")
+    spawn(
+        "orchestrator", "serve", "--port", "0", "--consul", consul_addr, "--metrics-port", "0",
+        "--instance-id", instance, "--admin-token", "t0k",
+    )  # fmt: skip
+    url = _metrics_url(consul_addr, lambda s: s["ID"] == instance, f"orchestrator {instance}")
+    types = _scrape_and_validate(url)
+    assert any(name.startswith("meshserve_") for name in types), sorted(types)
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`); parser checks passed")

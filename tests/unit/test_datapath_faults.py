@@ -1,0 +1,67 @@
+"""Fault injector: targeting, rates with an injected rng, expiry with an injected clock."""
+
+from __future__ import annotations
+
+import random
+
+import grpc
+import pytest
+
+from meshserve.errors import InvalidInputError
+from meshserve.orchestrator.caller import FaultSpec
+from meshserve.orchestrator.datapath.faults import FaultInjector
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_endpoint_fault_hits_only_that_endpoint_and_expires() -> None:
+    clock = Clock()
+    faults = FaultInjector(clock, random.Random(1))
+    faults.inject(FaultSpec(model="m", instance_id="a", abort_rate=1.0, duration_s=2.0))
+    hit = faults.decide("m", "a")
+    assert hit.abort is not None and hit.abort.code == grpc.StatusCode.UNAVAILABLE
+    assert faults.decide("m", "b").abort is None
+    assert faults.decide("other", "a").abort is None
+    assert faults.faulted("m", "a") and not faults.faulted("m", "b")
+    clock.now = 2.0
+    assert faults.decide("m", "a").abort is None
+    assert faults.active() == []
+
+
+def test_model_fault_delays_every_endpoint_at_its_rate() -> None:
+    faults = FaultInjector(Clock(), random.Random(2))
+    faults.inject(FaultSpec(model="m", delay_ms=50, delay_rate=0.25, duration_s=10))
+    delays = [faults.decide("m", f"e{i % 3}").delay_s for i in range(4000)]
+    assert set(delays) == {0.0, 0.05}
+    assert delays.count(0.05) == pytest.approx(1000, rel=0.1)
+
+
+def test_abort_code_and_clear() -> None:
+    faults = FaultInjector(Clock(), random.Random(3))
+    faults.inject(FaultSpec(model="m", abort_rate=1.0, abort_code=8, duration_s=10))
+    faults.inject(FaultSpec(model="n", abort_rate=1.0, duration_s=10))
+    err = faults.decide("m", "x").abort
+    assert err is not None and err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert faults.clear("m") == 1
+    assert faults.decide("m", "x").abort is None
+    assert faults.clear() == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (FaultSpec(model="", duration_s=1), "model is empty"),
+        (FaultSpec(model="m", duration_s=0), "duration_s=0"),
+        (FaultSpec(model="m", duration_s=1, abort_rate=2.0), "abort_rate=2.0"),
+        (FaultSpec(model="m", duration_s=1, abort_rate=1.0, abort_code=99), "abort_code=99"),
+    ],
+)
+def test_bad_fault_specs_are_rejected_with_a_precise_message(spec: FaultSpec, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        FaultInjector(Clock()).inject(spec)

@@ -1,0 +1,293 @@
+"""The dynamic batcher's contract, driven with events (batches held open), never with sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from meshserve.errors import (
+    DeadlineExceededError,
+    InternalError,
+    OverloadedError,
+    UnavailableError,
+)
+from meshserve.modelsvc.batcher import DynamicBatcher
+from meshserve.modelsvc.config import BatchingConfig
+
+LONG_WAIT_US = 30_000_000  # batches only close by filling up (or by a request that won't fit)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Model:
+    """A row-wise fake model (x -> 2x) that records batch sizes; `hold()` blocks the next call."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self.release.clear()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append(int(inputs["x"].shape[0]))
+        self.entered.set()
+        assert self.release.wait(10), "test never released the held batch"
+        return {"y": inputs["x"] * 2.0, "first": inputs["x"][:, 0].copy()}
+
+
+@pytest.fixture
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def rows(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {"x": rng.standard_normal((n, 3)).astype(np.float32)}
+
+
+async def queued_up(batcher: DynamicBatcher, depth: int) -> None:
+    """Yield to the loop until `depth` requests wait in the queue (no timed sleeps)."""
+    for _ in range(10_000):
+        if batcher.queue_depth >= depth:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"queue depth stayed at {batcher.queue_depth}, expected {depth}")
+
+
+async def wait_entered(model: Model) -> None:
+    assert await asyncio.to_thread(model.entered.wait, 10)
+
+
+async def test_concurrent_requests_merge_and_each_gets_its_own_rows(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=8, max_wait_us=LONG_WAIT_US), model, executor=executor
+    )
+    rng = np.random.default_rng(7)
+    sizes = [1, 3, 2, 2]  # 8 rows: the batch fills up and runs at once
+    payloads = [rows(rng, n) for n in sizes]
+    results = await asyncio.gather(*(batcher.submit(p, len(p["x"])) for p in payloads))
+    assert model.calls == [8]
+    for payload, result in zip(payloads, results, strict=True):
+        np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+        np.testing.assert_array_equal(result.outputs["first"], payload["x"][:, 0])
+        assert result.stats.batch_size == 8
+        assert result.stats.batch_requests == 4
+    await batcher.stop(1.0)
+
+
+async def test_a_request_is_never_split(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US), model, executor=executor
+    )
+    rng = np.random.default_rng(1)
+    a, b, c = rows(rng, 3), rows(rng, 2), rows(rng, 2)
+    results = await asyncio.gather(*(batcher.submit(p, len(p["x"])) for p in (a, b, c)))
+    # 3 rows, then 2 would overflow 4: it heads the next batch, which fills with c.
+    assert model.calls == [3, 4]
+    for payload, result in zip((a, b, c), results, strict=True):
+        np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+    await batcher.stop(1.0)
+
+
+async def test_oversized_request_runs_alone(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=2, max_wait_us=LONG_WAIT_US), model, executor=executor
+    )
+    payload = rows(np.random.default_rng(2), 5)
+    result = await batcher.submit(payload, 5)
+    assert model.calls == [5]
+    np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+    await batcher.stop(1.0)
+
+
+async def test_requests_queued_behind_a_running_batch_are_merged(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1),
+        model,
+        executor=executor,
+    )
+    rng = np.random.default_rng(3)
+    model.hold()
+    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    later = [rows(rng, 2) for _ in range(3)]
+    tasks = [asyncio.ensure_future(batcher.submit(p, 2)) for p in later]
+    await queued_up(batcher, 3)
+    model.release.set()
+    await first
+    results = await asyncio.gather(*tasks)
+    assert model.calls == [1, 6]
+    for payload, result in zip(later, results, strict=True):
+        np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+        assert result.stats.batch_requests == 3
+    await batcher.stop(1.0)
+
+
+async def test_full_queue_is_resource_exhausted_with_pushback(executor) -> None:
+    model = Model()
+    config = BatchingConfig(
+        max_batch_rows=1, queue_max=2, max_concurrent_batches=1, overload_pushback_ms=75
+    )
+    batcher = DynamicBatcher(config, model, executor=executor)
+    rng = np.random.default_rng(4)
+    model.hold()
+    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    queued = [asyncio.ensure_future(batcher.submit(rows(rng, 1), 1)) for _ in range(2)]
+    await queued_up(batcher, 2)
+    with pytest.raises(OverloadedError) as info:
+        await batcher.submit(rows(rng, 1), 1)
+    assert info.value.retry_pushback_ms == 75
+    assert "queue is full" in info.value.message
+    model.release.set()
+    await asyncio.gather(running, *queued)
+    await batcher.stop(1.0)
+
+
+async def test_expired_requests_are_dropped_before_inference(executor) -> None:
+    model = Model()
+    clock = FakeClock()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1),
+        model,
+        executor=executor,
+        clock=clock,
+    )
+    rng = np.random.default_rng(5)
+    model.hold()
+    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    doomed = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1, deadline=clock.now + 1.0))
+    alive = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1, deadline=clock.now + 60.0))
+    await queued_up(batcher, 2)
+    clock.now += 2.0
+    model.release.set()
+    await running
+    with pytest.raises(DeadlineExceededError):
+        await doomed
+    await alive
+    assert model.calls == [1, 1]  # the expired one never reached the model
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit(rows(rng, 1), 1, deadline=clock.now - 0.1)
+    await batcher.stop(1.0)
+
+
+async def test_cancelled_requests_are_skipped(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1),
+        model,
+        executor=executor,
+    )
+    rng = np.random.default_rng(6)
+    model.hold()
+    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    cancelled = asyncio.ensure_future(batcher.submit(rows(rng, 4), 4))
+    kept = asyncio.ensure_future(batcher.submit(rows(rng, 2), 2))
+    await queued_up(batcher, 2)
+    cancelled.cancel()
+    model.release.set()
+    await running
+    await kept
+    assert model.calls == [1, 2]
+    await batcher.stop(1.0)
+
+
+async def test_batching_off_runs_one_request_per_call(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(BatchingConfig(max_batch_rows=1), model, executor=executor)
+    rng = np.random.default_rng(8)
+    payloads = [rows(rng, 2) for _ in range(3)]
+    results = await asyncio.gather(*(batcher.submit(p, 2) for p in payloads))
+    assert model.calls == [2, 2, 2]
+    assert all(r.stats.batch_size == 2 and r.stats.batch_requests == 1 for r in results)
+    await batcher.stop(1.0)
+
+
+async def test_output_rows_must_match_input_rows(executor) -> None:
+    def broken(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"][:1]}
+
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US), broken, executor=executor
+    )
+    rng = np.random.default_rng(9)
+    results = await asyncio.gather(
+        *(batcher.submit(rows(rng, 2), 2) for _ in range(2)), return_exceptions=True
+    )
+    assert all(isinstance(r, InternalError) for r in results)
+    assert "needs 4 rows" in str(results[0])
+    await batcher.stop(1.0)
+
+
+async def test_model_exception_fails_the_batch_without_leaking_details(executor) -> None:
+    def boom(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError("secret internal detail")
+
+    batcher = DynamicBatcher(BatchingConfig(max_batch_rows=1), boom, executor=executor)
+    with pytest.raises(InternalError) as info:
+        await batcher.submit(rows(np.random.default_rng(0), 1), 1)
+    assert "secret" not in info.value.message
+    await batcher.stop(1.0)
+
+
+async def test_stop_drains_queued_work_then_refuses(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model, executor=executor
+    )
+    rng = np.random.default_rng(10)
+    model.hold()
+    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    queued = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await queued_up(batcher, 1)
+    stopping = asyncio.ensure_future(batcher.stop(10.0))
+    await asyncio.sleep(0)
+    with pytest.raises(UnavailableError):
+        await batcher.submit(rows(rng, 1), 1)
+    model.release.set()
+    await stopping
+    await running
+    await queued
+    assert model.calls == [1, 1]
+
+
+async def test_stop_deadline_fails_what_is_left(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model, executor=executor
+    )
+    rng = np.random.default_rng(11)
+    model.hold()
+    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    queued = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await queued_up(batcher, 1)
+    await batcher.stop(0.0)
+    with pytest.raises(UnavailableError):
+        await queued
+    model.release.set()
+    with pytest.raises(UnavailableError):
+        await running
