@@ -71,6 +71,7 @@ class ModelServiceConfig:
     instance_id: str = ""  # default NAME-<host>-<port>
     metrics_port: int = 0  # 0 = free port, -1 = off
     grace_s: float = 10.0
+    ready_timeout_s: float = 10.0  # wait this long for the Consul check to pass before READY
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_rpcs: int = 1024
     max_elements: int = 1 << 26

@@ -165,6 +165,11 @@ class ModelServer:
         assert self._consul is not None
         self._registration = Registration(self._consul, instance)
         await self._registration.start()
+        if not await self._registration.wait_passing(self.config.ready_timeout_s):
+            log.warning(
+                "%s registered but its Consul check is not passing after %.1fs",
+                instance.instance_id, self.config.ready_timeout_s,
+            )  # fmt: skip
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, deregister, stop accepting, drain in-flight within `grace_s`."""

@@ -150,6 +150,25 @@ class Registration:
                 log.warning("deregistering %s failed: %s", iid, exc)
         await self._client.close()
 
+    async def wait_passing(self, timeout_s: float, poll_s: float = 0.1) -> bool:
+        """Wait until Consul reports the instance's check passing; False on timeout.
+
+        Servers call this before announcing readiness, so "ready" means "discoverable".
+        """
+        check_id = f"service:{self.instance.instance_id}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                checks = await self._client.call(
+                    f"read agent checks (looking for {check_id!r})", lambda c: c.agent.checks()
+                )
+                if (checks or {}).get(check_id, {}).get("Status") == "passing":
+                    return True
+            except MeshError as exc:
+                log.debug("waiting for %s to pass: %s", check_id, exc)
+            await asyncio.sleep(poll_s)
+        return False
+
     async def sync_once(self) -> bool:
         """Re-register when the agent lost the instance; True when it had to."""
         iid = self.instance.instance_id

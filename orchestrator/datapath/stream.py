@@ -131,6 +131,10 @@ class StreamSession:
                     await call.write(request)
             except Exception as exc:
                 pending.pop(request.id, None)
+                if not fut.done():
+                    fut.cancel()
+                elif not fut.cancelled():  # the reader broke the stream first: consume it
+                    fut.exception()
                 if self._call is call:
                     self._break(call, pending, f"write failed: {type(exc).__name__}")
                 raise AttemptError(

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 
@@ -160,7 +160,7 @@ def _as_async(name: str, target: Any) -> LogicFunction:
         result = await asyncio.to_thread(target, inputs, ctx)
         if inspect.isawaitable(result):
             result = await result
-        return cast(dict[str, Any], result)  # run_logic checks it is a mapping
+        return result
 
     log.debug("logic %s is synchronous; it runs in a thread", name)
     return in_thread
@@ -190,7 +190,7 @@ async def run_logic(name: str, inputs: dict[str, Any], ctx: LogicContext) -> dic
             raise InvalidInputError(
                 f"logic {name!r} returned {type(result).__name__}; expected a dict of named outputs"
             )
-        return cast(dict[str, Any], result)  # run_logic checks it is a mapping
+        return dict(result)
 
 
 def _timeout(remaining_s: float | None) -> contextlib.AbstractAsyncContextManager[Any]:

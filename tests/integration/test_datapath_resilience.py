@@ -48,7 +48,6 @@ async def test_replica_killed_or_stopped_under_load_loses_no_request(
         await asyncio.sleep(2.5)
         await load.stop()
         counters = caller.counters()
-        print(sig, load.ok, counters, caller.snapshot(name))
         assert load.failures == []
         assert load.ok - before > 100, load.ok
         if sig == signal.SIGKILL:
@@ -106,7 +105,6 @@ async def test_slow_replica_gets_under_ten_percent_of_traffic(
         await load.stop()
         delta = {k: after[k] - before.get(k, 0) for k in after}
         share = delta[slow] / sum(delta.values())
-        print("slow", delta, caller.counters())
         assert share < 0.10, delta
         assert load.failures == []
         assert caller.clear_faults(name) == 1
@@ -139,7 +137,6 @@ async def test_failing_replica_keeps_attempts_within_retry_budget(
         attempts = c1.attempts_total - c0.attempts_total
         retry = config.retry
         allowed = calls * (1 + retry.budget_ratio) + retry.budget_min_per_s * (seconds + 1)
-        print("abort", calls, attempts, allowed, c1)
         assert load.failures == []
         assert attempts <= allowed, (calls, attempts, allowed)
         assert c1.ejections_total > c0.ejections_total

@@ -57,8 +57,23 @@ async def wait_stats(address: str, predicate, timeout_s: float) -> admin_pb2.Sta
         await asyncio.sleep(0.25)
 
 
-def passing_models(s: admin_pb2.Stats) -> set[str]:
-    return {m.name for m in s.models if any(e.state == "passing" for e in m.endpoints)}
+async def warm_up(address: str, plan: str, data: np.ndarray, timeout_s: float = 30) -> None:
+    """Run `plan` until its models answer (replicas pass their Consul check a moment after
+    they print READY)."""
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        while True:
+            try:
+                await stub.Execute(
+                    orchestrator_pb2.ExecuteRequest(plan=plan, inputs={"input": from_numpy(data)}),
+                    timeout=10,
+                )
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
 
 
 def arms_of(s: admin_pb2.Stats, plan: str) -> list[tuple]:
@@ -81,7 +96,23 @@ def digits(models_dir):
 
 async def test_bandit_converges_and_survives_restart(spawn, consul_addr, models_dir, tmp_path):
     plan = f"bandit-{uuid.uuid4().hex[:6]}"
-    plan_file = tmp_path / "bandit.yaml"
+    plan_dir = tmp_path / "plans"
+    plan_dir.mkdir()
+    plan_file = plan_dir / "bandit.yaml"
+    spec = [{"name": "input", "dtype": "float32", "shape": [-1, 64]}]
+    (plan_dir / "warm.yaml").write_text(  # calls both models (the caller discovers them lazily)
+        yaml.safe_dump(
+            {
+                "name": f"{plan}-warm",
+                "inputs": spec,
+                "steps": [
+                    {"name": "a", "model": "logreg", "inputs": {"input": "input.input"}},
+                    {"name": "b", "model": "forest", "inputs": {"input": "input.input"}},
+                ],
+                "outputs": {"a": "a.label", "b": "b.label"},
+            }
+        )
+    )
     plan_file.write_text(
         yaml.safe_dump(
             {
@@ -107,11 +138,10 @@ async def test_bandit_converges_and_survives_restart(spawn, consul_addr, models_
     )
     model_service(spawn, consul_addr, models_dir, "logreg")
     model_service(spawn, consul_addr, models_dir, "forest")
-    orch = orchestrator(spawn, consul_addr, plan_file, tmp_path / "work")
-    await wait_stats(
-        orch.address, lambda s: s.leader and {"logreg", "forest"} <= passing_models(s), 40
-    )
+    orch = orchestrator(spawn, consul_addr, plan_dir, tmp_path / "work")
+    await wait_stats(orch.address, lambda s: s.leader, 40)
     data = np.load(models_dir / "digits_test.npz")["X"][:1].astype(np.float32)
+    await warm_up(orch.address, f"{plan}-warm", data)
     world = np.random.default_rng(3)
     reward_rate = {"logreg": 0.9, "forest": 0.3}
     chosen: list[str] = []
@@ -142,7 +172,7 @@ async def test_bandit_converges_and_survives_restart(spawn, consul_addr, models_
     before = arms_of(await stats(orch.address), plan)
     assert sum(a[2] for a in before) == 200  # pulls
     orch.kill()  # SIGKILL: no graceful anything
-    restarted = orchestrator(spawn, consul_addr, plan_file, tmp_path / "work2")
+    restarted = orchestrator(spawn, consul_addr, plan_dir, tmp_path / "work2")
     after = arms_of(await stats(restarted.address), plan)
     assert after == before
 
