@@ -19,7 +19,9 @@ CONSUL_BIN="$(deploy/install_consul.sh)"
 echo "consul: $CONSUL_BIN" >&2
 # promtool validates every process's /metrics in tests (skipped with a reason when missing).
 if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >&2 \
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y --no-install-recommends prometheus >&2; }; } \
     || echo "promtool: apt-get install prometheus failed; metrics tests will skip promtool" >&2
 fi
 if [[ -f examples/build_models.py ]]; then
