@@ -20,6 +20,7 @@ import numpy as np
 
 from meshserve.errors import MeshServeError
 from meshserve.grpc_errors import code_from_int, from_rpc_error
+from meshserve.telemetry import client_interceptors
 from meshserve.tensors import from_numpy_map, to_numpy_map
 from meshserve.v1 import (
     admin_pb2,
@@ -60,6 +61,14 @@ def _result(response: orchestrator_pb2.ExecuteResponse) -> ExecuteResult:
     )
 
 
+def _application_traces() -> bool:
+    """True when this process has an OpenTelemetry SDK tracer provider (ours or the app's)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 class MeshServeClient:
     """Async client of one orchestrator (Orchestrator + Admin services)."""
 
@@ -78,11 +87,17 @@ class MeshServeClient:
         ]
         if tls_server_name:
             options.append(("grpc.ssl_target_name_override", tls_server_name))
+        # Continue the caller's trace on the orchestrator when the application traces.
+        interceptors = client_interceptors(enabled=_application_traces())
         if tls_ca_file:
             creds = grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes())
-            self._channel = grpc.aio.secure_channel(target, creds, options=options)
+            self._channel = grpc.aio.secure_channel(
+                target, creds, options=options, interceptors=interceptors
+            )
         else:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(
+                target, options=options, interceptors=interceptors
+            )
         self._orchestrator = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
