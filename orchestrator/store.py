@@ -1,14 +1,23 @@
 """Plans (every version) and traffic policies, persisted in Consul KV with check-and-set.
 
-KV layout (docs/CONTRACTS.md): ``meshserve/plans/<name>/<version>`` holds the plan JSON (a
-``put_large`` manifest when it is big), ``meshserve/plans/<name>/active`` the active version,
-``meshserve/traffic/<model>`` a traffic policy as JSON.
+KV layout (docs/CONTRACTS.md), under a namespace `prefix` (default ``meshserve/``, so that
+independent orchestrator groups can share one Consul): ``<prefix>plans/<name>/<version>`` holds
+the plan JSON (a ``put_large`` manifest when it is big), ``<prefix>plans/<name>/active`` the
+active version, ``<prefix>traffic/<model>`` a traffic policy as JSON, and ``<prefix>plans/.store``
+a marker that says the KV holds this store's state.
 
 Writes are fenced by check-and-set, so any number of orchestrators may write concurrently: a new
 version key is created with ``cas=0`` (only one writer can create version N), and the active
 pointer is replaced with ``cas=<its ModifyIndex>`` and never moved backwards. Every orchestrator
 keeps an in-memory view refreshed by blocking-query watches, so plans applied through one are
 served by all of them, and a restarted orchestrator serves the same plans.
+
+Persisting is reconciliation (like registration): the in-memory view is the desired state and a
+KV that lost it is written again. When a watch answer lacks the marker key, the KV was wiped (a
+restarted *dev* Consul agent keeps nothing, an operator deleted the prefix): the store keeps
+serving what it holds and re-creates every version, active pointer and traffic policy it knows
+with ``cas=0`` (never overwriting what another orchestrator wrote meanwhile). A plan deleted
+through Admin leaves the marker in place, so deletions still propagate to every orchestrator.
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable
 from meshserve.registry import KVEntry
 from meshserve.v1 import plan_pb2
 
-__all__ = ["PLANS_PREFIX", "TRAFFIC_PREFIX", "KVStore", "PlanInfo", "PlanStore"]
+__all__ = ["DEFAULT_PREFIX", "PLANS_PREFIX", "TRAFFIC_PREFIX", "KVStore", "PlanInfo", "PlanStore"]
 
 log = logging.getLogger(__name__)
 
-PLANS_PREFIX = "meshserve/plans/"
-TRAFFIC_PREFIX = "meshserve/traffic/"
+DEFAULT_PREFIX = "meshserve/"
+PLANS_PREFIX = DEFAULT_PREFIX + "plans/"
+TRAFFIC_PREFIX = DEFAULT_PREFIX + "traffic/"
+MARKER_LEAF = ".store"
 LARGE_PLAN_BYTES = 256 * 1024
 _MANIFEST_MARK = b'"format": "meshserve-chunked-v1"'
 _CAS_ATTEMPTS = 8
@@ -82,9 +93,15 @@ class PlanStore:
         kv: KVStore,
         traffic: TrafficTable | None = None,
         *,
+        prefix: str = DEFAULT_PREFIX,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
+        check_prefix(prefix)
         self.kv = kv
+        self.prefix = prefix
+        self.plans_prefix = f"{prefix}plans/"
+        self.traffic_prefix = f"{prefix}traffic/"
+        self.marker_key = f"{self.plans_prefix}{MARKER_LEAF}"
         self.traffic = traffic or TrafficTable()
         self._wall_clock_ms = wall_clock_ms  # timestamps only, never intervals
         self._plans: dict[str, PlanInfo] = {}
@@ -112,18 +129,18 @@ class PlanStore:
 
     async def refresh(self) -> None:
         """Re-read plans and traffic policies from KV now."""
-        await self._load_plans(await self.kv.list(PLANS_PREFIX))
-        self._load_traffic(await self.kv.list(TRAFFIC_PREFIX))
+        await self._load_plans(await self.kv.list(self.plans_prefix))
+        self._load_traffic(await self.kv.list(self.traffic_prefix))
 
     async def _watch_plans(self) -> None:
-        async for entries in self.kv.watch(PLANS_PREFIX):
+        async for entries in self.kv.watch(self.plans_prefix):
             try:
                 await self._load_plans(entries)
             except Exception:
                 log.exception("could not load plans from KV")
 
     async def _watch_traffic(self) -> None:
-        async for entries in self.kv.watch(TRAFFIC_PREFIX):
+        async for entries in self.kv.watch(self.traffic_prefix):
             self._load_traffic(entries)
 
     async def _load_plans(self, entries: list[KVEntry]) -> None:
@@ -131,7 +148,7 @@ class PlanStore:
             plans: dict[str, PlanInfo] = {}
             actives: dict[str, int] = {}
             for entry in entries:
-                parts = entry.key[len(PLANS_PREFIX) :].split("/")
+                parts = entry.key[len(self.plans_prefix) :].split("/")
                 if len(parts) != 2:
                     continue  # chunks of large plans
                 name, leaf = parts
@@ -235,7 +252,7 @@ class PlanStore:
             stored.version = latest + 1
             stored.created_unix_ms = self._wall_clock_ms()
             data = dumps_json(stored)
-            key = f"{PLANS_PREFIX}{name}/{stored.version}"
+            key = f"{self.plans_prefix}{name}/{stored.version}"
             if len(data) > LARGE_PLAN_BYTES:
                 try:
                     await self.kv.put_large(key, data, cas=0)
@@ -256,16 +273,16 @@ class PlanStore:
         raise CheckAndSetError(f"plan '{name}': too many concurrent writers; retry")
 
     async def _versions(self, name: str) -> list[int]:
-        entries = await self.kv.list(f"{PLANS_PREFIX}{name}/")
+        entries = await self.kv.list(f"{self.plans_prefix}{name}/")
         out = []
         for entry in entries:
-            leaf = entry.key[len(PLANS_PREFIX) + len(name) + 1 :]
+            leaf = entry.key[len(self.plans_prefix) + len(name) + 1 :]
             if leaf.isdigit():
                 out.append(int(leaf))
         return out
 
     async def _set_active(self, name: str, version: int, force: bool = False) -> None:
-        key = f"{PLANS_PREFIX}{name}/active"
+        key = f"{self.plans_prefix}{name}/active"
         for _ in range(_CAS_ATTEMPTS):
             entry = await self.kv.get(key)
             if entry is not None and not force:
@@ -300,14 +317,14 @@ class PlanStore:
         versions = await self._versions(name)
         if not versions:
             raise NotFoundError(f"plan '{name}' does not exist (plans: {sorted(self._plans)})")
-        await self.kv.delete(f"{PLANS_PREFIX}{name}/", recurse=True)
+        await self.kv.delete(f"{self.plans_prefix}{name}/", recurse=True)
         self._plans.pop(name, None)
         return len(versions)
 
     async def set_traffic(self, policy: TrafficPolicy) -> None:
         """Store (and apply locally) a model's traffic policy."""
         policy.validate()
-        key = f"{TRAFFIC_PREFIX}{policy.model}"
+        key = f"{self.traffic_prefix}{policy.model}"
         value = json.dumps(
             {
                 "model": policy.model,

@@ -68,6 +68,8 @@ class ConsulAgentConfig:
     data_dir: str = ""
     log_path: str = ""
     ready_timeout_s: float = 30.0
+    # Extra `consul agent` arguments, e.g. ("-hcl", 'acl { enabled = true ... }').
+    extra_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -103,6 +105,7 @@ class ConsulAgent:
             "-serf-lan-port", str(serf_lan), "-serf-wan-port", str(serf_wan),
             "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn",
         ]  # fmt: skip
+        args += list(self.config.extra_args)
         if self.config.data_dir:
             args += ["-data-dir", self.config.data_dir]
         log_target = (
