@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -22,6 +21,7 @@ from meshserve.errors import MeshServeError
 from meshserve.grpc_errors import code_from_int, from_rpc_error
 from meshserve.telemetry import client_interceptors
 from meshserve.tensors import from_numpy_map, to_numpy_map
+from meshserve.tls import ClientTLS, open_channel
 from meshserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -85,19 +85,10 @@ class MeshServeClient:
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
         ]
-        if tls_server_name:
-            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        tls = ClientTLS(ca_file=tls_ca_file, server_name=tls_server_name) if tls_ca_file else None
         # Continue the caller's trace on the orchestrator when the application traces.
         interceptors = client_interceptors(enabled=_application_traces())
-        if tls_ca_file:
-            creds = grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes())
-            self._channel = grpc.aio.secure_channel(
-                target, creds, options=options, interceptors=interceptors
-            )
-        else:
-            self._channel = grpc.aio.insecure_channel(
-                target, options=options, interceptors=interceptors
-            )
+        self._channel = open_channel(target, tls, options=options, interceptors=interceptors)
         self._orchestrator = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()

@@ -47,6 +47,10 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "inter_op_threads": ("session", "inter_op_threads"),
     "graph_optimization": ("session", "graph_optimization"),
     "sha256": ("session", "expected_sha256"),
+    "tls_cert": ("", "tls_cert_file"),
+    "tls_key": ("", "tls_key_file"),
+    "tls_client_ca": ("", "tls_client_ca_file"),
+    "tls_check_skip_verify": ("", "tls_check_skip_verify"),
 }
 
 
@@ -150,5 +154,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-message-bytes", type=int, default=None)
     p.add_argument("--max-concurrent-rpcs", type=int, default=None)
     p.add_argument("--max-elements", type=int, default=None, help="elements per input tensor")
+    p.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+    p.add_argument("--tls-client-ca", default=None, help="require client certs from this CA")
+    p.add_argument(
+        "--tls-check-skip-verify",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Consul's TLS health check skips certificate verification",
+    )
     # `handler` is what the meshserve CLI dispatcher calls with the parsed args.
     p.set_defaults(handler=_serve)

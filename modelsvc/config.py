@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshserve.errors import InvalidInputError
+from meshserve.tls import ServerTLS
 
 __all__ = ["BatchingConfig", "ModelServiceConfig", "SessionConfig", "config_from_mapping"]
 
@@ -72,11 +73,23 @@ class ModelServiceConfig:
     metrics_port: int = 0  # 0 = free port, -1 = off
     grace_s: float = 10.0
     ready_timeout_s: float = 10.0  # wait this long for the Consul check to pass before READY
+    tls_cert_file: str = ""  # serve TLS with this certificate and key (PEM)
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # require client certificates signed by this CA (mTLS)
+    # Consul's gRPC check dials TLS; skip verification when the agent lacks our CA.
+    tls_check_skip_verify: bool = False
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_rpcs: int = 1024
     max_elements: int = 1 << 26
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+
+    @property
+    def server_tls(self) -> ServerTLS | None:
+        """TLS settings when a certificate is configured, else None (plaintext)."""
+        if not (self.tls_cert_file or self.tls_key_file):
+            return None
+        return ServerTLS(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
 
 _NESTED = {"batching": BatchingConfig, "session": SessionConfig}

@@ -26,6 +26,7 @@ from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
 from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
+from meshserve.tls import bind
 from meshserve.v1 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc, model_pb2, model_pb2_grpc
 
 __all__ = ["HEALTH_SERVICES", "ModelServer", "run"]
@@ -113,9 +114,7 @@ class ModelServer:
             ),
             server,
         )
-        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
-        if port == 0:
-            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        port = bind(server, f"{cfg.host}:{cfg.port}", cfg.server_tls)
         await server.start()
         self._server = server
         core.start()
@@ -161,6 +160,8 @@ class ModelServer:
             },
             grpc_health_service=MODEL_SERVICE,
             deregister_critical_after_s=30.0,
+            grpc_use_tls=self.config.server_tls is not None,
+            tls_skip_verify=self.config.tls_check_skip_verify,
         )
         assert self._consul is not None
         self._registration = Registration(self._consul, instance)

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from meshserve.errors import MeshError
+from meshserve.tls import ClientTLS
 
 __all__ = ["register"]
 
@@ -45,6 +46,13 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         tls_cert_file=args.tls_cert,
         tls_key_file=args.tls_key,
+        tls_client_ca_file=args.tls_client_ca,
+        tls_check_skip_verify=args.tls_check_skip_verify,
+        model_tls=(
+            ClientTLS(args.model_tls_ca, args.model_tls_cert, args.model_tls_key)
+            if args.model_tls_ca or args.model_tls_cert
+            else None
+        ),
         grace_s=args.grace_s,
         default_timeout_s=args.default_timeout_s,
         learning=not args.no_learning,
@@ -52,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         logic_modules=tuple(args.logic or ()),
         client_batching=args.client_batching == "on",
         model_transport=args.model_transport,
+        kv_prefix=args.kv_prefix or os.environ.get("MESHSERVE_KV_PREFIX", "") or "meshserve/",
     )
     if not config.admin_token:
         log.warning(
@@ -74,6 +83,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--consul", default="", help="Consul host:port (default $CONSUL_HTTP_ADDR)")
     serve.add_argument("--admin-token", default="", help="bearer token Admin calls must present")
     serve.add_argument(
+        "--kv-prefix",
+        default="",
+        help="Consul KV namespace of plans, traffic, learning state and the leader lock "
+        "(default $MESHSERVE_KV_PREFIX, else meshserve/); orchestrators sharing it form one group",
+    )
+    serve.add_argument(
         "--python-plan",
         action="append",
         type=_python_plan,
@@ -87,6 +102,15 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--metrics-port", type=int, default=-1, help="/metrics port (-1 = off)")
     serve.add_argument("--tls-cert", default="", help="server certificate (PEM) to serve TLS")
     serve.add_argument("--tls-key", default="", help="server private key (PEM)")
+    serve.add_argument("--tls-client-ca", default="", help="require client certs from this CA")
+    serve.add_argument(
+        "--tls-check-skip-verify",
+        action="store_true",
+        help="Consul's TLS health check skips certificate verification",
+    )
+    serve.add_argument("--model-tls-ca", default="", help="dial model replicas with TLS (CA)")
+    serve.add_argument("--model-tls-cert", default="", help="client cert for model replicas")
+    serve.add_argument("--model-tls-key", default="", help="client key for model replicas")
     serve.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
     serve.add_argument(
         "--default-timeout-s", type=float, default=30.0, help="request budget without a deadline"

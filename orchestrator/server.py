@@ -34,7 +34,7 @@ from meshserve.orchestrator.engine import Engine, EngineConfig
 from meshserve.orchestrator.learning_port import Learning, NullLearning
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
-from meshserve.orchestrator.store import PlanStore
+from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore, check_prefix
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
 from meshserve.telemetry import (
@@ -44,6 +44,7 @@ from meshserve.telemetry import (
     setup_telemetry,
     start_metrics_server,
 )
+from meshserve.tls import ClientTLS, ServerTLS, bind
 from meshserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 ORCHESTRATOR_SERVICE = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 CONSUL_SERVICE = "meshserve-orchestrator"
-LEADER_KEY = "meshserve/leader"
+LEADER_LEAF = "leader"  # the leader lock is <kv_prefix>leader
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class OrchestratorConfig:
     metrics_port: int = -1
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # require client certificates from this CA (mTLS)
+    tls_check_skip_verify: bool = False  # Consul's TLS health check skips verification
+    model_tls: ClientTLS | None = None  # dial model replicas with TLS
     grace_s: float = 5.0
     default_timeout_s: float = 30.0
     client_batching: bool = True  # coalesce concurrent model calls into micro-batches
@@ -83,6 +87,9 @@ class OrchestratorConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     stream_max_in_flight: int = 256
     leader_ttl_s: float = 10.0
+    # Consul KV namespace of every key this orchestrator (plans, traffic, learning, leader lock)
+    # uses: orchestrators with the same prefix form one group, other prefixes share Consul safely.
+    kv_prefix: str = DEFAULT_PREFIX
     learning: bool = True
     learning_dir: str = ""  # learner model files and logs (default: a temp folder)
     logic_modules: tuple[str, ...] = ()  # modules that register @logic functions on import
@@ -108,12 +115,6 @@ def _plan_files(paths: tuple[str, ...]) -> list[Path]:
         else:
             raise InvalidInputError(f"--plans {raw}: no such file or directory")
     return out
-
-
-def _server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:
-    return grpc.ssl_server_credentials(
-        [(Path(key_file).read_bytes(), Path(cert_file).read_bytes())]
-    )
 
 
 def _import_logic_modules(modules: tuple[str, ...]) -> None:
@@ -166,26 +167,23 @@ class OrchestratorServer:
             ],
         )
         address = f"{cfg.host}:{cfg.port}"
+        tls = None
         if cfg.tls_cert_file or cfg.tls_key_file:
-            if not (cfg.tls_cert_file and cfg.tls_key_file):
-                raise InvalidInputError("TLS needs both --tls-cert and --tls-key")
-            port = server.add_secure_port(
-                address, _server_credentials(cfg.tls_cert_file, cfg.tls_key_file)
-            )
-        else:
-            port = server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"cannot bind {address}")
+            tls = ServerTLS(cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file)
+        port = bind(server, address, tls)
         instance_id = cfg.instance_id or f"orchestrator-{socket.gethostname()}-{port}"
         self._telemetry = setup_telemetry(
             "orchestrator", instance_id, __version__, config=self._telemetry_config
         )
 
+        check_prefix(cfg.kv_prefix)
         self.kv = KV(self.consul)
         traffic = TrafficTable()
-        self.store = PlanStore(self.kv, traffic)
+        self.store = PlanStore(self.kv, traffic, prefix=cfg.kv_prefix)
         await self.store.start()
-        self.election = LeaderElection(self.consul, LEADER_KEY, instance_id, cfg.leader_ttl_s)
+        self.election = LeaderElection(
+            self.consul, cfg.kv_prefix + LEADER_LEAF, instance_id, cfg.leader_ttl_s
+        )
         await self.election.start()
         if self._caller is None:
             from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
@@ -193,6 +191,7 @@ class OrchestratorServer:
             datapath = DataPathConfig(
                 default_timeout_s=cfg.default_timeout_s,
                 transport="unary" if cfg.model_transport == "unary" else "stream",
+                tls=cfg.model_tls,
             )
             self._caller = MeshCaller(datapath.with_batching(cfg.client_batching), self.consul)
         caller = self._caller
@@ -248,7 +247,7 @@ class OrchestratorServer:
 
     async def _start_learning(self, instance_id: str) -> Learning:
         try:
-            from meshserve.orchestrator.learning import LearningHub
+            from meshserve.orchestrator.learning import HubConfig, LearningHub
         except ImportError as exc:
             log.warning("online learning unavailable: %s", exc)
             return NullLearning()
@@ -258,8 +257,19 @@ class OrchestratorServer:
         work_dir = self.config.learning_dir or str(
             Path(tempfile.gettempdir()) / "meshserve-learning" / instance_id
         )
-        deployer = ProcessDeployer(self.consul, self.kv, DeployConfig(work_dir=work_dir))
-        hub = LearningHub(self.kv, leader=self.election, deployer=deployer, instance_id=instance_id)
+        prefix = self.config.kv_prefix
+        deployer = ProcessDeployer(
+            self.consul,
+            self.kv,
+            DeployConfig(work_dir=work_dir, traffic_prefix=f"{prefix}traffic/"),
+        )
+        hub = LearningHub(
+            self.kv,
+            config=HubConfig(kv_prefix=f"{prefix}learning/"),
+            leader=self.election,
+            deployer=deployer,
+            instance_id=instance_id,
+        )
         await hub.start()
         return hub
 
@@ -288,10 +298,9 @@ class OrchestratorServer:
             tags=("meshserve-orchestrator",),
             meta={"metrics_port": str(bound.metrics_port), "version": __version__},
             grpc_health_service=ORCHESTRATOR_SERVICE,
+            grpc_use_tls=bool(self.config.tls_cert_file),
+            tls_skip_verify=self.config.tls_check_skip_verify,
         )
-        if self.config.tls_cert_file:
-            # meshserve.registry's check is plaintext gRPC; behind TLS it reports critical.
-            log.warning("TLS is on: Consul's plaintext gRPC health check will report critical")
         self._registration = Registration(self.consul, instance)
         await self._registration.start()
 

@@ -27,18 +27,27 @@ import builtins
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError
+from meshserve.errors import CheckAndSetError, InvalidInputError, MeshError, NotFoundError
 from meshserve.orchestrator.plans.parse import dumps_json, loads_json
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable
 from meshserve.registry import KVEntry
 from meshserve.v1 import plan_pb2
 
-__all__ = ["DEFAULT_PREFIX", "PLANS_PREFIX", "TRAFFIC_PREFIX", "KVStore", "PlanInfo", "PlanStore"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "PLANS_PREFIX",
+    "TRAFFIC_PREFIX",
+    "KVStore",
+    "PlanInfo",
+    "PlanStore",
+    "check_prefix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,26 @@ class PlanInfo:
         return self.versions[self.active]
 
 
+def check_prefix(prefix: str) -> None:
+    """A KV namespace: non-empty, relative, ending in '/' (e.g. ``meshserve/``, ``team-a/ms/``)."""
+    if not prefix or prefix.startswith("/") or not prefix.endswith("/") or "//" in prefix:
+        raise InvalidInputError(
+            f"KV prefix {prefix!r}: expected a non-empty path like 'meshserve/' that ends with "
+            "'/' and does not start with '/'"
+        )
+
+
+def _policy_json(policy: TrafficPolicy) -> str:
+    return json.dumps(
+        {
+            "model": policy.model,
+            "version_weights": dict(policy.version_weights),
+            "sticky": policy.sticky,
+        },
+        sort_keys=True,
+    )
+
+
 def _same_content(a: plan_pb2.Plan, b: plan_pb2.Plan) -> bool:
     x, y = plan_pb2.Plan(), plan_pb2.Plan()
     x.CopyFrom(a)
@@ -109,14 +138,17 @@ class PlanStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._store_id = ""  # the marker value of the KV state our view follows
+        self._reconcile = asyncio.Event()
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load everything once, then follow changes in the background."""
+        """Load everything once, then follow changes (and re-persist after a KV loss)."""
         await self.refresh()
         self._tasks = [
             asyncio.create_task(self._watch_plans(), name="watch-plans"),
             asyncio.create_task(self._watch_traffic(), name="watch-traffic"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile-plans"),
         ]
 
     async def stop(self) -> None:
@@ -130,7 +162,7 @@ class PlanStore:
     async def refresh(self) -> None:
         """Re-read plans and traffic policies from KV now."""
         await self._load_plans(await self.kv.list(self.plans_prefix))
-        self._load_traffic(await self.kv.list(self.traffic_prefix))
+        await self._load_traffic(await self.kv.list(self.traffic_prefix))
 
     async def _watch_plans(self) -> None:
         async for entries in self.kv.watch(self.plans_prefix):
@@ -141,13 +173,31 @@ class PlanStore:
 
     async def _watch_traffic(self) -> None:
         async for entries in self.kv.watch(self.traffic_prefix):
-            self._load_traffic(entries)
+            try:
+                await self._load_traffic(entries)
+            except Exception:
+                log.exception("could not load traffic policies from KV")
+
+    def _authoritative(self, marker: KVEntry | None) -> bool:
+        """Whether a KV view replaces ours: it carries the marker of the state we follow (or,
+        before we follow any, we hold nothing that it could lose)."""
+        if marker is None:
+            return False
+        store_id = marker.value.decode(errors="replace")
+        if store_id == self._store_id or (not self._store_id and not self._plans):
+            self._store_id = store_id
+            return True
+        return False
 
     async def _load_plans(self, entries: list[KVEntry]) -> None:
         async with self._lock:
             plans: dict[str, PlanInfo] = {}
             actives: dict[str, int] = {}
+            marker: KVEntry | None = None
             for entry in entries:
+                if entry.key == self.marker_key:
+                    marker = entry
+                    continue
                 parts = entry.key[len(self.plans_prefix) :].split("/")
                 if len(parts) != 2:
                     continue  # chunks of large plans
@@ -164,10 +214,70 @@ class PlanStore:
             for name, info in plans.items():
                 active = actives.get(name, 0)
                 info.active = active if active in info.versions else max(info.versions)
+            if not self._authoritative(marker):
+                # The KV lost (or never had) our state: keep serving what we hold, merged with
+                # what it has, and write ours back.
+                if self._plans:
+                    log.warning(
+                        "plan store under %r lost its state in Consul KV (%d plans kept from "
+                        "memory); re-persisting", self.prefix, len(self._plans),
+                    )  # fmt: skip
+                for name, held in self._plans.items():
+                    info = plans.setdefault(name, PlanInfo(name))
+                    for version, plan in held.versions.items():
+                        info.versions.setdefault(version, plan)
+                    info.active = max(info.active, held.active)
+                self._reconcile.set()
             self._plans = plans
             self._parsed = {k: v for k, v in self._parsed.items() if k in {e.key for e in entries}}
             self._changed.set()
             self._changed = asyncio.Event()
+
+    async def _reconcile_loop(self) -> None:
+        """Write the state we serve back to a KV that lost it; retry until it sticks."""
+        delay_s = 0.1
+        while True:
+            await self._reconcile.wait()
+            self._reconcile.clear()
+            try:
+                await self._persist_all()
+                delay_s = 0.1
+            except MeshError as exc:
+                log.warning("re-persisting plans failed (retry in %.1fs): %s", delay_s, exc)
+                self._reconcile.set()
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
+    async def _persist_all(self) -> None:
+        """Create every version, active pointer and traffic policy we hold that the KV lacks
+        (cas=0: what another writer stored meanwhile wins), then the marker."""
+        async with self._lock:
+            plans = [(info.name, dict(info.versions), info.active) for info in self.infos()]
+            policies = self.traffic.policies()
+        for name, versions, active in plans:
+            for version, plan in sorted(versions.items()):
+                await self._create_version(f"{self.plans_prefix}{name}/{version}", plan)
+            await self._set_active(name, active)
+        for policy in policies:
+            await self.kv.put(f"{self.traffic_prefix}{policy.model}", _policy_json(policy), cas=0)
+        store_id = secrets.token_hex(8)
+        if not await self.kv.put(self.marker_key, store_id, cas=0):
+            entry = await self.kv.get(self.marker_key)
+            store_id = entry.value.decode(errors="replace") if entry else store_id
+        async with self._lock:
+            self._store_id = store_id
+        log.info("plan store under %r: %d plans persisted to Consul KV", self.prefix, len(plans))
+
+    async def _create_version(self, key: str, plan: plan_pb2.Plan) -> bool:
+        """Create a version key (cas=0); False when it exists already."""
+        data = dumps_json(plan)
+        if len(data) > LARGE_PLAN_BYTES:
+            try:
+                await self.kv.put_large(key, data, cas=0)
+            except CheckAndSetError:
+                return False
+            return True
+        return await self.kv.put(key, data, cas=0)
 
     async def _parse_entry(self, entry: KVEntry) -> plan_pb2.Plan | None:
         cached = self._parsed.get(entry.key)
@@ -184,7 +294,7 @@ class PlanStore:
         self._parsed[entry.key] = (entry.modify_index, plan)
         return plan
 
-    def _load_traffic(self, entries: list[KVEntry]) -> None:
+    async def _load_traffic(self, entries: list[KVEntry]) -> None:
         policies: dict[str, TrafficPolicy] = {}
         for entry in entries:
             try:
@@ -198,6 +308,14 @@ class PlanStore:
                 log.error("traffic policy at %s is unreadable: %s", entry.key, exc)
                 continue
             policies[policy.model] = policy
+        held = {p.model: p for p in self.traffic.policies()}
+        if set(held) - set(policies):
+            marker = await self.kv.get(self.marker_key)
+            async with self._lock:
+                lost = marker is None or marker.value.decode(errors="replace") != self._store_id
+            if lost:  # not a deletion: the KV lost them; keep them and write them back
+                policies = {**held, **policies}
+                self._reconcile.set()
         self.traffic.replace_all(policies)
 
     async def wait_for(self, predicate: Callable[[PlanStore], bool], timeout_s: float) -> bool:
@@ -241,7 +359,9 @@ class PlanStore:
         name = plan.name
         for _ in range(_CAS_ATTEMPTS):
             versions = await self._versions(name)
-            latest = max(versions, default=0)
+            held = self._plans.get(name)
+            # versions we serve count too: a KV that lost them must not get their numbers reused
+            latest = max([*versions, *(held.versions if held else ())], default=0)
             if expected_version and latest != expected_version:
                 raise CheckAndSetError(
                     f"plan '{name}' is at version {latest}, not the expected {expected_version} "
@@ -251,16 +371,9 @@ class PlanStore:
             stored.CopyFrom(plan)
             stored.version = latest + 1
             stored.created_unix_ms = self._wall_clock_ms()
-            data = dumps_json(stored)
-            key = f"{self.plans_prefix}{name}/{stored.version}"
-            if len(data) > LARGE_PLAN_BYTES:
-                try:
-                    await self.kv.put_large(key, data, cas=0)
-                    created = True
-                except CheckAndSetError:
-                    created = False
-            else:
-                created = await self.kv.put(key, data, cas=0)
+            created = await self._create_version(
+                f"{self.plans_prefix}{name}/{stored.version}", stored
+            )
             if not created:
                 if expected_version:
                     raise CheckAndSetError(
@@ -325,14 +438,7 @@ class PlanStore:
         """Store (and apply locally) a model's traffic policy."""
         policy.validate()
         key = f"{self.traffic_prefix}{policy.model}"
-        value = json.dumps(
-            {
-                "model": policy.model,
-                "version_weights": dict(policy.version_weights),
-                "sticky": policy.sticky,
-            },
-            sort_keys=True,
-        )
+        value = _policy_json(policy)
         for _ in range(_CAS_ATTEMPTS):
             entry = await self.kv.get(key)
             if await self.kv.put(key, value, cas=entry.modify_index if entry else 0):

@@ -45,6 +45,10 @@ class ServiceInstance:
     check_interval_s: float = 1.0
     check_timeout_s: float = 1.0
     deregister_critical_after_s: float = 30.0
+    # The instance serves TLS: Consul's check dials with TLS (verified against the agent's CA
+    # unless `tls_skip_verify`).
+    grpc_use_tls: bool = False
+    tls_skip_verify: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.instance_id:
@@ -77,6 +81,8 @@ class ServiceInstance:
             "Interval": duration(self.check_interval_s),
             "Timeout": duration(self.check_timeout_s),
             "DeregisterCriticalServiceAfter": duration(self.deregister_critical_after_s),
+            "GRPCUseTLS": self.grpc_use_tls,
+            "TLSSkipVerify": self.tls_skip_verify,
         }
 
 

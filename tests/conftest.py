@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
-from tests.procs import ChildProcess
+from tests.procs import ChildProcess, unique_kv_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "examples" / "models"
@@ -42,13 +42,20 @@ def models_dir() -> Path:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ChildProcess]]:
-    """Start ``meshserve`` CLI processes; every one is stopped by PID at teardown."""
-    started: list[ChildProcess] = []
+def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ChildProcess]]:
+    """Start ``meshserve`` CLI processes; every one is stopped by PID at teardown.
 
-    def _spawn(*args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0) -> ChildProcess:
+    Orchestrators started here get a KV namespace of their own test ($MESHSERVE_KV_PREFIX), so
+    state left in the session Consul by other tests (plans, traffic, leader lock) is invisible.
+    """
+    started: list[ChildProcess] = []
+    prefix = unique_kv_prefix(request.node.name)
+
+    def _spawn(
+        *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0
+    ) -> ChildProcess:
         log = tmp_path / f"proc-{len(started)}.log"
-        child = ChildProcess(list(args), log, env or {})
+        child = ChildProcess(list(args), log, {"MESHSERVE_KV_PREFIX": prefix, **(env or {})})
         started.append(child)
         return child.start(ready_timeout_s)
 

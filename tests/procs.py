@@ -8,10 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 READY_PATTERN = re.compile(r"MESHSERVE_READY (\S+)")
+
+
+def unique_kv_prefix(label: str) -> str:
+    """A Consul KV namespace (orchestrator `--kv-prefix`) no other test uses, so orchestrators of
+    different tests share the session's Consul agent without seeing each other's plans, traffic
+    policies, learning state or leader lock."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")[-60:]
+    return f"test/{safe}-{uuid.uuid4().hex[:8]}/"
 
 
 @dataclass
@@ -44,7 +53,9 @@ class ChildProcess:
                 self.address = match.group(1)
                 return self
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.args} exited with {self.process.returncode}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.args} exited with {self.process.returncode}:\n{self.tail()}"
+                )
             time.sleep(0.05)
         self.kill()
         raise TimeoutError(f"{self.args} not ready in {ready_timeout_s}s:\n{self.tail()}")

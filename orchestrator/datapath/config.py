@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from meshserve.tls import ClientTLS
+
 __all__ = [
     "BatchConfig",
     "DataPathConfig",
@@ -105,6 +107,7 @@ class DataPathConfig:
     ejection: EjectionConfig = field(default_factory=EjectionConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     models: Mapping[str, ModelPathConfig] = field(default_factory=dict)
+    tls: ClientTLS | None = None  # dial model replicas with TLS
 
     def __post_init__(self) -> None:
         problems = []

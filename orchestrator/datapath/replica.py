@@ -23,6 +23,7 @@ from meshserve.orchestrator.datapath.ejection import OutlierState
 from meshserve.orchestrator.datapath.faults import FaultDecision
 from meshserve.orchestrator.datapath.metrics import IN_FLIGHT
 from meshserve.orchestrator.datapath.stream import StreamSession
+from meshserve.tls import open_channel
 from meshserve.v1 import model_pb2, model_pb2_grpc
 
 __all__ = ["EndpointInfo", "Replica"]
@@ -128,8 +129,9 @@ class Replica:
     def _ensure_stub(self) -> model_pb2_grpc.ModelServiceStub:
         if self._stub is None:
             size = self._config.max_message_bytes
-            self._channel = grpc.aio.insecure_channel(
+            self._channel = open_channel(
                 self.endpoint.target,
+                self._config.tls,
                 options=[
                     ("grpc.max_send_message_length", size),
                     ("grpc.max_receive_message_length", size),

@@ -5,7 +5,7 @@
 (the child dies with the orchestrator: PR_SET_PDEATHSIG on Linux), waits for its
 ``MESHSERVE_READY`` line and then for Consul to list it as passing, so a traffic shift never
 points at a version nobody can reach. `set_traffic` writes the model's traffic policy to
-``meshserve/traffic/<model>`` (JSON ``{"model", "version_weights", "sticky"}``), which every
+``<traffic_prefix><model>`` (default ``meshserve/traffic/<model>``; JSON ``{"model", "version_weights", "sticky"}``), which every
 orchestrator follows. `retire` stops a version's process with SIGTERM (it drains and
 deregisters), then SIGKILL after `stop_timeout_s`.
 """
@@ -48,6 +48,7 @@ class DeployConfig:
     passing_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
     extra_args: tuple[str, ...] = ("--metrics-port", "-1", "--threads", "1")
+    traffic_prefix: str = TRAFFIC_PREFIX  # the orchestrator's <kv_prefix>traffic/
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -121,7 +122,7 @@ class ProcessDeployer:
 
     async def set_traffic(self, model: str, weights: Mapping[str, float]) -> None:
         body = {"model": model, "version_weights": dict(weights), "sticky": False}
-        await self.kv.put(TRAFFIC_PREFIX + model, json.dumps(body).encode())
+        await self.kv.put(self.config.traffic_prefix + model, json.dumps(body).encode())
 
     async def retire(self, model: str, version: str) -> None:
         proc = self._procs.pop((model, version), None)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.procs import ChildProcess
+from tests.procs import ChildProcess, unique_kv_prefix
 
 TOKEN = "test-admin-token"
 
 
 class Procs:
-    """Starts meshserve processes into one log directory and stops every one of them."""
+    """Starts meshserve processes into one log directory and stops every one of them.
+
+    Its orchestrators share one KV namespace (`kv_prefix`) that no other group uses.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.started: list[ChildProcess] = []
+        self.kv_prefix = unique_kv_prefix(log_dir.name)
 
     def spawn(
         self, *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0
@@ -33,8 +37,9 @@ class Procs:
 
     def orchestrator(self, consul_addr: str, *extra: str) -> ChildProcess:
         return self.spawn(
-            "orchestrator", "serve", "--consul", consul_addr, "--admin-token", TOKEN, *extra
-        )
+            "orchestrator", "serve", "--consul", consul_addr, "--admin-token", TOKEN,
+            "--kv-prefix", self.kv_prefix, *extra,
+        )  # fmt: skip
 
     def stop_all(self) -> None:
         for child in reversed(self.started):

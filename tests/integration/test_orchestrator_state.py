@@ -6,14 +6,10 @@ Uses python plans (no model replicas needed) and a dedicated plan-name prefix pe
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from meshserve.errors import MeshServeError
@@ -101,69 +97,3 @@ async def test_two_orchestrators_share_plans(procs: Procs, consul_addr: str):
         await ca.delete_plan(name)
     a.stop()
     b.stop()
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "server.pem", tmp / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-async def test_tls(procs: Procs, consul_addr: str, tmp_path: Path):
-    cert, key = _self_signed(tmp_path)
-    orch = procs.orchestrator(
-        consul_addr,
-        "--no-learning",
-        "--no-register",
-        "--tls-cert",
-        str(cert),
-        "--tls-key",
-        str(key),
-    )
-    async with MeshServeClient(orch.address, token=TOKEN, tls_ca_file=str(cert)) as client:
-        name, _ = await client.apply_plan(_py_plan("state-tls", "over tls"))
-        assert (await client.get_plan(name)).description == "over tls"
-        with pytest.raises(MeshServeError) as err:  # a python plan whose models are absent
-            await client.execute(name, {"input": np.zeros((1, 64), np.float32)}, timeout_s=5)
-        assert err.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
-        await client.delete_plan(name)
-    async with MeshServeClient(orch.address, token=TOKEN, timeout_s=3) as plaintext:
-        with pytest.raises(MeshServeError) as err:
-            await plaintext.list_plans()
-        assert err.value.code == grpc.StatusCode.UNAVAILABLE
-    orch.stop()

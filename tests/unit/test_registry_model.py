@@ -50,6 +50,8 @@ def test_service_instance_check_definition() -> None:
         "Interval": "500ms",
         "Timeout": "1000ms",
         "DeregisterCriticalServiceAfter": "30000ms",
+        "GRPCUseTLS": False,
+        "TLSSkipVerify": False,
     }
     assert _SI("m", "m-1", "127.0.0.1", 1).grpc_target == "127.0.0.1:1"
     with pytest.raises(InvalidInputError, match="port 0"):
