@@ -43,7 +43,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -106,3 +106,293 @@ class _NoObserver:
         pass
 
 
+@dataclass(slots=True)
+class _Item:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    deadline: float | None
+    enqueued_at: float
+    future: asyncio.Future[BatchResult]
+    span_context: trace.SpanContext | None = None
+
+
+class DynamicBatcher:
+    """Coalesces concurrent requests into session calls; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        config: BatchingConfig,
+        run_batch: RunBatch,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+        mergeable: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._config = config
+        self._run_batch = run_batch
+        self._executor = executor
+        self._max_rows = config.max_batch_rows if mergeable else 1
+        self._max_wait_s = config.max_wait_us / 1e6 if self._max_rows > 1 else 0.0
+        self._max_batches = config.max_concurrent_batches
+        self._clock = clock
+        self._observer: BatchObserver = observer or _NoObserver()
+        self._queue: collections.deque[_Item] = collections.deque()
+        # Rows of the queued items (cancelled ones included until they are taken): lets the
+        # pump see "not full yet" without walking the queue.
+        self._queued_rows = 0
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def in_flight_batches(self) -> int:
+        return len(self._running)
+
+    def start(self) -> None:
+        """Bind to the running event loop (idempotent; `submit` does it too)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    async def submit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None = None,
+        span_context: trace.SpanContext | None = None,
+    ) -> BatchResult:
+        """Queue one request of `rows` rows and wait for its own rows of the outputs.
+
+        `inputs` is read, never modified or kept after the batch ran. `deadline` is on the
+        batcher's clock. Raises OverloadedError when the queue is full, DeadlineExceededError
+        when the deadline passes before dispatch, UnavailableError while shutting down.
+        """
+        if self._closing:
+            raise UnavailableError("model service is shutting down; retry on another replica")
+        if len(self._queue) >= self._config.queue_max:
+            raise OverloadedError(
+                f"model queue is full ({self._config.queue_max} requests waiting); retry later",
+                retry_pushback_ms=self._config.overload_pushback_ms,
+            )
+        now = self._clock()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceededError("deadline expired before the request was queued")
+        loop = self._loop
+        if loop is None:
+            self.start()
+            loop = self._loop
+            assert loop is not None
+        item = _Item(inputs, rows, deadline, now, loop.create_future(), span_context)
+        self._queue.append(item)
+        self._queued_rows += rows
+        if not self._pump_scheduled:
+            # One pump per loop turn: requests queued in the same turn share a batch.
+            self._pump_scheduled = True
+            loop.call_soon(self._pump)
+        return await item.future
+
+    async def stop(self, timeout_s: float) -> None:
+        """Refuse new requests, run queued and running ones until `timeout_s`, fail the rest."""
+        self._closing = True
+        deadline = self._clock() + timeout_s
+        if self._loop is not None:
+            self._pump()
+        while (self._queue or self._running) and self._clock() < deadline:
+            if not self._running:
+                await asyncio.sleep(0.001)
+                self._pump()
+                continue
+            await asyncio.wait(
+                [*self._running],
+                timeout=max(0.0, deadline - self._clock()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        self._cancel_timer()
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(
+                    UnavailableError("model service shut down before the request ran")
+                )
+        self._queued_rows = 0
+        for task in [*self._running]:
+            task.cancel()
+        self._observer.queue_depth(0)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _pump(self) -> None:
+        """Start every batch the rules allow now; arm the max-wait timer for the next one."""
+        self._pump_scheduled = False
+        self._cancel_timer()
+        while self._queue and len(self._running) < self._max_batches:
+            idle = not self._running
+            wait_until = self._queue[0].enqueued_at + self._max_wait_s
+            if (
+                not idle
+                and not self._closing
+                and self._queued_rows < self._max_rows
+                and self._clock() < wait_until
+            ):
+                self._arm_timer(wait_until)  # a batch runs: accumulate
+                break
+            batch, rows, full = self._take_batch()
+            if not batch:
+                break  # only cancelled or expired requests were queued
+            if (
+                full
+                or idle
+                or self._closing
+                or self._clock() >= batch[0].enqueued_at + (self._max_wait_s)
+            ):
+                self._dispatch(batch, rows)
+                continue
+            # Cancelled requests made the queue look full: put the batch back and keep waiting.
+            self._queue.extendleft(reversed(batch))
+            self._queued_rows += rows
+            self._arm_timer(batch[0].enqueued_at + self._max_wait_s)
+            break
+        self._observer.queue_depth(len(self._queue))
+
+    def _arm_timer(self, at: float) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_later(max(0.0, at - self._clock()), self._schedule_pump)
+
+    def _take_batch(self) -> tuple[list[_Item], int, bool]:
+        """Pop live items for one batch: (items, rows, full). Cancelled ones are dropped,
+        expired ones failed; a request that would overflow the batch stays at the head."""
+        batch: list[_Item] = []
+        rows = 0
+        now = self._clock()
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if item.future.done():
+                queue.popleft()
+                self._queued_rows -= item.rows
+                continue
+            if item.deadline is not None and item.deadline <= now:
+                queue.popleft()
+                self._queued_rows -= item.rows
+                item.future.set_exception(
+                    DeadlineExceededError(
+                        "deadline expired while queued "
+                        f"({(now - item.enqueued_at) * 1e3:.1f} ms in the queue)"
+                    )
+                )
+                continue
+            if batch and rows + item.rows > self._max_rows:
+                return batch, rows, True  # never split: it heads the next batch
+            queue.popleft()
+            self._queued_rows -= item.rows
+            batch.append(item)
+            rows += item.rows
+            if rows >= self._max_rows:
+                return batch, rows, True
+        return batch, rows, False
+
+    def _dispatch(self, batch: list[_Item], rows: int) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._execute(batch, rows))
+        self._running.add(task)
+        task.add_done_callback(self._batch_finished)
+
+    def _batch_finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._queue:
+            self._schedule_pump()  # the model may be idle now: run what accumulated
+
+    async def _execute(self, batch: list[_Item], rows: int) -> None:
+        now = self._clock()
+        observer = self._observer
+        for item in batch:
+            observer.queue_wait(now - item.enqueued_at)
+        links = [trace.Link(i.span_context) for i in batch if i.span_context is not None]
+        with tracer.start_as_current_span(
+            "modelsvc.batch",
+            links=links,
+            attributes={"meshserve.batch_size": rows, "meshserve.batch_requests": len(batch)},
+        ):
+            ctx = otel_context.get_current()
+            assert self._loop is not None
+            started = self._clock()
+            try:
+                outputs = await self._loop.run_in_executor(
+                    self._executor, self._run_merged, [i.inputs for i in batch], rows, ctx
+                )
+            except asyncio.CancelledError:
+                self._fail(batch, UnavailableError("model service shut down mid-batch"))
+                raise
+            except MeshError as exc:
+                self._fail(batch, exc)
+                return
+            except Exception as exc:
+                log.exception("batch of %d rows failed", rows)
+                self._fail(batch, InternalError(f"model execution failed ({type(exc).__name__})"))
+                return
+            compute_s = self._clock() - started
+        observer.batch_done(rows, len(batch), compute_s)
+        compute_us = int(compute_s * 1e6)
+        if len(batch) == 1:
+            item = batch[0]
+            stats = BatchStats(rows, 1, int((now - item.enqueued_at) * 1e6), compute_us)
+            if not item.future.done():
+                item.future.set_result(BatchResult(outputs, stats))
+            return
+        offset = 0
+        for item in batch:
+            end = offset + item.rows
+            if not item.future.done():
+                stats = BatchStats(
+                    rows, len(batch), int((now - item.enqueued_at) * 1e6), compute_us
+                )
+                own = {name: value[offset:end] for name, value in outputs.items()}
+                item.future.set_result(BatchResult(own, stats))
+            offset = end
+
+    def _run_merged(self, parts: Sequence[Mapping[str, np.ndarray]], rows: int, ctx: Any) -> Arrays:
+        """Executor thread: concatenate, run, check one output row per input row."""
+        token = otel_context.attach(ctx)
+        try:
+            if len(parts) == 1:
+                merged = dict(parts[0])
+            else:
+                merged = {
+                    name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]
+                }
+            with tracer.start_as_current_span(
+                "modelsvc.inference", attributes={"meshserve.batch_size": rows}
+            ):
+                outputs = self._run_batch(merged)
+        finally:
+            otel_context.detach(token)
+        if len(parts) > 1:
+            for name, value in outputs.items():
+                if value.ndim == 0 or value.shape[0] != rows:
+                    raise InternalError(
+                        f"output '{name}' has shape {list(value.shape)}; a merged batch of "
+                        f"{rows} rows needs {rows} rows in dim 0"
+                    )
+        return outputs
+
+    @staticmethod
+    def _fail(batch: Sequence[_Item], exc: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)

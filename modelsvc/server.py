@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import signal
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +23,7 @@ from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
+from meshserve.serving import serve_until_signal
 from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
 from meshserve.tls import bind
 from meshserve.v1 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc, model_pb2, model_pb2_grpc
@@ -190,19 +189,4 @@ class ModelServer:
 
 async def run(config: ModelServiceConfig, consul: Any | None = None) -> int:
     """Serve until SIGTERM/SIGINT; print the ready line; exit code 0 on a clean drain."""
-    server = ModelServer(config, consul)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        bound = await server.start()
-    except BaseException:
-        await server.stop(grace_s=0)
-        raise
-    sys.stdout.write(f"MESHSERVE_READY {bound.host}:{bound.port}\n")
-    sys.stdout.flush()
-    await stop.wait()
-    log.info("signal received: draining (grace %.1fs)", config.grace_s)
-    await server.stop()
-    return 0
+    return await serve_until_signal(ModelServer(config, consul), config.grace_s)

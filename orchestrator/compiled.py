@@ -1,4 +1,10 @@
-"""A plan ready to run: its graph, pre-parsed select expressions, or its Python entry point."""
+"""A plan ready to run: its graph, pre-parsed select expressions, or its Python entry point.
+
+Everything a request would otherwise recompute is resolved once per plan version here: the
+input specs as numpy dtypes, each step's kind and wiring in topological order, whether the
+steps form a chain (every wave of the graph holds one step, so the engine runs them inline
+without a task per step), and the plan outputs' wiring.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,34 @@ from typing import Any
 
 from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.expr import Expression, compile_expression
-from meshserve.orchestrator.plans.graph import PlanGraph
+from meshserve.orchestrator.plans.graph import PlanGraph, Ref, step_kind
 from meshserve.orchestrator.plans.validate import SELECT_NAMES
-from meshserve.v1 import plan_pb2
+from meshserve.tensors import DTYPE_TO_NUMPY
+from meshserve.v1 import plan_pb2, tensor_pb2
 
-__all__ = ["CompiledPlan", "compile_plan", "load_python_target"]
+__all__ = ["CompiledPlan", "InputSpec", "StepPlan", "compile_plan", "load_python_target"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A declared plan input: its numpy dtype (None for an unknown DataType) and shape
+    (empty = any; negative dimensions = any size)."""
+
+    name: str
+    spec: tensor_pb2.TensorSpec
+    dtype: Any
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step, resolved: its kind, its wiring as (key, ref) pairs and the steps it awaits."""
+
+    name: str
+    step: plan_pb2.Step
+    kind: str
+    wiring: tuple[tuple[str, Ref], ...]
+    deps: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -24,6 +53,10 @@ class CompiledPlan:
     graph: PlanGraph | None
     expressions: dict[tuple[str, int], Expression] = field(default_factory=dict)
     python: Any = None  # the loaded function or class instance for programmatic plans
+    inputs: tuple[InputSpec, ...] = ()
+    schedule: tuple[StepPlan, ...] = ()  # every step, in topological order
+    chain: bool = False  # each step depends on the one before: run inline, in order
+    outputs: tuple[tuple[str, Ref], ...] = ()
 
     @property
     def name(self) -> str:
@@ -72,7 +105,7 @@ def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
                     f"python target '{plan.python}': constructing it with models/plans handles "
                     f"failed: {type(exc).__name__}: {exc}"
                 ) from None
-        return CompiledPlan(plan=plan, graph=None, python=target)
+        return CompiledPlan(plan=plan, graph=None, python=target, inputs=_input_specs(plan))
     graph = PlanGraph(plan)
     expressions: dict[tuple[str, int], Expression] = {}
     for step in plan.steps:
@@ -84,4 +117,35 @@ def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
                     raise InvalidInputError(
                         f"step '{step.name}' select cases[{index}] when: {exc.message}"
                     ) from None
-    return CompiledPlan(plan=plan, graph=graph, expressions=expressions)
+    schedule = tuple(
+        StepPlan(
+            name=name,
+            step=graph.steps[name],
+            kind=step_kind(graph.steps[name]),
+            wiring=tuple(graph.inputs[name].items()),
+            deps=tuple(sorted(graph.deps[name])),
+        )
+        for name in graph.order
+    )
+    return CompiledPlan(
+        plan=plan,
+        graph=graph,
+        expressions=expressions,
+        inputs=_input_specs(plan),
+        schedule=schedule,
+        chain=_is_chain(schedule),
+        outputs=tuple(graph.outputs.items()),
+    )
+
+
+def _input_specs(plan: plan_pb2.Plan) -> tuple[InputSpec, ...]:
+    return tuple(
+        InputSpec(s.name, s, DTYPE_TO_NUMPY.get(s.dtype), tuple(int(d) for d in s.shape))
+        for s in plan.inputs
+    )
+
+
+def _is_chain(schedule: tuple[StepPlan, ...]) -> bool:
+    """True when no two steps could run at the same time: every step after the first depends
+    on the step right before it in topological order (so each wave holds one step)."""
+    return all(prev.name in step.deps for prev, step in zip(schedule, schedule[1:]))

@@ -7,13 +7,10 @@ registers as ``meshserve-orchestrator``; `stop()` is the SIGTERM path.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import logging
-import signal
 import socket
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +34,7 @@ from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
 from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore, check_prefix
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
+from meshserve.serving import serve_until_signal
 from meshserve.telemetry import (
     Telemetry,
     TelemetryConfig,
@@ -334,19 +332,4 @@ class OrchestratorServer:
 
 async def run(config: OrchestratorConfig, consul: ConsulConfig) -> int:
     """Serve until SIGTERM/SIGINT; print the ready line once serving and registered."""
-    server = OrchestratorServer(config, consul)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        bound = await server.start()
-    except BaseException:
-        await server.stop(grace_s=0)
-        raise
-    sys.stdout.write(f"MESHSERVE_READY {bound.host}:{bound.port}\n")
-    sys.stdout.flush()
-    await stop.wait()
-    log.info("signal received: draining (grace %.1fs)", config.grace_s)
-    await server.stop()
-    return 0
+    return await serve_until_signal(OrchestratorServer(config, consul), config.grace_s)

@@ -1,0 +1,27 @@
+"""Whether spans are worth creating: the hot path skips span work while no tracer provider is
+installed.
+
+Modules create spans through the OpenTelemetry API (``trace.get_tracer(__name__)``), which is a
+no-op until a process installs a provider (``meshserve.telemetry.setup_telemetry`` at its edge,
+or ``trace.set_tracer_provider`` in a test). A no-op span still costs a context manager, a
+contextvars attach/detach and the attribute calls; ``spans_on()`` lets a per-request path skip
+all of that. The global provider can be set only once, so a True answer is cached.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+
+__all__ = ["spans_on"]
+
+_NOOP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_on = False
+
+
+def spans_on() -> bool:
+    """True once a real tracer provider is the global one (cheap: one global read after)."""
+    global _on
+    if _on:
+        return True
+    _on = not isinstance(trace.get_tracer_provider(), _NOOP_PROVIDERS)
+    return _on
