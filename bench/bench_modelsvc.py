@@ -1,17 +1,20 @@
 """Model service throughput/latency: the wide MLP over gRPC, batching on vs off, next to the
 in-process onnxruntime floor measured in the same run.
 
-``python -m bench.bench_modelsvc [--duration-s 3] [--concurrency 1 8 32]``
+``python -m bench.bench_modelsvc [--duration-s 3] [--concurrency 1 8 32] [--rounds 3]``
 
 Each client request carries one row (64 float32). "rows/s" is the comparable number: for the
 in-process baselines it is rows pushed through ``session.run`` per second, batched (32 rows per
-call) and unbatched (1 row per call), with the same thread settings as the server.
+call) and unbatched (1 row per call), with the same thread settings as the server: ``--threads``
+intra-op threads (default: what the server picks by itself on this machine,
+`auto_intra_op_threads`) and one session call at a time (``--max-concurrent-batches 1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +32,7 @@ from bench.common import (
     write_results,
 )
 from meshserve import tensors
+from meshserve.modelsvc.config import auto_intra_op_threads
 from meshserve.v1 import model_pb2, model_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +63,7 @@ def in_process(threads: int, rows: int, duration_s: float) -> dict[str, Any]:
     wall = time.monotonic() - started
     return {
         "label": f"in-process batch={rows}",
+        "intra_op_threads": threads,
         "rows_per_s": calls * rows / wall,
         "p50_ms": float(np.percentile(latencies, 50) * 1e3),
         "p99_ms": float(np.percentile(latencies, 99) * 1e3),
@@ -105,33 +110,57 @@ def run_mode(
         ]
 
 
+def _median(points: list[Any]) -> Any:
+    """The point with the median rows/s (a LoadResult or an in-process dict)."""
+
+    def rate(point: Any) -> float:
+        return float(point["rows_per_s"] if isinstance(point, dict) else point.rows_per_s)
+
+    return sorted(points, key=rate)[len(points) // 2]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    parser.add_argument("--batch-wait-us", type=int, default=4000)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = auto)")
+    parser.add_argument("--batch-wait-us", type=int, default=2000)
     parser.add_argument("--max-concurrent-batches", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     args = parser.parse_args(argv)
+    if args.threads <= 0:
+        args.threads = auto_intra_op_threads(
+            len(os.sched_getaffinity(0)), args.max_concurrent_batches
+        )
     if not MODEL.exists():
         print(f"{MODEL} missing: run examples/build_models.py first", file=sys.stderr)
         return 2
 
     common = ["--threads", str(args.threads), "--max-concurrent-batches",
               str(args.max_concurrent_batches)]  # fmt: skip
+    # Rounds interleave every measurement (on, off, both floors), so a burst of load from other
+    # processes hits one round of each instead of one whole mode; each point reports the round
+    # with the median rows/s (all rounds are in the JSON).
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
-        on = run_mode(
-            "grpc batching on",
-            [*common, "--batch-max", str(BATCH_ROWS), "--batch-wait-us", str(args.batch_wait_us)],
-            args.concurrency, args.duration_s, logs,
-        )  # fmt: skip
-        off = run_mode(
-            "grpc batching off", [*common, "--batch-max", "1"], args.concurrency,
-            args.duration_s, logs,
-        )  # fmt: skip
-    floor_batched = in_process(args.threads, BATCH_ROWS, args.duration_s)
-    floor_single = in_process(args.threads, 1, args.duration_s)
+        for index in range(args.rounds):
+            on_flags = [*common, "--batch-max", str(BATCH_ROWS),
+                        "--batch-wait-us", str(args.batch_wait_us)]  # fmt: skip
+            on = run_mode("grpc batching on", on_flags, args.concurrency, args.duration_s, logs)
+            off = run_mode(
+                "grpc batching off", [*common, "--batch-max", "1"], args.concurrency,
+                args.duration_s, logs,
+            )  # fmt: skip
+            rounds.append({
+                "round": index, "load_avg_1m": os.getloadavg()[0], "on": on, "off": off,
+                "floor_batched": in_process(args.threads, BATCH_ROWS, args.duration_s),
+                "floor_single": in_process(args.threads, 1, args.duration_s),
+            })  # fmt: skip
+    on = [_median([r["on"][i] for r in rounds]) for i in range(len(args.concurrency))]
+    off = [_median([r["off"][i] for r in rounds]) for i in range(len(args.concurrency))]
+    floor_batched = _median([r["floor_batched"] for r in rounds])
+    floor_single = _median([r["floor_single"] for r in rounds])
 
     rows: list[dict[str, Any]] = []
     for r in [*on, *off]:
@@ -146,6 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, ["mode", "conc", "rows/s", "p50 ms", "p99 ms", "mean batch", "errors",
                        "client cores", "server cores"])  # fmt: skip
 
+    ratios = []
+    for r_on, r_off in zip(on, off, strict=True):
+        ratios.append({
+            "concurrency": r_on.concurrency,
+            "on_over_off": r_on.rows_per_s / r_off.rows_per_s,
+            "on_share_of_in_process_batched": r_on.rows_per_s / floor_batched["rows_per_s"],
+        })  # fmt: skip
+        print(
+            f"c={r_on.concurrency}: on/off {ratios[-1]['on_over_off']:.2f}x, "
+            f"on = {ratios[-1]['on_share_of_in_process_batched']:.0%} of in-process batched"
+        )
     top = max(args.concurrency)
     on_top = next(r for r in on if r.concurrency == top)
     off_top = next(r for r in off if r.concurrency == top)
@@ -160,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "met": speedup >= 4.0 and floor_share >= 0.45,
     }
     print(
-        f"\nconcurrency {top}: batching on/off = {speedup:.2f}x (target >= 4x); "
+        f"concurrency {top}: batching on/off = {speedup:.2f}x (target >= 4x); "
         f"batching on = {floor_share:.0%} of in-process batched (target >= 45%)"
     )
     path = write_results(
@@ -169,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             "settings": vars(args),
             "grpc": [*on, *off],
             "in_process": [floor_batched, floor_single],
+            "ratios": ratios,
+            "rounds": rounds,
             "verdict": verdict,
         },
     )

@@ -4,11 +4,14 @@ orchestrator's Execute/ExecuteStream, measured in one run on the same machine.
 ``python -m bench.bench_orchestrator [--duration-s 3] [--concurrency 1 8 32] [--replicas 1]``
 
 Starts its own Consul dev agent, model replicas (scaler, mlp, wide_mlp) and orchestrators
-(client batching on, then off). Every client request carries one row (64 float32). Ratios:
+(client batching on, then off). Tracing follows the environment: ``MESHSERVE_TRACING=off``
+turns it off in every server; unset, the orchestrator keeps its trace buffer and records spans.
+Every client request carries one row (64 float32). Ratios:
 - hop overhead: MeshCaller p50 at concurrency 1 / bare echo p50, and the orchestrator's
   (pipeline p50 - echo p50) / 2 model hops / echo p50 (target < 2x);
 - batching speedup: pipeline rows/s with client batching on / off at the top concurrency
-  (target >= 2.5x);
+  (target >= 2.5x), with unary Execute load and with ExecuteStream load (one bidi stream, items
+  multiplexed by id);
 - wide_mlp plan rows/s / in-process batched session.run rows/s (target >= 40%).
 """
 
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                                         conc,
                                         args.duration_s,
                                         server.pid,
-                                        stream_concurrency=top if name == "pipeline" else 0,
+                                        stream_concurrency=top,
                                     )
                                 )
         finally:
@@ -341,9 +345,18 @@ def main(argv: list[str] | None = None) -> int:
     verdict = _verdict(results, floors, min(conc), top)
     for key, value in verdict.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    # Child processes inherit the environment: MESHSERVE_TRACING=off runs every server without
+    # spans; unset, the orchestrator records spans into its trace buffer (its default).
+    tracing = os.environ.get("MESHSERVE_TRACING", "") or "default"
+    print(f"tracing (MESHSERVE_TRACING): {tracing}")
     path = write_results(
         "bench_orchestrator",
-        {"settings": vars(args), "results": results, "in_process": floors, "verdict": verdict},
+        {
+            "settings": {**vars(args), "tracing": tracing},
+            "results": results,
+            "in_process": floors,
+            "verdict": verdict,
+        },
     )
     print(f"results: {path}")
     return 0
@@ -376,10 +389,20 @@ def _verdict(
         out[f"pipeline batching on/off rows/s (c={top})"] = (
             _at(results, pipe_on, top).rows_per_s / _at(results, pipe_off, top).rows_per_s
         )
+        stream_on, stream_off = (f"orch pipeline batch={m} ExecuteStream" for m in ("on", "off"))
+        if stream_on in labels and stream_off in labels:
+            out[f"pipeline batching on/off rows/s, ExecuteStream load (c={top})"] = (
+                _at(results, stream_on, top).rows_per_s / _at(results, stream_off, top).rows_per_s
+            )
         out["target batching speedup"] = ">= 2.5x"
         if floors:
             wide = _at(results, "orch wide batch=on Execute", top).rows_per_s
             out[f"wide plan / in-process batched floor (c={top})"] = wide / floors[0]["rows_per_s"]
+            if "orch wide batch=on ExecuteStream" in labels:
+                wide = _at(results, "orch wide batch=on ExecuteStream", top).rows_per_s
+                out[f"wide plan / in-process batched floor, ExecuteStream load (c={top})"] = (
+                    wide / floors[0]["rows_per_s"]
+                )
             out["target wide share"] = ">= 0.40"
     return out
 

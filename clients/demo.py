@@ -166,10 +166,16 @@ def _print_results(results: list[PlanResult]) -> None:
             f"{r.plan:<25} {r.sent:<6} {len(r.latencies_ms):<5} {acc:<9} "
             f"{r.percentile_ms(50):<7.1f} {r.percentile_ms(99):<7.1f} {fails}"
         )
-    print("\nsample predictions (true -> predicted, decisions):")
+    print("\nsample predictions (true->predicted, then the plan's decisions):")
     for r in results:
-        for true, pred, decisions in r.samples:
-            print(f"  {r.plan:<25} {true} -> {pred}  {decisions or ''}")
+        if not r.samples:
+            continue
+        pairs = "  ".join(f"{true}->{pred}" for true, pred, _ in r.samples)
+        steps = sorted({step for _, _, decisions in r.samples for step in decisions})
+        chosen = "; ".join(
+            f"{step}: " + ", ".join(d.get(step, "-") for _, _, d in r.samples) for step in steps
+        )
+        print(f"  {r.plan:<25} {pairs}" + (f"   ({chosen})" if chosen else ""))
 
 
 def _print_stats(stats: admin_pb2.Stats) -> None:

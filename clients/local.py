@@ -60,6 +60,9 @@ class LocalMeshConfig:
     model_names: tuple[str, ...] = DEFAULT_MODELS
     consul_address: str = ""  # "" starts a dev agent
     consul_http_port: int = 8500  # preferred port of that agent; a free one when taken
+    # "" runs that agent in dev mode (state in memory); a folder makes it a single-node server
+    # whose KV (plans, traffic, learning) and registrations survive an agent restart.
+    consul_data_dir: str = ""
     host: str = "127.0.0.1"
     ready_timeout_s: float = 90.0
     admin_token: str = ""  # "" generates one
@@ -165,9 +168,17 @@ def _start_consul(config: LocalMeshConfig, launcher: _Launcher) -> str:
         return config.consul_address
     port = config.consul_http_port if _port_free(config.consul_http_port) else 0
     agent = ConsulAgent(
-        ConsulAgentConfig(http_port=port, log_path=str(launcher.logs / "consul.log"))
+        ConsulAgentConfig(
+            http_port=port,
+            log_path=str(launcher.logs / "consul.log"),
+            data_dir=config.consul_data_dir,
+        )
     )
-    _progress("starting a Consul dev agent")
+    _progress(
+        f"starting a Consul server agent (data in {config.consul_data_dir})"
+        if config.consul_data_dir
+        else "starting a Consul dev agent"
+    )
     with _mesh_env(config.state_dir):
         agent.start()
     assert agent.process is not None
@@ -321,6 +332,7 @@ def _config_from_args(args: argparse.Namespace) -> LocalMeshConfig:
         replicas_per_model=args.models,
         model_names=names,
         consul_address=args.consul,
+        consul_data_dir=str(Path(args.consul_data_dir).resolve()) if args.consul_data_dir else "",
         ready_timeout_s=args.timeout_s,
     )
 
@@ -380,6 +392,12 @@ def _add_up_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plans-dir", default=str(REPO_ROOT / "examples" / "plans"))
     parser.add_argument(
         "--consul", default="", help="use this Consul agent instead of starting one"
+    )
+    parser.add_argument(
+        "--consul-data-dir",
+        default="",
+        help="run the started Consul as a single-node server keeping its state here "
+        "(default: a dev agent that keeps nothing across restarts)",
     )
     parser.add_argument("--timeout-s", type=float, default=90.0, help="readiness deadline")
 

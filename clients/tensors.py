@@ -88,12 +88,13 @@ def to_numpy(
                 f"input '{name}': shape {list(shape)} exceeds the limit of {max_elements} elements"
             )
     expected = count * np_dtype.itemsize
-    if len(tensor.data) != expected:
+    data = tensor.data  # each read of a bytes field builds a new bytes object: read it once
+    if len(data) != expected:
         raise InvalidInputError(
-            f"input '{name}': {len(tensor.data)} bytes do not match shape {list(shape)} x "
+            f"input '{name}': {len(data)} bytes do not match shape {list(shape)} x "
             f"{np_dtype.name} ({expected} bytes expected)"
         )
-    return np.frombuffer(tensor.data, dtype=np_dtype).reshape(shape)
+    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
 
 
 def from_numpy_map(arrays: Mapping[str, np.ndarray]) -> dict[str, tensor_pb2.Tensor]:

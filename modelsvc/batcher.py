@@ -30,9 +30,11 @@ Contract (STYLE.md #10):
   what is queued, waits for running batches until the deadline, then fails what is left.
 - **Metrics** through a `BatchObserver` (sizes, queue wait, compute, queue depth).
 
-Dispatch is event driven (no dispatcher task): a submit or a finished batch schedules one
-``_pump`` on the loop, and a timer covers ``max_wait_us``. Time comes from an injectable
-monotonic clock.
+Dispatch is event driven, with as few event-loop turns per batch as possible (this is the
+per-request overhead of a replica): a submit schedules one ``_pump`` per loop turn, a timer
+covers ``max_wait_us``, the executor thread hands the outputs back with one
+``call_soon_threadsafe`` and the next batch is started in that same callback. Time comes from
+an injectable monotonic clock.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from meshserve.errors import (
     UnavailableError,
 )
 from meshserve.modelsvc.config import BatchingConfig
+from meshserve.telemetry import tracing_enabled
 
 __all__ = ["BatchObserver", "BatchResult", "BatchStats", "DynamicBatcher", "RunBatch"]
 
@@ -116,8 +119,23 @@ class _Item:
     span_context: trace.SpanContext | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """A batch handed to the executor; `done` resolves when it finished or was abandoned."""
+
+    items: list[_Item]
+    rows: int
+    dispatched_at: float
+    done: asyncio.Future[None]
+    span: trace.Span | None = None
+
+
 class DynamicBatcher:
-    """Coalesces concurrent requests into session calls; see the module docstring for the rules."""
+    """Coalesces concurrent requests into session calls; see the module docstring for the rules.
+
+    `executor` runs the batches (None: the batcher owns a pool of ``max_concurrent_batches``
+    threads, shut down by `stop`).
+    """
 
     def __init__(
         self,
@@ -131,7 +149,10 @@ class DynamicBatcher:
     ) -> None:
         self._config = config
         self._run_batch = run_batch
-        self._executor = executor
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_concurrent_batches, thread_name_prefix="modelsvc-batch"
+        )
         self._max_rows = config.max_batch_rows if mergeable else 1
         self._max_wait_s = config.max_wait_us / 1e6 if self._max_rows > 1 else 0.0
         self._max_batches = config.max_concurrent_batches
@@ -141,7 +162,7 @@ class DynamicBatcher:
         # Rows of the queued items (cancelled ones included until they are taken): lets the
         # pump see "not full yet" without walking the queue.
         self._queued_rows = 0
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[_Batch] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -185,9 +206,7 @@ class DynamicBatcher:
             raise DeadlineExceededError("deadline expired before the request was queued")
         loop = self._loop
         if loop is None:
-            self.start()
-            loop = self._loop
-            assert loop is not None
+            loop = self._loop = asyncio.get_running_loop()
         item = _Item(inputs, rows, deadline, now, loop.create_future(), span_context)
         self._queue.append(item)
         self._queued_rows += rows
@@ -209,7 +228,7 @@ class DynamicBatcher:
                 self._pump()
                 continue
             await asyncio.wait(
-                [*self._running],
+                [b.done for b in self._running],
                 timeout=max(0.0, deadline - self._clock()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -221,11 +240,15 @@ class DynamicBatcher:
                     UnavailableError("model service shut down before the request ran")
                 )
         self._queued_rows = 0
-        for task in [*self._running]:
-            task.cancel()
+        for batch in [*self._running]:  # abandoned: the executor thread's result is dropped
+            self._running.discard(batch)
+            self._fail(batch.items, UnavailableError("model service shut down mid-batch"))
+            self._end(batch, "shut down mid-batch")
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
         self._observer.queue_depth(0)
 
-    # -- dispatch ---------------------------------------------------------------------------
+    # -- dispatch (event loop) --------------------------------------------------------------
 
     def _schedule_pump(self) -> None:
         if not self._pump_scheduled and self._loop is not None:
@@ -252,21 +275,21 @@ class DynamicBatcher:
             ):
                 self._arm_timer(wait_until)  # a batch runs: accumulate
                 break
-            batch, rows, full = self._take_batch()
-            if not batch:
+            items, rows, full = self._take_batch()
+            if not items:
                 break  # only cancelled or expired requests were queued
             if (
                 full
                 or idle
                 or self._closing
-                or self._clock() >= batch[0].enqueued_at + (self._max_wait_s)
+                or self._clock() >= items[0].enqueued_at + self._max_wait_s
             ):
-                self._dispatch(batch, rows)
+                self._dispatch(items, rows)
                 continue
             # Cancelled requests made the queue look full: put the batch back and keep waiting.
-            self._queue.extendleft(reversed(batch))
+            self._queue.extendleft(reversed(items))
             self._queued_rows += rows
-            self._arm_timer(batch[0].enqueued_at + self._max_wait_s)
+            self._arm_timer(items[0].enqueued_at + self._max_wait_s)
             break
         self._observer.queue_depth(len(self._queue))
 
@@ -277,7 +300,7 @@ class DynamicBatcher:
     def _take_batch(self) -> tuple[list[_Item], int, bool]:
         """Pop live items for one batch: (items, rows, full). Cancelled ones are dropped,
         expired ones failed; a request that would overflow the batch stays at the head."""
-        batch: list[_Item] = []
+        items: list[_Item] = []
         rows = 0
         now = self._clock()
         queue = self._queue
@@ -297,91 +320,139 @@ class DynamicBatcher:
                     )
                 )
                 continue
-            if batch and rows + item.rows > self._max_rows:
-                return batch, rows, True  # never split: it heads the next batch
+            if items and rows + item.rows > self._max_rows:
+                return items, rows, True  # never split: it heads the next batch
             queue.popleft()
             self._queued_rows -= item.rows
-            batch.append(item)
+            items.append(item)
             rows += item.rows
             if rows >= self._max_rows:
-                return batch, rows, True
-        return batch, rows, False
+                return items, rows, True
+        return items, rows, False
 
-    def _dispatch(self, batch: list[_Item], rows: int) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(self._execute(batch, rows))
-        self._running.add(task)
-        task.add_done_callback(self._batch_finished)
-
-    def _batch_finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        if self._queue:
-            self._schedule_pump()  # the model may be idle now: run what accumulated
-
-    async def _execute(self, batch: list[_Item], rows: int) -> None:
+    def _dispatch(self, items: list[_Item], rows: int) -> None:
+        loop = self._loop
+        assert loop is not None
         now = self._clock()
         observer = self._observer
-        for item in batch:
+        for item in items:
             observer.queue_wait(now - item.enqueued_at)
-        links = [trace.Link(i.span_context) for i in batch if i.span_context is not None]
-        with tracer.start_as_current_span(
-            "modelsvc.batch",
-            links=links,
-            attributes={"meshserve.batch_size": rows, "meshserve.batch_requests": len(batch)},
-        ):
-            ctx = otel_context.get_current()
-            assert self._loop is not None
-            started = self._clock()
-            try:
-                outputs = await self._loop.run_in_executor(
-                    self._executor, self._run_merged, [i.inputs for i in batch], rows, ctx
-                )
-            except asyncio.CancelledError:
-                self._fail(batch, UnavailableError("model service shut down mid-batch"))
-                raise
-            except MeshError as exc:
-                self._fail(batch, exc)
-                return
-            except Exception as exc:
-                log.exception("batch of %d rows failed", rows)
-                self._fail(batch, InternalError(f"model execution failed ({type(exc).__name__})"))
-                return
-            compute_s = self._clock() - started
-        observer.batch_done(rows, len(batch), compute_s)
+        span = None
+        ctx = None
+        if tracing_enabled():
+            span = tracer.start_span(
+                "modelsvc.batch",
+                links=[trace.Link(i.span_context) for i in items if i.span_context is not None],
+                attributes={"meshserve.batch_size": rows, "meshserve.batch_requests": len(items)},
+            )
+            ctx = trace.set_span_in_context(span)
+        batch = _Batch(items, rows, now, loop.create_future(), span)
+        self._running.add(batch)
+        try:
+            self._executor.submit(self._work, loop, batch, [i.inputs for i in items], ctx)
+        except RuntimeError:  # the executor was shut down
+            self._complete(batch, None, UnavailableError("model service is shutting down"), 0.0)
+
+    def _complete(
+        self, batch: _Batch, outputs: Arrays | None, error: BaseException | None, compute_s: float
+    ) -> None:
+        """Event loop, once per batch: hand each request its rows, start the next batch."""
+        if batch not in self._running:
+            return  # abandoned by stop()
+        self._running.discard(batch)
+        items = batch.items
+        if error is not None or outputs is None:
+            if not isinstance(error, MeshError):
+                log.error("batch of %d rows failed", batch.rows, exc_info=error)
+                error = InternalError(f"model execution failed ({type(error).__name__})")
+            self._fail(items, error)
+            self._end(batch, error.message)
+        else:
+            self._deliver(batch, outputs, compute_s)
+            self._end(batch, None)
+        if self._queue:
+            self._pump()  # the model is idle (or a slot is free): run what accumulated
+
+    def _deliver(self, batch: _Batch, outputs: Arrays, compute_s: float) -> None:
+        items = batch.items
+        rows = batch.rows
+        self._observer.batch_done(rows, len(items), compute_s)
         compute_us = int(compute_s * 1e6)
-        if len(batch) == 1:
-            item = batch[0]
-            stats = BatchStats(rows, 1, int((now - item.enqueued_at) * 1e6), compute_us)
+        dispatched_at = batch.dispatched_at
+        if len(items) == 1:
+            item = items[0]
             if not item.future.done():
+                stats = BatchStats(
+                    rows, 1, int((dispatched_at - item.enqueued_at) * 1e6), compute_us
+                )
                 item.future.set_result(BatchResult(outputs, stats))
             return
         offset = 0
-        for item in batch:
+        for item in items:
             end = offset + item.rows
             if not item.future.done():
                 stats = BatchStats(
-                    rows, len(batch), int((now - item.enqueued_at) * 1e6), compute_us
+                    rows, len(items), int((dispatched_at - item.enqueued_at) * 1e6), compute_us
                 )
                 own = {name: value[offset:end] for name, value in outputs.items()}
                 item.future.set_result(BatchResult(own, stats))
             offset = end
 
-    def _run_merged(self, parts: Sequence[Mapping[str, np.ndarray]], rows: int, ctx: Any) -> Arrays:
-        """Executor thread: concatenate, run, check one output row per input row."""
-        token = otel_context.attach(ctx)
+    @staticmethod
+    def _end(batch: _Batch, error: str | None) -> None:
+        if not batch.done.done():
+            batch.done.set_result(None)
+        if batch.span is not None:
+            if error is not None:
+                batch.span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+            batch.span.end()
+
+    @staticmethod
+    def _fail(items: Sequence[_Item], exc: BaseException) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    # -- executor thread --------------------------------------------------------------------
+
+    def _work(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: _Batch,
+        parts: Sequence[Mapping[str, np.ndarray]],
+        ctx: Any,
+    ) -> None:
+        """Executor thread: run the batch, hand the result back in one loop callback."""
+        started = self._clock()
+        outputs: Arrays | None = None
+        error: BaseException | None = None
         try:
-            if len(parts) == 1:
-                merged = dict(parts[0])
-            else:
-                merged = {
-                    name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]
-                }
-            with tracer.start_as_current_span(
-                "modelsvc.inference", attributes={"meshserve.batch_size": rows}
-            ):
-                outputs = self._run_batch(merged)
-        finally:
-            otel_context.detach(token)
+            outputs = self._run_merged(parts, batch.rows, ctx)
+        except Exception as exc:
+            error = exc
+        compute_s = self._clock() - started
+        try:
+            loop.call_soon_threadsafe(self._complete, batch, outputs, error, compute_s)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for this batch any more
+
+    def _run_merged(self, parts: Sequence[Mapping[str, np.ndarray]], rows: int, ctx: Any) -> Arrays:
+        """Concatenate, run, check one output row per input row."""
+        if len(parts) == 1:
+            merged = dict(parts[0])
+        else:
+            merged = {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
+        if ctx is None:
+            outputs = self._run_batch(merged)
+        else:
+            token = otel_context.attach(ctx)
+            try:
+                with tracer.start_as_current_span(
+                    "modelsvc.inference", attributes={"meshserve.batch_size": rows}
+                ):
+                    outputs = self._run_batch(merged)
+            finally:
+                otel_context.detach(token)
         if len(parts) > 1:
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != rows:
@@ -390,9 +461,3 @@ class DynamicBatcher:
                         f"{rows} rows needs {rows} rows in dim 0"
                     )
         return outputs
-
-    @staticmethod
-    def _fail(batch: Sequence[_Item], exc: BaseException) -> None:
-        for item in batch:
-            if not item.future.done():
-                item.future.set_exception(exc)

@@ -37,6 +37,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "max_message_bytes": ("", "max_message_bytes"),
     "max_concurrent_rpcs": ("", "max_concurrent_rpcs"),
     "max_elements": ("", "max_elements"),
+    "gil_switch_interval_us": ("", "gil_switch_interval_us"),
     "register": ("", "register"),
     "batch_max": ("batching", "max_batch_rows"),
     "batch_wait_us": ("batching", "max_wait_us"),
@@ -140,7 +141,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--queue-max", type=int, default=None, help="queued requests accepted")
     p.add_argument("--max-concurrent-batches", type=int, default=None)
     p.add_argument("--overload-pushback-ms", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (0 = auto)")
     p.add_argument("--inter-op-threads", type=int, default=None)
     p.add_argument(
         "--graph-optimization", choices=("disable", "basic", "extended", "all"), default=None
@@ -154,6 +155,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-message-bytes", type=int, default=None)
     p.add_argument("--max-concurrent-rpcs", type=int, default=None)
     p.add_argument("--max-elements", type=int, default=None, help="elements per input tensor")
+    p.add_argument(
+        "--gil-switch-interval-us", type=int, default=None, help="sys.setswitchinterval (us)"
+    )
     p.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
     p.add_argument("--tls-client-ca", default=None, help="require client certs from this CA")

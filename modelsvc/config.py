@@ -9,7 +9,13 @@ from typing import Any
 from meshserve.errors import InvalidInputError
 from meshserve.tls import ServerTLS
 
-__all__ = ["BatchingConfig", "ModelServiceConfig", "SessionConfig", "config_from_mapping"]
+__all__ = [
+    "BatchingConfig",
+    "ModelServiceConfig",
+    "SessionConfig",
+    "auto_intra_op_threads",
+    "config_from_mapping",
+]
 
 
 @dataclass(frozen=True)
@@ -48,12 +54,30 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """onnxruntime session options. 0 threads = onnxruntime's default."""
+    """onnxruntime session options.
+
+    intra_op_threads: threads of one session call; 0 = auto, resolved at the process edge by
+      `auto_intra_op_threads` (one core stays free for the gRPC event loop).
+    inter_op_threads: threads running independent graph nodes in parallel (1 = sequential).
+    allow_spinning: let idle intra-op threads busy-wait for work (lower latency per call, but
+      they burn CPU the event loop needs on a small box).
+    """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     graph_optimization: str = "all"  # disable | basic | extended | all
     expected_sha256: str = ""
+    allow_spinning: bool = False
+
+
+def auto_intra_op_threads(cpus: int, max_concurrent_batches: int) -> int:
+    """Intra-op threads per session call when not set: the cores left after one for the event
+    loop (request decoding, batching, responses), shared by the concurrent batches, at least 1.
+
+    2 cores -> 1 thread (the session call runs on its executor thread, the loop on the other
+    core); 16 cores, 2 concurrent batches -> 7.
+    """
+    return max(1, (cpus - 1) // max(1, max_concurrent_batches))
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,10 @@ class ModelServiceConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_rpcs: int = 1024
     max_elements: int = 1 << 26
+    # sys.setswitchinterval of a replica process (`run`): how long the busy event loop may keep
+    # the GIL while the inference thread waits to start a batch or hand its outputs back.
+    # Python's 5000 us default leaves the model idle for up to that long per batch.
+    gil_switch_interval_us: int = 500
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
 

@@ -19,7 +19,8 @@ from meshserve.modelsvc.backend import ModelBackend, Signature
 from meshserve.modelsvc.batcher import BatchObserver, BatchStats, DynamicBatcher
 from meshserve.modelsvc.config import BatchingConfig
 from meshserve.modelsvc.handler import Handler, IdentityHandler
-from meshserve.modelsvc.validation import validate_request
+from meshserve.modelsvc.validation import RequestValidator
+from meshserve.telemetry import tracing_enabled
 
 __all__ = ["InferOutput", "ModelCore", "ModelInfo"]
 
@@ -68,6 +69,9 @@ class ModelCore:
         self._backend = backend
         self._handler: Handler = handler or IdentityHandler()
         self._output_names = tuple(s.name for s in backend.signature.outputs)
+        self._validate = RequestValidator(
+            backend.signature, allow_non_finite=self._handler.allow_non_finite
+        )
         self._clock = clock
         self.ready = False
         self.info = ModelInfo(
@@ -129,13 +133,23 @@ class ModelCore:
 
         Raises InvalidInputError, OverloadedError, DeadlineExceededError, UnavailableError.
         """
+        if tracing_enabled():
+            return await self._traced_infer(inputs, output_names, timeout_s)
+        rows = self._validate(inputs, output_names)
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        result = await self._batcher.submit(inputs, rows, deadline)
+        outputs = result.outputs
+        return InferOutput(
+            {n: outputs[n] for n in output_names or self._output_names}, result.stats
+        )
+
+    async def _traced_infer(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str], timeout_s: float | None
+    ) -> InferOutput:
+        """`infer` inside a ``modelsvc.request`` span (only while tracing is on: spans cost even
+        as no-ops)."""
         with tracer.start_as_current_span("modelsvc.request") as span:
-            rows = validate_request(
-                self.info.signature,
-                inputs,
-                output_names,
-                allow_non_finite=self._handler.allow_non_finite,
-            )
+            rows = self._validate(inputs, output_names)
             deadline = None if timeout_s is None else self._clock() + timeout_s
             result = await self._batcher.submit(
                 inputs, rows, deadline, span_context=span.get_span_context()
@@ -144,8 +158,10 @@ class ModelCore:
             span.set_attribute("meshserve.batch_requests", result.stats.batch_requests)
             span.set_attribute("meshserve.queue_wait_us", result.stats.queue_wait_us)
             span.set_attribute("meshserve.compute_us", result.stats.compute_us)
-        wanted = output_names or self._output_names
-        return InferOutput({n: result.outputs[n] for n in wanted}, result.stats)
+        outputs = result.outputs
+        return InferOutput(
+            {n: outputs[n] for n in output_names or self._output_names}, result.stats
+        )
 
     def _run_batch(self, inputs: Arrays) -> Arrays:
         """Executor thread: handler hooks around one session call."""

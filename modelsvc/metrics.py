@@ -70,21 +70,36 @@ class ModelMetrics:
             registry=self.registry,
         )
 
+        # Labelled children are looked up once, not per request (labels() takes a lock).
+        self._depth = self.depth.labels(model)
+        self._batch_rows = self.batch_rows.labels(model)
+        self._batch_requests = self.batch_requests.labels(model)
+        self._compute_s = self.compute_s.labels(model)
+        self._queue_wait_s = self.queue_wait_s.labels(model)
+        self._by_code: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
     # BatchObserver
     def queue_depth(self, depth: int) -> None:
-        self.depth.labels(self._model).set(depth)
+        self._depth.set(depth)
 
     def batch_done(self, rows: int, requests: int, compute_s: float) -> None:
-        self.batch_rows.labels(self._model).observe(rows)
-        self.batch_requests.labels(self._model).observe(requests)
-        self.compute_s.labels(self._model).observe(compute_s)
+        self._batch_rows.observe(rows)
+        self._batch_requests.observe(requests)
+        self._compute_s.observe(compute_s)
 
     def queue_wait(self, wait_s: float) -> None:
-        self.queue_wait_s.labels(self._model).observe(wait_s)
+        self._queue_wait_s.observe(wait_s)
 
     def request_done(self, method: str, code: str, duration_s: float) -> None:
-        self.requests.labels(self._model, method, code).inc()
-        self.latency.labels(self._model, method, code).observe(duration_s)
+        children = self._by_code.get((method, code))
+        if children is None:
+            children = (
+                self.requests.labels(self._model, method, code),
+                self.latency.labels(self._model, method, code),
+            )
+            self._by_code[(method, code)] = children
+        children[0].inc()
+        children[1].observe(duration_s)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics on `port` (0 = free port); returns the bound port."""

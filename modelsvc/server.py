@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +21,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from meshserve.modelsvc.backend import OnnxBackend
-from meshserve.modelsvc.config import ModelServiceConfig
+from meshserve.modelsvc.config import ModelServiceConfig, auto_intra_op_threads
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
@@ -35,6 +38,14 @@ log = logging.getLogger(__name__)
 MODEL_SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 V2_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICES = ("", MODEL_SERVICE, V2_SERVICE)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,16 @@ class ModelServer:
 
     async def start(self) -> Bound:
         cfg = self.config
-        backend = await asyncio.to_thread(OnnxBackend, cfg.model_path, cfg.session)
+        session = cfg.session
+        if session.intra_op_threads <= 0:
+            threads = auto_intra_op_threads(_usable_cpus(), cfg.batching.max_concurrent_batches)
+            session = dataclasses.replace(session, intra_op_threads=threads)
+        log.info(
+            "onnxruntime: %d intra-op threads per call, %d concurrent batches",
+            session.intra_op_threads,
+            cfg.batching.max_concurrent_batches,
+        )
+        backend = await asyncio.to_thread(OnnxBackend, cfg.model_path, session)
         handler = load_handler(cfg.handler)
         core = ModelCore(
             name=cfg.name,
@@ -189,4 +209,6 @@ class ModelServer:
 
 async def run(config: ModelServiceConfig, consul: Any | None = None) -> int:
     """Serve until SIGTERM/SIGINT; print the ready line; exit code 0 on a clean drain."""
+    if config.gil_switch_interval_us > 0:
+        sys.setswitchinterval(config.gil_switch_interval_us / 1e6)
     return await serve_until_signal(ModelServer(config, consul), config.grace_s)

@@ -22,6 +22,7 @@ from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
 from meshserve.modelsvc import converters
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
+from meshserve.telemetry import tracing_enabled
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc
@@ -100,8 +101,19 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def Infer(
         self, request: model_pb2.InferRequest, context: grpc.aio.ServicerContext
     ) -> model_pb2.InferResponse:
-        with _observed(self._metrics, "Infer"), _trace_parent(_metadata(context)):
-            return await self._infer(request, _timeout_s(context))
+        # The hot path: no context managers, metadata read only while tracing is on.
+        started = time.monotonic()
+        try:
+            if tracing_enabled():
+                with _trace_parent(_metadata(context)):
+                    response = await self._infer(request, _timeout_s(context))
+            else:
+                response = await self._infer(request, _timeout_s(context))
+        except BaseException as exc:
+            self._metrics.request_done("Infer", _code_of(exc), time.monotonic() - started)
+            raise
+        self._metrics.request_done("Infer", "OK", time.monotonic() - started)
+        return response
 
     @map_stream_errors
     async def InferStream(
@@ -117,17 +129,24 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         call_timeout_s = _timeout_s(context)
 
         async def one(request: model_pb2.InferRequest) -> None:
-            carrier = dict(stream_metadata)
-            if request.traceparents:
-                carrier["traceparent"] = request.traceparents[0]
+            started = time.monotonic()
+            code = "OK"
             try:
-                with _observed(self._metrics, "InferStream"), _trace_parent(carrier):
-                    if not request.id:
-                        raise InvalidInputError("InferStream items need an id (field 'id')")
+                if not request.id:
+                    raise InvalidInputError("InferStream items need an id (field 'id')")
+                if tracing_enabled():
+                    carrier = dict(stream_metadata)
+                    if request.traceparents:
+                        carrier["traceparent"] = request.traceparents[0]
+                    with _trace_parent(carrier):
+                        response = await self._infer(request, call_timeout_s)
+                else:
                     response = await self._infer(request, call_timeout_s)
             except asyncio.CancelledError:
+                self._metrics.request_done("InferStream", "CANCELLED", time.monotonic() - started)
                 raise
             except Exception as exc:
+                code = _code_of(exc)
                 response = model_pb2.InferResponse(
                     id=request.id,
                     status=error_to_status(exc),
@@ -135,7 +154,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 )
             finally:
                 slots.release()
-            await results.put(response)
+            self._metrics.request_done("InferStream", code, time.monotonic() - started)
+            results.put_nowait(response)
 
         async def reader() -> None:
             try:

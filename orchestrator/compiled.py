@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,4 +149,4 @@ def _input_specs(plan: plan_pb2.Plan) -> tuple[InputSpec, ...]:
 def _is_chain(schedule: tuple[StepPlan, ...]) -> bool:
     """True when no two steps could run at the same time: every step after the first depends
     on the step right before it in topological order (so each wave holds one step)."""
-    return all(prev.name in step.deps for prev, step in zip(schedule, schedule[1:]))
+    return all(prev.name in step.deps for prev, step in itertools.pairwise(schedule))

@@ -1,8 +1,12 @@
 """The execution engine: runs a plan version for one request, transport-free.
 
-Each step becomes a task that first awaits the tasks of the steps it is wired to, so independent
-steps run concurrently and a step starts as soon as its own inputs exist. One deadline per
-request (monotonic seconds) bounds every model and logic call. The first failing step fails the
+Plans are compiled once per version (``compiled.py``): wiring, kinds, input specs and the
+schedule are resolved there, never per request. When the steps form a chain (each depends on
+the one before) they run inline in the request's own task, one after the other. Otherwise each
+step becomes a task that first awaits the tasks of the steps it is wired to, so independent
+steps run concurrently and a step starts as soon as its own inputs exist. Spans are created only
+while a tracer provider is installed (``tracing.spans_on``). One deadline per request
+(monotonic seconds) bounds every model and logic call. The first failing step fails the
 request: its error keeps its status code and its message names the step (and the model), e.g.
 ``INVALID_ARGUMENT "step 'mlp' (model mlp): ..."``; the other steps are cancelled.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import random
 import time
@@ -24,22 +29,30 @@ from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, InternalError, InvalidInputError, MeshError
 from meshserve.orchestrator.caller import ModelCaller
-from meshserve.orchestrator.compiled import CompiledPlan, compile_plan
+from meshserve.orchestrator.compiled import CompiledPlan, StepPlan, compile_plan
 from meshserve.orchestrator.learning_port import Learning, NullLearning
-from meshserve.orchestrator.plans.graph import step_kind
 from meshserve.orchestrator.plans.validate import format_spec
 from meshserve.orchestrator.programmatic import Handles, PlanContext, current_run
 from meshserve.orchestrator.stats import StatsRecorder
 from meshserve.orchestrator.steps import EXECUTORS
 from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext, annotate
+from meshserve.orchestrator.tracing import spans_on
 from meshserve.orchestrator.traffic import TrafficTable
-from meshserve.tensors import NUMPY_TO_DTYPE
 from meshserve.v1 import plan_pb2
 
 __all__ = ["Engine", "EngineConfig", "ExecuteCall", "ExecutionResult", "PlanSource"]
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
+
+# Request ids for calls that bring none: 32 hex digits, unique per process start (random half)
+# and per request (counter half); cheaper than a uuid4 per request.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class PlanSource(Protocol):
@@ -114,31 +127,40 @@ class Engine:
     async def execute(self, call: ExecuteCall) -> ExecutionResult:
         """Run `call.plan`; raises MeshError subclasses naming the failing step."""
         start = self.clock()
-        request_id = call.request_id or uuid.uuid4().hex
+        request_id = call.request_id or new_request_id()
         timeout_s = call.timeout_s if call.timeout_s is not None else self.config.default_timeout_s
         compiled = self.compiled(call.plan, call.plan_version)
         run = RunContext(
             request_id=request_id,
             plan=compiled.name,
             routing_key=call.routing_key,
-            attributes=dict(call.attributes),
+            attributes=call.attributes,
             deadline=None if timeout_s is None else start + timeout_s,
         )
         ok = False
-        with _tracer.start_as_current_span(f"plan {compiled.name}") as span:
-            span.set_attribute("meshserve.plan", compiled.name)
-            span.set_attribute("meshserve.plan_version", compiled.version)
-            span.set_attribute("meshserve.request_id", request_id)
-            trace_id = _trace_id(span)
-            try:
+        trace_id = ""
+        try:
+            if spans_on():
+                attrs: dict[str, str | int] = {
+                    "meshserve.plan": compiled.name,
+                    "meshserve.plan_version": compiled.version,
+                    "meshserve.request_id": request_id,
+                }
+                with _tracer.start_as_current_span(
+                    f"plan {compiled.name}", attributes=attrs
+                ) as span:
+                    trace_id = _trace_id(span)
+                    try:
+                        outputs = await self._run(compiled, call.inputs, run)
+                    except MeshError as exc:
+                        span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                        raise
+            else:
                 outputs = await self._run(compiled, call.inputs, run)
-                ok = True
-            except MeshError as exc:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
-                raise
-            finally:
-                latency_ms = (self.clock() - start) * 1000
-                self.stats.plan_done(compiled.name, latency_ms, ok)
+            ok = True
+        finally:
+            latency_ms = (self.clock() - start) * 1000
+            self.stats.plan_done(compiled.name, latency_ms, ok)
         return ExecutionResult(
             request_id=request_id,
             plan=compiled.name,
@@ -204,40 +226,45 @@ class Engine:
     async def _run(
         self, compiled: CompiledPlan, inputs: Mapping[str, np.ndarray], run: RunContext
     ) -> Outputs:
-        _check_inputs(compiled.plan, inputs)
+        _check_inputs(compiled, inputs)
         if compiled.python is not None:
             return await self._run_python(compiled, inputs, run)
-        graph = compiled.graph
-        assert graph is not None
         values: dict[str, Outputs] = {}
-        tasks: dict[str, asyncio.Task[Outputs]] = {}
+        if compiled.chain:
+            for sp in compiled.schedule:
+                values[sp.name] = await self._run_step(compiled, sp, run, inputs, values)
+        else:
+            await self._run_graph(compiled, run, inputs, values)
+        outputs: Outputs = {}
+        for key, ref in compiled.outputs:
+            source = inputs if ref.is_input else values[ref.source]
+            if ref.name not in source:
+                raise InvalidInputError(
+                    f"plan output '{key}': '{ref}' was not produced (available: {sorted(source)})"
+                )
+            outputs[key] = source[ref.name]
+        return outputs
 
-        async def run_step(name: str) -> Outputs:
-            for dep in graph.deps[name]:
+    async def _run_graph(
+        self,
+        compiled: CompiledPlan,
+        run: RunContext,
+        inputs: Mapping[str, np.ndarray],
+        values: dict[str, Outputs],
+    ) -> None:
+        """A task per step, each awaiting the steps it is wired to; the first failure wins."""
+        tasks: dict[str, asyncio.Task[Outputs]] = {}
+        order = {sp.name: index for index, sp in enumerate(compiled.schedule)}
+
+        async def run_step(sp: StepPlan) -> Outputs:
+            for dep in sp.deps:
                 await tasks[dep]
-            step = graph.steps[name]
-            step_inputs: dict[str, np.ndarray] = {}
-            for key, ref in graph.inputs[name].items():
-                source = inputs if ref.is_input else values[ref.source]
-                if ref.name not in source:
-                    what = (
-                        "the request has no input"
-                        if ref.is_input
-                        else f"step '{ref.source}' produced no output"
-                    )
-                    raise InvalidInputError(
-                        f"step '{name}' input '{key}': {what} '{ref.name}' "
-                        f"(available: {sorted(source)})"
-                    )
-                step_inputs[key] = source[ref.name]
-            upstream = {dep: values[dep] for dep in graph.deps[name]}
-            ctx = StepContext(self, run, compiled, step, upstream)
-            out = await self._run_step(ctx, step_inputs)
-            values[name] = out
+            out = await self._run_step(compiled, sp, run, inputs, values)
+            values[sp.name] = out
             return out
 
-        for name in graph.order:
-            tasks[name] = asyncio.create_task(run_step(name), name=f"step {name}")
+        for sp in compiled.schedule:
+            tasks[sp.name] = asyncio.create_task(run_step(sp), name=f"step {sp.name}")
         try:
             done, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
         except asyncio.CancelledError:
@@ -251,44 +278,65 @@ class Engine:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             # The earliest step in topological order is the root cause (dependents re-raise it).
-            first = min(failed, key=lambda t: graph.order.index(t.get_name()[5:]))
+            first = min(failed, key=lambda t: order[t.get_name()[5:]])
             exc = first.exception()
             assert exc is not None
             raise exc
-        outputs: Outputs = {}
-        for key, ref in graph.outputs.items():
+
+    async def _run_step(
+        self,
+        compiled: CompiledPlan,
+        sp: StepPlan,
+        run: RunContext,
+        inputs: Mapping[str, np.ndarray],
+        values: Mapping[str, Outputs],
+    ) -> Outputs:
+        """Gather the step's inputs from the request and earlier steps, then run it."""
+        step_inputs: dict[str, np.ndarray] = {}
+        for key, ref in sp.wiring:
             source = inputs if ref.is_input else values[ref.source]
             if ref.name not in source:
-                raise InvalidInputError(
-                    f"plan output '{key}': '{ref}' was not produced (available: {sorted(source)})"
+                what = (
+                    "the request has no input"
+                    if ref.is_input
+                    else f"step '{ref.source}' produced no output"
                 )
-            outputs[key] = source[ref.name]
-        return outputs
-
-    async def _run_step(self, ctx: StepContext, inputs: dict[str, np.ndarray]) -> Outputs:
-        step = ctx.step
-        kind = step_kind(step)
-        with _tracer.start_as_current_span(f"step {step.name}") as span:
-            span.set_attribute("meshserve.step", step.name)
-            span.set_attribute("meshserve.step_kind", kind)
+                raise InvalidInputError(
+                    f"step '{sp.name}' input '{key}': {what} '{ref.name}' "
+                    f"(available: {sorted(source)})"
+                )
+            step_inputs[key] = source[ref.name]
+        upstream = {dep: values[dep] for dep in sp.deps}
+        ctx = StepContext(self, run, compiled, sp.step, upstream)
+        if not spans_on():
+            return await self._execute_step(ctx, sp, step_inputs)
+        attrs = {"meshserve.step": sp.name, "meshserve.step_kind": sp.kind}
+        with _tracer.start_as_current_span(f"step {sp.name}", attributes=attrs) as span:
             try:
-                remaining = ctx.run.remaining_s(self.clock)
-                if remaining is not None and remaining <= 0:
-                    raise DeadlineExceededError("the request deadline passed before it started")
-                out = await EXECUTORS[kind](ctx, inputs)
+                out = await self._execute_step(ctx, sp, step_inputs)
             except MeshError as exc:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
-                raise annotate(exc, f"step '{step.name}'") from None
-            except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
-            except Exception as exc:
-                log.exception("step %s of plan %s failed", step.name, ctx.run.plan)
-                raise InternalError(
-                    f"step '{step.name}': internal error ({type(exc).__name__})"
-                ) from exc
-            if ctx.step.name in ctx.run.decisions:
-                span.set_attribute("meshserve.branch", ctx.run.decisions[ctx.step.name])
+            if sp.name in run.decisions:
+                span.set_attribute("meshserve.branch", run.decisions[sp.name])
             return out
+
+    async def _execute_step(
+        self, ctx: StepContext, sp: StepPlan, inputs: dict[str, np.ndarray]
+    ) -> Outputs:
+        """The step's executor under the request deadline; errors name the step."""
+        try:
+            deadline = ctx.run.deadline
+            if deadline is not None and deadline - self.clock() <= 0:
+                raise DeadlineExceededError("the request deadline passed before it started")
+            return await EXECUTORS[sp.kind](ctx, inputs)
+        except MeshError as exc:
+            raise annotate(exc, f"step '{sp.name}'") from None
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            log.exception("step %s of plan %s failed", sp.name, ctx.run.plan)
+            raise InternalError(f"step '{sp.name}': internal error ({type(exc).__name__})") from exc
 
     async def _run_python(
         self, compiled: CompiledPlan, inputs: Mapping[str, np.ndarray], run: RunContext
@@ -326,30 +374,39 @@ class Engine:
         return {str(k): np.asarray(v) for k, v in result.items()}
 
 
-def _check_inputs(plan: plan_pb2.Plan, inputs: Mapping[str, np.ndarray]) -> None:
+def _check_inputs(compiled: CompiledPlan, inputs: Mapping[str, np.ndarray]) -> None:
     """Request inputs against the plan's declared inputs (names, dtype, shape)."""
-    if not plan.inputs:
+    specs = compiled.inputs
+    if not specs:
         return
-    specs = {s.name: s for s in plan.inputs}
-    for name in inputs:
-        if name not in specs:
-            raise InvalidInputError(
-                f"plan '{plan.name}' has no input '{name}' (inputs: {sorted(specs)})"
-            )
-    for name, spec in specs.items():
-        if name not in inputs:
-            raise InvalidInputError(
-                f"plan '{plan.name}' input '{name}' ({format_spec(spec)}) is missing"
-            )
-        arr = np.asarray(inputs[name])
-        dtype = NUMPY_TO_DTYPE.get(arr.dtype.newbyteorder("="))
-        shape_ok = not spec.shape or (
-            len(spec.shape) == arr.ndim
-            and all(d < 0 or d == a for d, a in zip(spec.shape, arr.shape, strict=True))
+    plan = compiled.plan
+    if len(inputs) != len(specs) or any(name not in inputs for name in (s.name for s in specs)):
+        declared = {s.name for s in specs}
+        for name in inputs:
+            if name not in declared:
+                raise InvalidInputError(
+                    f"plan '{plan.name}' has no input '{name}' (inputs: {sorted(declared)})"
+                )
+        for spec in specs:
+            if spec.name not in inputs:
+                raise InvalidInputError(
+                    f"plan '{plan.name}' input '{spec.name}' ({format_spec(spec.spec)}) is missing"
+                )
+    for spec in specs:
+        arr = inputs[spec.name]
+        if not isinstance(arr, np.ndarray):
+            arr = np.asarray(arr)
+        dtype_ok = spec.dtype is not None and (
+            arr.dtype == spec.dtype or arr.dtype.newbyteorder("=") == spec.dtype
         )
-        if dtype != spec.dtype or not shape_ok:
+        shape = spec.shape
+        shape_ok = not shape or (
+            len(shape) == arr.ndim
+            and all(d < 0 or d == a for d, a in zip(shape, arr.shape, strict=True))
+        )
+        if not (dtype_ok and shape_ok):
             raise InvalidInputError(
-                f"plan '{plan.name}' input '{name}': expects {format_spec(spec)}, got "
+                f"plan '{plan.name}' input '{spec.name}': expects {format_spec(spec.spec)}, got "
                 f"{arr.dtype.name} {list(arr.shape)}"
             )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,12 +76,30 @@ class StatsRecorder:
         self._plans: dict[str, LatencyWindow] = {}
         self._decisions: dict[str, Counter[str]] = {}
         self._shadows: dict[tuple[str, str], _Shadow] = {}
+        # Per plan: (window, ok counter, error counter, latency histogram), resolved once so a
+        # request pays no label lookups.
+        self._plan_slots: dict[str, tuple[LatencyWindow, Any, Any, Any]] = {}
+
+    def _plan_slot(self, plan: str) -> tuple[LatencyWindow, Any, Any, Any]:
+        with self._lock:
+            slot = self._plan_slots.get(plan)
+            if slot is None:
+                slot = (
+                    self._plans.setdefault(plan, LatencyWindow()),
+                    metrics.PLAN_REQUESTS.labels(plan, "ok"),
+                    metrics.PLAN_REQUESTS.labels(plan, "error"),
+                    metrics.PLAN_LATENCY.labels(plan),
+                )
+                self._plan_slots[plan] = slot
+            return slot
 
     def plan_done(self, plan: str, latency_ms: float, ok: bool) -> None:
-        metrics.PLAN_REQUESTS.labels(plan, "ok" if ok else "error").inc()
-        metrics.PLAN_LATENCY.labels(plan).observe(latency_ms / 1000.0)
+        slot = self._plan_slots.get(plan) or self._plan_slot(plan)
+        window, ok_total, error_total, latency = slot
+        (ok_total if ok else error_total).inc()
+        latency.observe(latency_ms / 1000.0)
         with self._lock:
-            self._plans.setdefault(plan, LatencyWindow()).add(latency_ms, ok)
+            window.add(latency_ms, ok)
 
     def decision(self, plan: str, step: str, branch: str) -> None:
         metrics.PLAN_DECISIONS.labels(plan, step, branch).inc()

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from meshserve.errors import CheckAndSetError, InvalidInputError, MeshError, NotFoundError
+from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError
 from meshserve.orchestrator.plans.parse import dumps_json, loads_json
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable
 from meshserve.registry import KVEntry
@@ -242,7 +242,7 @@ class PlanStore:
             try:
                 await self._persist_all()
                 delay_s = 0.1
-            except MeshError as exc:
+            except Exception as exc:  # Consul down or refusing: keep serving, retry later
                 log.warning("re-persisting plans failed (retry in %.1fs): %s", delay_s, exc)
                 self._reconcile.set()
                 await asyncio.sleep(delay_s)

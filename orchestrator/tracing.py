@@ -10,11 +10,17 @@ all of that. The global provider can be set only once, so a True answer is cache
 
 from __future__ import annotations
 
+import os
+
 from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
 __all__ = ["spans_on"]
 
 _NOOP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+# trace.get_tracer_provider() reads os.environ on every call while no provider is set; the
+# variable it looks for is read once here instead.
+_PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 _on = False
 
 
@@ -23,5 +29,7 @@ def spans_on() -> bool:
     global _on
     if _on:
         return True
+    if not _PROVIDER_FROM_ENV and getattr(trace, "_TRACER_PROVIDER", False) is None:
+        return False  # nothing installed yet
     _on = not isinstance(trace.get_tracer_provider(), _NOOP_PROVIDERS)
     return _on

@@ -1,4 +1,5 @@
-"""Start and stop a local Consul agent (``consul agent -dev``) for tests and ``meshserve up``."""
+"""Start and stop a local Consul agent for tests and ``meshserve up``: a ``-dev`` agent, or a
+single-node server that keeps its state in a data dir."""
 
 from __future__ import annotations
 
@@ -61,7 +62,13 @@ def _pick_ports(count: int, rng: random.Random) -> list[int]:
 
 @dataclass(frozen=True)
 class ConsulAgentConfig:
-    """How to run the dev agent. Ports of 0 are picked at random among free ones."""
+    """How to run the agent. Ports of 0 are picked at random among free ones.
+
+    Without `data_dir` it is a ``-dev`` agent: fast to start, everything in memory (a restart
+    forgets KV, sessions and registrations). With `data_dir` it is a single-node server
+    (``-server -bootstrap-expect 1 -data-dir DIR``) whose KV, sessions and service
+    registrations survive a restart, as a production Consul's do.
+    """
 
     binary: str = ""
     http_port: int = 0
@@ -99,15 +106,21 @@ class ConsulAgent:
                 self._ports[0] = self.config.http_port
         http, server, serf_lan, serf_wan = self._ports
         self.http_port = http
+        if self.config.data_dir:
+            Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
+            mode = [
+                "-server", "-bootstrap-expect", "1", "-data-dir", self.config.data_dir, "-ui",
+                "-node", "meshserve-local", "-hcl", "performance { raft_multiplier = 1 }",
+            ]  # fmt: skip
+        else:
+            mode = ["-dev"]
         args = [
-            binary, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+            binary, "agent", *mode, "-bind", "127.0.0.1", "-client", "127.0.0.1",
             "-http-port", str(http), "-server-port", str(server),
             "-serf-lan-port", str(serf_lan), "-serf-wan-port", str(serf_wan),
             "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn",
         ]  # fmt: skip
         args += list(self.config.extra_args)
-        if self.config.data_dir:
-            args += ["-data-dir", self.config.data_dir]
         log_target = (
             open(self.config.log_path, "ab")  # noqa: SIM115 - the child keeps it open
             if self.config.log_path
@@ -117,7 +130,10 @@ class ConsulAgent:
             args, stdout=log_target, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.wait_ready(self.config.ready_timeout_s)
-        log.info("consul dev agent pid=%s on %s", self.process.pid, self.address)
+        log.info(
+            "consul %s agent pid=%s on %s",
+            "server" if self.config.data_dir else "dev", self.process.pid, self.address,
+        )  # fmt: skip
         return self
 
     def wait_ready(self, timeout_s: float) -> None:

@@ -128,7 +128,9 @@ class BlockingQuery(Generic[T]):
     Iterating yields the first result and then every result that differs from the previous
     one. Errors (`MeshError` from the fetch) are logged and retried; the iteration itself never
     fails, it only ends when the consuming task is cancelled. `index` and `failures` are
-    exposed for observability and tests, as is `last_success_at`.
+    exposed for observability and tests, as is `last_success_at`. `resets` counts the times the
+    query started over: after the agent could not be reached, or when its index went backwards
+    (its next answer may come from a restarted agent that has not re-learned its state yet).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class BlockingQuery(Generic[T]):
         self._clock = clock
         self.index = 0
         self.failures = 0
+        self.resets = 0
         self.last_success_at: float | None = None  # clock() after the last good answer
 
     def __aiter__(self) -> AsyncIterator[T]:
@@ -175,6 +178,8 @@ class BlockingQuery(Generic[T]):
                     "%s failed (%d in a row), retrying in %.2fs: %s",
                     self.name, self._backoff.failures, delay, exc,
                 )  # fmt: skip
+                if self.index:
+                    self.resets += 1
                 self.index = 0  # the agent may have restarted: next query is a fresh read
                 await self._sleep(delay)
                 continue
@@ -184,6 +189,7 @@ class BlockingQuery(Generic[T]):
             self.last_success_at = self._clock()
             self.index = next_index(sent, returned)
             if returned < sent:
+                self.resets += 1
                 log.info("%s: index went backwards (%d -> %d), reset", self.name, sent, returned)
             if not has_last or result != last:
                 has_last, last = True, result

@@ -76,6 +76,13 @@ class EndpointWatcher:
     `endpoints()` is the last good view (sorted by instance id); it survives a Consul outage.
     Subscribers are called with the new tuple on every change (an async callback is scheduled
     as a task); `wait_for` waits for a view that satisfies a predicate.
+
+    An agent that comes back from an outage or a restart may answer before the services have
+    re-registered (each `Registration` re-syncs within its interval, and a new check starts
+    critical): an *empty* first answer after the query started over (`BlockingQuery.resets`:
+    the agent was unreachable, or its index went backwards) does not replace a non-empty view at
+    once. It is published after `resync_grace_s` unless a non-empty answer comes first, so a
+    Consul restart does not take every replica away (`holding` is True meanwhile).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class EndpointWatcher:
         *,
         options: BlockingOptions | None = None,
         start_timeout_s: float = 5.0,
+        resync_grace_s: float = 5.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -93,6 +101,9 @@ class EndpointWatcher:
         self.service = service
         self.tag = tag
         self.start_timeout_s = start_timeout_s
+        self.resync_grace_s = resync_grace_s
+        self._sleep = sleep
+        self._held: asyncio.Task[None] | None = None  # publishes an empty view after the grace
         self._client = ConsulClient(config)
         self._query: BlockingQuery[tuple[Endpoint, ...]] = BlockingQuery(
             self._fetch,
@@ -128,6 +139,12 @@ class EndpointWatcher:
         """The last good view of passing instances."""
         return self._endpoints
 
+    @property
+    def holding(self) -> bool:
+        """True while an empty answer from a restarted agent waits out `resync_grace_s` (the
+        view is then the one from before the restart)."""
+        return self._held is not None
+
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """Call `callback(endpoints)` on every change; returns a function that unsubscribes."""
         self._subscribers.append(callback)
@@ -158,6 +175,10 @@ class EndpointWatcher:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        held, self._held = self._held, None
+        if held is not None:
+            held.cancel()
+            await asyncio.gather(held, return_exceptions=True)
         for pending in list(self._callback_tasks):
             pending.cancel()
         await asyncio.gather(*self._callback_tasks, return_exceptions=True)
@@ -196,18 +217,41 @@ class EndpointWatcher:
         return parse_index(returned), tuple(endpoints)
 
     async def _run(self) -> None:
+        resets = self._query.resets
         async for endpoints in self._query:
-            first = not self._loaded
-            async with self._changed:
-                self._endpoints = endpoints
-                self._loaded = True
-                self._changed.notify_all()
-            log.info(
-                "service %r: %d passing endpoint(s)%s",
-                self.service, len(endpoints), " (first view)" if first else "",
-            )  # fmt: skip
-            for callback in list(self._subscribers):
-                self._notify(callback, endpoints)
+            fresh, resets = self._query.resets != resets, self._query.resets
+            if self._held is not None:
+                self._held.cancel()
+                self._held = None
+            if fresh and not endpoints and self._endpoints and self.resync_grace_s > 0:
+                log.warning(
+                    "service %r: Consul started over and lists no passing instance; keeping the "
+                    "last %d for up to %.1fs while registrations re-sync",
+                    self.service, len(self._endpoints), self.resync_grace_s,
+                )  # fmt: skip
+                self._held = asyncio.create_task(
+                    self._publish_later(endpoints), name=f"watch-{self.service}-grace"
+                )
+                continue
+            await self._publish(endpoints)
+
+    async def _publish_later(self, endpoints: tuple[Endpoint, ...]) -> None:
+        await self._sleep(self.resync_grace_s)
+        self._held = None
+        await self._publish(endpoints)
+
+    async def _publish(self, endpoints: tuple[Endpoint, ...]) -> None:
+        first = not self._loaded
+        async with self._changed:
+            self._endpoints = endpoints
+            self._loaded = True
+            self._changed.notify_all()
+        log.info(
+            "service %r: %d passing endpoint(s)%s",
+            self.service, len(endpoints), " (first view)" if first else "",
+        )  # fmt: skip
+        for callback in list(self._subscribers):
+            self._notify(callback, endpoints)
 
     def _notify(self, callback: Callback, endpoints: tuple[Endpoint, ...]) -> None:
         try:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import random
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -120,6 +121,22 @@ def passing_instances(consul: str, service: str) -> list[str]:
 
 async def passing(consul: str, service: str) -> list[str]:
     return await asyncio.to_thread(passing_instances, consul, service)
+
+
+def kv_keys_under(consul: str, prefix: str) -> list[str]:
+    """Keys under `prefix` in Consul KV, read from the HTTP API ([] when there are none)."""
+    url = f"http://{consul}/v1/kv/{prefix}?keys"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return sorted(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+
+
+async def kv_keys(consul: str, prefix: str) -> list[str]:
+    return await asyncio.to_thread(kv_keys_under, consul, prefix)
 
 
 @dataclass

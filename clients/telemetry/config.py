@@ -6,7 +6,13 @@ The standard OpenTelemetry variables keep their meaning:
 - ``OTEL_TRACES_EXPORTER``: comma-separated ``otlp``, ``console``, ``none``.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: turn on OTLP gRPC export
   when ``OTEL_TRACES_EXPORTER`` is unset (the exporter reads the rest of ``OTEL_EXPORTER_OTLP_*``).
-- ``OTEL_BSP_*``: the batch span processor's delay and queue sizes.
+- ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``:
+  the batch span processor's delay and sizes (defaults below, larger than the SDK's, so a busy
+  process exports in few large batches and does not drop spans at thousands of spans a second).
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: the SDK's sampler (default
+  ``parentbased_always_on``: every trace is recorded). A production setting at high request
+  rates is ``parentbased_traceidratio`` with e.g. ``0.1``: a trace is recorded by every process
+  or by none, since model services follow the orchestrator's decision in the traceparent.
 
 meshserve adds:
 
@@ -41,6 +47,9 @@ class TelemetryConfig:
         trace_dir: append spans as JSON lines to a per-process file in this directory ("" = off).
         buffer_max_traces: traces kept in memory for ``get_trace``/``slowest`` (0 = none).
         buffer_max_spans_per_trace: spans kept per buffered trace; later ones are dropped.
+        export_delay_ms: longest time a finished span waits before it is exported.
+        export_queue_max_spans: spans waiting for export; beyond it new spans are dropped.
+        export_batch_max_spans: spans per export call (a full batch is exported at once).
     """
 
     enabled: bool = True
@@ -50,6 +59,9 @@ class TelemetryConfig:
     trace_dir: str = ""
     buffer_max_traces: int = 0
     buffer_max_spans_per_trace: int = 512
+    export_delay_ms: int = 1000
+    export_queue_max_spans: int = 16384
+    export_batch_max_spans: int = 2048
 
     @property
     def exports(self) -> bool:
@@ -100,6 +112,9 @@ class TelemetryConfig:
                 ) from None
         if buffer_max_traces < 0:
             raise ValueError(f"MESHSERVE_TRACE_BUFFER must be >= 0, got {buffer_max_traces}")
+        delay_ms = _positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", cls.export_delay_ms)
+        queue_max = _positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", cls.export_queue_max_spans)
+        batch_max = _positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", cls.export_batch_max_spans)
         return cls(
             enabled=not disabled,
             otlp=otlp,
@@ -107,4 +122,20 @@ class TelemetryConfig:
             trace_file=env.get("MESHSERVE_TRACE_FILE", "").strip(),
             trace_dir=env.get("MESHSERVE_TRACE_DIR", "").strip(),
             buffer_max_traces=buffer_max_traces,
+            export_delay_ms=delay_ms,
+            export_queue_max_spans=queue_max,
+            export_batch_max_spans=min(batch_max, queue_max),
         )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

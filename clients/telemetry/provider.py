@@ -64,7 +64,9 @@ def build_tracer_provider(
     """A TracerProvider with the processors `config` asks for (not installed globally).
 
     `exporter` (e.g. an InMemorySpanExporter in tests) is added behind a BatchSpanProcessor, next
-    to the OTLP/console/JSON-lines exporters the config selects.
+    to the OTLP/console/JSON-lines exporters the config selects. Exporters run on the batch
+    processors' worker threads, sized by ``config.export_*``; the request path only appends the
+    finished span to their queues (and to the trace buffer).
     """
     provider = TracerProvider(resource=resource)
     processors: list[SpanProcessor] = []
@@ -81,7 +83,15 @@ def build_tracer_provider(
         exporters.append(ConsoleSpanExporter())
     if trace_file:
         exporters.append(JsonLinesSpanExporter(trace_file))
-    processors.extend(BatchSpanProcessor(e) for e in exporters)
+    processors.extend(
+        BatchSpanProcessor(
+            e,
+            max_queue_size=config.export_queue_max_spans,
+            schedule_delay_millis=config.export_delay_ms,
+            max_export_batch_size=config.export_batch_max_spans,
+        )
+        for e in exporters
+    )
     for processor in processors:
         provider.add_span_processor(processor)
     return provider, buffer

@@ -15,6 +15,7 @@ __all__ = [
     "LinkRecord",
     "SpanRecord",
     "TraceSummary",
+    "attr_text",
     "root_spans",
     "span_from_dict",
     "span_from_readable",
@@ -70,7 +71,8 @@ class TraceSummary:
     span_count: int
 
 
-def _attr_text(value: Any) -> str:
+def attr_text(value: Any) -> str:
+    """An attribute value as text (sequences comma-joined), as records and files hold it."""
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)):
@@ -100,7 +102,7 @@ def span_from_readable(span: ReadableSpan) -> SpanRecord:
         end_unix_nano=int(span.end_time or span.start_time or 0),
         status=status,
         status_message=span.status.description or "",
-        attributes={k: _attr_text(v) for k, v in (span.attributes or {}).items()},
+        attributes={k: attr_text(v) for k, v in (span.attributes or {}).items()},
         links=links,
         kind=span.kind.name,
     )

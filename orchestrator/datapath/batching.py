@@ -8,7 +8,8 @@ Contract:
   or at once (end of the current event-loop turn) while fewer than `eager_limit()` batches of the
   model are in flight: an idle pipe gains nothing from waiting, so concurrency 1 pays no wait.
   Queued rows are spread over the free pipe slots. A single call larger than the limit goes
-  alone (never split).
+  alone (never split). The first call of a turn does that flush itself and sends a batch that
+  holds only itself from its own task (no batch task, no extra wake-up at concurrency 1).
 - Inputs are stacked along the first dimension into one request that carries every caller's W3C
   traceparent; each output's rows are sliced back so every caller gets exactly its own rows
   (an output whose first dimension is not the batch's row count fails the batch, naming it).
@@ -167,29 +168,59 @@ class MicroBatcher:
         """Queue `entry` and await its rows of the outputs."""
         loop = asyncio.get_running_loop()
         entry.enqueued = self._clock()
-        if entry.key is None:
-            self._dispatch([entry])
-        else:
-            self._queues.setdefault(entry.key, []).append(entry)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-        remaining = entry.deadline - self._clock()
+        remaining = entry.deadline - entry.enqueued
+        # A timer that fails the future at the deadline (a skipped entry from then on), rather
+        # than asyncio.wait_for: one wake-up less per call.
+        timer = loop.call_later(max(remaining, 0.0), self._expire, entry.future, remaining)
         try:
-            return await asyncio.wait_for(entry.future, max(remaining, 0.0))
-        except TimeoutError:
-            raise DeadlineExceededError(
-                f"model '{self.model}': deadline passed while waiting for the model "
-                f"({remaining:.3f}s budget)"
-            ) from None
+            if entry.key is None:
+                self._dispatch([entry])
+            else:
+                self._queues.setdefault(entry.key, []).append(entry)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    await self._lead(entry)
+            return await entry.future
+        except asyncio.CancelledError:
+            entry.future.cancel()  # skipped by any batch not sent yet
+            raise
+        finally:
+            timer.cancel()
+
+    async def _lead(self, entry: BatchEntry) -> None:
+        """The first call of a loop turn flushes the queues at the end of that turn (what a
+        ``call_soon(_flush)`` would do) and, when it goes alone in its batch, sends that batch in
+        its own task: a lone call (concurrency 1) pays no task and no extra wake-up."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            asyncio.get_running_loop().call_soon(self._flush)  # the others still go
+            raise
+        solo = self._flush(lead=entry)
+        if solo is not None:
+            await self._run(solo, inline=True)
+
+    def _expire(self, future: asyncio.Future[dict[str, np.ndarray]], budget_s: float) -> None:
+        if not future.done():
+            future.set_exception(
+                DeadlineExceededError(
+                    f"model '{self.model}': deadline passed while waiting for the model "
+                    f"({budget_s:.3f}s budget)"
+                )
+            )
 
     def _max_rows(self) -> int:
         cap = self._rows_cap()
         rows = self._config.max_batch_rows
         return max(1, min(rows, cap) if cap else rows)
 
-    def _flush(self, *, timer: bool = False) -> None:
+    def _flush(
+        self, *, timer: bool = False, lead: BatchEntry | None = None
+    ) -> list[BatchEntry] | None:
+        """Dispatch what may go now. A batch holding only `lead` is not dispatched but returned
+        (counted in flight) for the leading call to send itself."""
         self._flush_scheduled = False
+        solo: list[BatchEntry] | None = None
         if timer:
             self._timer = None
         max_rows = self._max_rows()
@@ -209,7 +240,11 @@ class MicroBatcher:
                 else:
                     break
                 batch, queue = _take(queue, take)
-                self._dispatch(batch)
+                if lead is not None and len(batch) == 1 and batch[0] is lead:
+                    self._in_flight += 1
+                    solo = batch
+                else:
+                    self._dispatch(batch)
             if queue:
                 self._queues[key] = queue
                 oldest = queue[0].enqueued if oldest is None else min(oldest, queue[0].enqueued)
@@ -218,6 +253,7 @@ class MicroBatcher:
         if oldest is not None and self._timer is None:
             delay = max(0.0, oldest + max_wait_s - now)
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        return solo
 
     def _on_timer(self) -> None:
         self._flush(timer=True)
@@ -228,15 +264,19 @@ class MicroBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[BatchEntry]) -> None:
+    async def _run(self, batch: list[BatchEntry], inline: bool = False) -> None:
         try:
             await self._send(batch)
         except BaseException as exc:  # settle every caller, whatever happened
             for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(
-                        exc if isinstance(exc, Exception) else InternalError("batch cancelled")
-                    )
+                if entry.future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    entry.future.set_exception(exc)
+                elif inline:  # the lone caller itself was cancelled
+                    entry.future.cancel()
+                else:
+                    entry.future.set_exception(InternalError("batch cancelled"))
             if not isinstance(exc, Exception):
                 raise
         finally:

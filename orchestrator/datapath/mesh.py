@@ -12,7 +12,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from opentelemetry import trace
@@ -38,6 +39,7 @@ from meshserve.orchestrator.datapath.faults import FaultInjector
 from meshserve.orchestrator.datapath.metrics import BATCH_ROWS, CALL_LATENCY, CALLS
 from meshserve.orchestrator.datapath.policy import make_policy
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters, traceparent
+from meshserve.orchestrator.tracing import spans_on
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import EndpointWatcher
 from meshserve.v1 import model_pb2
@@ -52,6 +54,22 @@ class _Model:
     router: ModelRouter
     watcher: EndpointWatcher | None
     batcher: MicroBatcher | None
+    # Metric children resolved once per model: no label lookups per call.
+    latency: Any = None
+    batch_rows: Any = None
+    outcomes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        model = self.router.model
+        self.latency = CALL_LATENCY.labels(model)
+        self.batch_rows = BATCH_ROWS.labels(model)
+        self.outcomes = {"ok": CALLS.labels(model, "ok"), "error": CALLS.labels(model, "error")}
+
+    def outcome(self, name: str) -> Any:
+        child = self.outcomes.get(name)
+        if child is None:
+            child = self.outcomes[name] = CALLS.labels(self.router.model, name)
+        return child
 
 
 class MeshCaller:
@@ -166,24 +184,34 @@ class MeshCaller:
         if timeout_s is not None and timeout_s <= 0:
             raise DeadlineExceededError(f"model '{model}': timeout_s={timeout_s} (expected > 0)")
         deadline = start + (timeout_s if timeout_s is not None else self.config.timeout_for(model))
+        state = self._models.get(model)
         outcome = "error"
         try:
-            state = await self._model(model)
-            arrays = {name: np.asarray(arr) for name, arr in inputs.items()}
+            if state is None:
+                state = await self._model(model)
+            arrays = {
+                name: arr if isinstance(arr, np.ndarray) else np.asarray(arr)
+                for name, arr in inputs.items()
+            }
             if not arrays:
                 raise InvalidInputError(f"model '{model}': no inputs given (expected named arrays)")
-            key, rows = entry_key(arrays, tuple(output_names), version)
-            span_ctx = trace.get_current_span().get_span_context()
+            names = tuple(output_names)
+            key, rows = entry_key(arrays, names, version)
+            parent, link = "", None
+            if spans_on():
+                span_ctx = trace.get_current_span().get_span_context()
+                if span_ctx.is_valid:
+                    parent, link = traceparent(span_ctx), trace.Link(span_ctx)
             entry = BatchEntry(
                 inputs=arrays,
                 rows=rows,
                 key=key,
                 deadline=deadline,
                 future=asyncio.get_running_loop().create_future(),
-                output_names=tuple(output_names),
+                output_names=names,
                 version=version,
-                traceparent=traceparent(span_ctx),
-                link=trace.Link(span_ctx) if span_ctx.is_valid else None,
+                traceparent=parent,
+                link=link,
             )
             if state.batcher is not None:
                 result = await state.batcher.submit(entry)
@@ -196,8 +224,13 @@ class MeshCaller:
             outcome = exc.code.name.lower()
             raise
         finally:
-            CALLS.labels(model, outcome).inc()
-            CALL_LATENCY.labels(model).observe(self._clock() - start)
+            elapsed_s = self._clock() - start
+            if state is not None:
+                state.outcome(outcome).inc()
+                state.latency.observe(elapsed_s)
+            else:
+                CALLS.labels(model, outcome).inc()
+                CALL_LATENCY.labels(model).observe(elapsed_s)
 
     async def _send_batch(self, state: _Model, entries: list[BatchEntry]) -> None:
         """Send one micro-batch through the router and settle every entry's future."""
@@ -206,7 +239,7 @@ class MeshCaller:
             return
         model = state.router.model
         rows = sum(e.rows for e in live)
-        BATCH_ROWS.labels(model).observe(rows)
+        state.batch_rows.observe(rows)
         acc = self._counters.batch_rows.setdefault(model, [0, 0])
         acc[0] += rows
         acc[1] += 1

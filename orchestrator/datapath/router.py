@@ -28,7 +28,7 @@ from meshserve.errors import DeadlineExceededError, MeshError, UnavailableError
 from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
 from meshserve.orchestrator.datapath.budget import RetryBudget
 from meshserve.orchestrator.datapath.config import DataPathConfig, Transport
-from meshserve.orchestrator.datapath.faults import FaultInjector
+from meshserve.orchestrator.datapath.faults import FaultDecision, FaultInjector
 from meshserve.orchestrator.datapath.metrics import (
     ATTEMPTS,
     EJECTIONS,
@@ -38,6 +38,7 @@ from meshserve.orchestrator.datapath.metrics import (
 )
 from meshserve.orchestrator.datapath.policy import PickerPolicy
 from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
+from meshserve.orchestrator.tracing import spans_on
 from meshserve.v1 import model_pb2
 
 __all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters", "traceparent"]
@@ -85,6 +86,7 @@ class ModelRouter:
     ) -> None:
         self.model = model
         self._tracer = tracer or _tracer
+        self._own_tracer = tracer is not None  # a given tracer always records (tests)
         self._new_replica = replica_factory
         self._config = config
         self._policy = policy
@@ -236,6 +238,8 @@ class ModelRouter:
         links: Sequence[trace.Link],
     ) -> model_pb2.InferResponse:
         fault = self._faults.decide(self.model, replica.instance_id)
+        if not (self._own_tracer or spans_on()):
+            return await self._send(replica, request, remaining, transport, fault, ())
         attrs: dict[str, str | int] = {
             "meshserve.endpoint": replica.instance_id,
             "meshserve.attempt": attempt,
@@ -245,30 +249,43 @@ class ModelRouter:
         with self._tracer.start_as_current_span(
             f"model.call {self.model}", links=links, attributes=attrs
         ) as span:
-            metadata: list[tuple[str, str]] = []
             ctx = span.get_span_context()
-            if ctx.is_valid:
-                metadata.append(("traceparent", traceparent(ctx)))
-            start = self._clock()
+            metadata = (("traceparent", traceparent(ctx)),) if ctx.is_valid else ()
             try:
-                resp = await replica.infer(
-                    request,
-                    transport=transport,
-                    timeout_s=remaining,
-                    metadata=metadata,
-                    fault=fault,
-                )
+                return await self._send(replica, request, remaining, transport, fault, metadata)
             except AttemptError as err:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
-                self._on_failure(replica, err, (self._clock() - start) * 1000.0)
                 raise
-            finally:
-                self._maybe_close(replica)
-            replica.record_latency((self._clock() - start) * 1000.0)
-            replica.outlier.on_success()
-            if resp.stats.batch_size:
-                self._server_rows.observe(resp.stats.batch_size)
-            return resp
+
+    async def _send(
+        self,
+        replica: Replica,
+        request: model_pb2.InferRequest,
+        remaining: float,
+        transport: Transport,
+        fault: FaultDecision | None,
+        metadata: Sequence[tuple[str, str]],
+    ) -> model_pb2.InferResponse:
+        """One attempt on `replica`, with its latency, health and batch-size bookkeeping."""
+        start = self._clock()
+        try:
+            resp = await replica.infer(
+                request,
+                transport=transport,
+                timeout_s=remaining,
+                metadata=metadata,
+                fault=fault,
+            )
+        except AttemptError as err:
+            self._on_failure(replica, err, (self._clock() - start) * 1000.0)
+            raise
+        finally:
+            self._maybe_close(replica)
+        replica.record_latency((self._clock() - start) * 1000.0)
+        replica.outlier.on_success()
+        if resp.stats.batch_size:
+            self._server_rows.observe(resp.stats.batch_size)
+        return resp
 
     def _on_failure(self, replica: Replica, err: AttemptError, elapsed_ms: float) -> None:
         if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -5,9 +5,9 @@
 (the child dies with the orchestrator: PR_SET_PDEATHSIG on Linux), waits for its
 ``MESHSERVE_READY`` line and then for Consul to list it as passing, so a traffic shift never
 points at a version nobody can reach. `set_traffic` writes the model's traffic policy to
-``<traffic_prefix><model>`` (default ``meshserve/traffic/<model>``; JSON ``{"model", "version_weights", "sticky"}``), which every
-orchestrator follows. `retire` stops a version's process with SIGTERM (it drains and
-deregisters), then SIGKILL after `stop_timeout_s`.
+``<traffic_prefix><model>`` (default ``meshserve/traffic/<model>``; JSON ``{"model",
+"version_weights", "sticky"}``), which every orchestrator follows. `retire` stops a version's
+process with SIGTERM (it drains and deregisters), then SIGKILL after `stop_timeout_s`.
 """
 
 from __future__ import annotations

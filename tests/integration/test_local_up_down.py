@@ -133,3 +133,26 @@ def test_up_reports_missing_models_before_starting_anything(tmp_path: Path) -> N
     assert "build_models.py" in result.stderr
     assert not (tmp_path / "mesh" / "state.json").exists()
     assert json.dumps(_marked_processes(tmp_path / "mesh")) == "[]"
+
+
+def test_demo_runs_end_to_end_and_stops_the_mesh(models_dir: Path, tmp_path: Path) -> None:
+    """`make demo` (the README's first command) runs `meshserve demo`: up, traffic, down."""
+    require_servers()
+    state_dir = tmp_path / "demo"
+    try:
+        demo = _meshserve(
+            "demo", "--state-dir", str(state_dir), "--models-dir", str(models_dir),
+            "--requests", "40",
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stdout + demo.stderr[-3000:]
+        table = demo.stdout.split("PLAN ", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+        assert len(table) >= 5, demo.stdout
+        for row in table:  # every example plan answered every request
+            _plan, sent, ok, *_, failures = row.split()
+            assert (sent, ok, failures) == ("40", "40", "none"), row
+        assert demo.stdout.rstrip().endswith("mesh stopped")
+        assert len(demo.stdout.splitlines()) < 60, demo.stdout  # short enough to read
+        assert _marked_processes(state_dir) == []
+    finally:
+        for pid in _marked_processes(state_dir):
+            os.kill(pid, 9)

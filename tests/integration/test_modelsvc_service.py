@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 import time
@@ -51,8 +52,13 @@ def passing(consul_addr: str, service: str):
     return consul_get(consul_addr, f"/v1/health/service/{service}?passing=true")
 
 
+@functools.lru_cache(maxsize=4)
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def reference(models_dir: Path, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(str(models_dir / name), providers=["CPUExecutionProvider"])
+    session = _session(models_dir / name)  # one load per model (wide_mlp is 68 MB)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, {"input": x}), strict=True))
 
@@ -207,20 +213,25 @@ async def test_replica_serves_registers_batches_and_rejects_bad_input(
 
 
 async def test_sigterm_drains_in_flight_requests_and_deregisters(spawn, consul_addr, models_dir):
-    # A long batch window keeps requests queued when SIGTERM arrives.
+    # One long batch runs (a 4096-row request, about a second of compute) when SIGTERM arrives,
+    # and the small requests sent after it are queued behind it (one batch at a time, and a long
+    # batch window, so they only start once the model is idle).
     proc = spawn(
         "model", "serve", str(models_dir / "wide_mlp.onnx"), "--name", "wide-drain",
         "--consul", consul_addr, "--batch-max", "256", "--batch-wait-us", "400000",
-        "--metrics-port", "-1", "--grace-s", "10",
+        "--max-concurrent-batches", "1", "--metrics-port", "-1", "--grace-s", "10",
     )  # fmt: skip
     wait_until(lambda: passing(consul_addr, "wide-drain"), 20, "a passing Consul check")
     rng = np.random.default_rng(3)
-    payloads = [rng.standard_normal((2, 64)).astype(np.float32) for _ in range(40)]
+    payloads = [rng.standard_normal((4096, 64)).astype(np.float32)]
+    payloads += [rng.standard_normal((2, 64)).astype(np.float32) for _ in range(40)]
     async with grpc.aio.insecure_channel(proc.address) as channel:
         stub = model_pb2_grpc.ModelServiceStub(channel)
         await channel.channel_ready()
-        calls = [asyncio.ensure_future(stub.Infer(request(p), timeout=20)) for p in payloads]
-        await asyncio.sleep(0.15)  # the requests are now waiting in the batch window
+        calls = [asyncio.ensure_future(stub.Infer(request(payloads[0]), timeout=20))]
+        await asyncio.sleep(0.05)  # the long batch is running
+        calls += [asyncio.ensure_future(stub.Infer(request(p), timeout=20)) for p in payloads[1:]]
+        await asyncio.sleep(0.1)  # the small requests are now queued behind it
         assert not any(c.done() for c in calls)
         proc.signal(signal.SIGTERM)
         replies = await asyncio.gather(*calls)  # none may fail

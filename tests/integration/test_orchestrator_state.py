@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from meshserve.errors import MeshServeError
+from meshserve.registry import KV, ConsulConfig
 from meshserve.sdk import MeshServeClient
 from meshserve.v1 import plan_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
@@ -95,5 +96,46 @@ async def test_two_orchestrators_share_plans(procs: Procs, consul_addr: str):
         assert sum(s.leader for s in stats) <= 1
         assert {s.instance_id for s in stats} == {s.instance_id for s in stats if s.instance_id}
         await ca.delete_plan(name)
+    a.stop()
+    b.stop()
+
+
+async def test_wiped_kv_is_re_persisted_and_deletes_still_propagate(procs: Procs, consul_addr: str):
+    """A KV that lost the plans (a restarted dev agent keeps nothing) gets them back from the
+    orchestrators' memory; a plan deleted through Admin stays deleted everywhere."""
+    a = procs.orchestrator(consul_addr, "--no-learning")
+    b = procs.orchestrator(consul_addr, "--no-learning")
+    async with (
+        MeshServeClient(a.address, token=TOKEN) as ca,
+        MeshServeClient(b.address, token=TOKEN) as cb,
+        KV(ConsulConfig(address=consul_addr)) as kv,
+    ):
+        for i in range(2):
+            await ca.apply_plan(_py_plan("state-wiped", f"v{i + 1}"))
+        await ca.apply_plan(_py_plan("state-doomed", "v1"))
+        await ca.set_traffic_split("wiped-model", {"1": 1.0})
+        await _wait_plan(cb, "state-wiped", 2)
+        await kv.delete(procs.kv_prefix, recurse=True)  # everything of this group, marker too
+
+        async def restored() -> bool:
+            keys = {e.key[len(procs.kv_prefix) :] for e in await kv.list(procs.kv_prefix)}
+            want = {"plans/state-wiped/1", "plans/state-wiped/2", "plans/state-wiped/active"}
+            return want <= keys and "traffic/wiped-model" in keys and "plans/.store" in keys
+
+        end = time.monotonic() + 15
+        while not await restored():
+            assert time.monotonic() < end, await kv.list(procs.kv_prefix)
+            await asyncio.sleep(0.1)
+        for client in (ca, cb):  # served from memory all along
+            assert (await client.get_plan("state-wiped")).description == "v2"
+            policies = await client.list_traffic_policies()
+            assert [p.model for p in policies] == ["wiped-model"]
+        assert (await ca.apply_plan(_py_plan("state-wiped", "v3")))[1] == 3  # no number reused
+        await cb.delete_plan("state-doomed")
+        end = time.monotonic() + 10
+        while "state-doomed" in {p.name for p in await ca.list_plans()}:
+            assert time.monotonic() < end, "a deletion through b never reached a"
+            await asyncio.sleep(0.05)
+        await ca.delete_plan("state-wiped")
     a.stop()
     b.stop()

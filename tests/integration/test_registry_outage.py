@@ -98,7 +98,11 @@ async def test_watch_serves_cache_during_outage_and_recovers(own_agent: ConsulAg
         await asyncio.to_thread(own_agent.start)  # same ports, empty state
         await poll(lambda: reg.registrations >= 2, 15, "re-registration after the restart")
         await poll(
-            lambda: (watcher.last_success_at or 0) > restarted_at and len(watcher.endpoints()) == 1,
+            lambda: (
+                (watcher.last_success_at or 0) > restarted_at
+                and len(watcher.endpoints()) == 1
+                and not watcher.holding
+            ),  # not the pre-restart view kept while registrations re-sync
             15,
             "a view of the re-registered instance from the restarted agent",
         )

@@ -1,7 +1,8 @@
 """Failure scenarios with real local processes: a Consul agent, model replicas, the orchestrator.
 
 - a model replica stops (SIGTERM: drains) or dies (SIGKILL) under load: no request is lost;
-- the Consul agent restarts under load: serving continues, registrations come back;
+- the Consul agent restarts under load: serving continues, registrations come back, and the
+  orchestrator writes its plans back into the (dev agent's empty) KV;
 - the orchestrator is killed and started again: its plans survive (they live in Consul KV).
 
 The mesh has its own Consul agent (restarting the session agent would disturb other tests).
@@ -28,6 +29,7 @@ from tests.meshload import (
     apply_plan,
     digits_plan,
     expected_labels,
+    kv_keys,
     model_endpoints,
     passing,
     require_servers,
@@ -170,6 +172,12 @@ async def test_consul_restart_keeps_serving_and_registrations_return(
                 return bool(await passing(mesh.consul.address, "meshserve-orchestrator"))
 
             await until(orchestrator_back, 30, "the orchestrator's registration back in Consul")
+
+            async def plan_back() -> bool:
+                keys = await kv_keys(mesh.consul.address, f"meshserve/plans/{PLAN_NAME}/")
+                return f"meshserve/plans/{PLAN_NAME}/active" in keys
+
+            await until(plan_back, 30, "the orchestrator to write its plans back into Consul KV")
             await load.wait_ok(20)
         assert load.failures == [], f"{len(load.failures)} requests lost: {load.failures[:5]}"
         assert load.wrong == [], load.wrong[:5]

@@ -291,3 +291,93 @@ async def test_stop_deadline_fails_what_is_left(executor) -> None:
     model.release.set()
     with pytest.raises(UnavailableError):
         await running
+
+
+async def test_idle_model_runs_a_lone_request_without_waiting(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=32, max_wait_us=LONG_WAIT_US), model, executor=executor
+    )
+    payload = rows(np.random.default_rng(12), 1)
+    # Nothing runs, so the request must not wait (30 s) for company.
+    result = await asyncio.wait_for(batcher.submit(payload, 1), 5.0)
+    assert model.calls == [1]
+    assert result.stats.batch_size == 1
+    np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+    await batcher.stop(1.0)
+
+
+async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=16, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2),
+        model,
+        executor=executor,
+    )
+    rng = np.random.default_rng(13)
+    model.hold()
+    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    later = [rows(rng, int(n)) for n in rng.integers(1, 4, size=4)]
+    tasks = [asyncio.ensure_future(batcher.submit(p, len(p["x"]))) for p in later]
+    await queued_up(batcher, 4)
+    for _ in range(100):  # the second slot is free, but the batch is neither full nor due
+        await asyncio.sleep(0)
+    assert model.calls == [1] and batcher.queue_depth == 4
+    model.release.set()  # the model goes idle: everything that accumulated runs as one batch
+    await first
+    results = await asyncio.gather(*tasks)
+    assert model.calls == [1, sum(len(p["x"]) for p in later)]
+    for payload, result in zip(later, results, strict=True):
+        np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+        assert result.stats.batch_requests == 4
+    await batcher.stop(1.0)
+
+
+async def test_full_batch_uses_a_free_slot_while_another_runs(executor) -> None:
+    model = Model()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2),
+        model,
+        executor=executor,
+    )
+    rng = np.random.default_rng(14)
+    model.hold()
+    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    model.entered.clear()
+    full = [rows(rng, 2), rows(rng, 2)]
+    tasks = [asyncio.ensure_future(batcher.submit(p, 2)) for p in full]
+    await wait_entered(model)  # 4 rows: full, so it starts beside the held batch
+    assert model.calls == [1, 4] and batcher.in_flight_batches == 2
+    model.release.set()
+    await first
+    for payload, result in zip(full, await asyncio.gather(*tasks), strict=True):
+        np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+    await batcher.stop(1.0)
+
+
+async def test_max_wait_starts_a_batch_beside_a_running_one(executor) -> None:
+    model = Model()
+    clock = FakeClock()
+    batcher = DynamicBatcher(
+        BatchingConfig(max_batch_rows=16, max_wait_us=1000, max_concurrent_batches=2),
+        model,
+        executor=executor,
+        clock=clock,
+    )
+    rng = np.random.default_rng(15)
+    model.hold()
+    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+    await wait_entered(model)
+    model.entered.clear()
+    waiting = rows(rng, 3)
+    task = asyncio.ensure_future(batcher.submit(waiting, 3))
+    await queued_up(batcher, 1)
+    clock.now += 0.002  # past max_wait_us: the armed timer starts it in the free slot
+    await wait_entered(model)
+    assert model.calls == [1, 3]
+    model.release.set()
+    await first
+    np.testing.assert_array_equal((await task).outputs["y"], waiting["x"] * 2.0)
+    await batcher.stop(1.0)

@@ -14,7 +14,7 @@ from meshserve.modelsvc.cli import load_settings
 from meshserve.modelsvc.config import config_from_mapping
 from meshserve.modelsvc.core import InferOutput
 from meshserve.modelsvc.handler import IdentityHandler, load_handler
-from meshserve.modelsvc.validation import validate_request
+from meshserve.modelsvc.validation import RequestValidator, validate_request
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 
 F32 = np.dtype(np.float32)
@@ -56,11 +56,20 @@ def test_bad_requests_are_named_precisely(inputs, outputs, finite, expected) -> 
     with pytest.raises(InvalidInputError) as info:
         validate_request(SIG, inputs, outputs, allow_non_finite=finite)
     assert expected in info.value.message
+    with pytest.raises(InvalidInputError) as compiled:
+        RequestValidator(SIG, allow_non_finite=finite)(inputs, outputs)
+    assert compiled.value.message == info.value.message
 
 
 def test_valid_request_returns_rows_and_allows_nan_by_default() -> None:
     inputs = {**good(5), "a": np.full((5, 4), np.inf, np.float32)}
     assert validate_request(SIG, inputs, ("y",)) == 5
+    assert RequestValidator(SIG)(inputs, ("y",)) == 5
+    assert RequestValidator(SIG, allow_non_finite=False)(good(2), ()) == 2
+    unbatched = Signature(
+        inputs=(TensorSpec("a", F32, (2, 4)),), outputs=(TensorSpec("y", F32, (2,)),)
+    )
+    assert RequestValidator(unbatched)({"a": np.zeros((2, 4), np.float32)}) == 1
 
 
 def test_v2_typed_and_raw_contents_decode_the_same() -> None:
