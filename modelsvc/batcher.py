@@ -117,6 +117,7 @@ class _Item:
     enqueued_at: float
     future: asyncio.Future[BatchResult]
     span_context: trace.SpanContext | None = None
+    caller_links: Sequence[trace.Link] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -187,6 +188,7 @@ class DynamicBatcher:
         rows: int,
         deadline: float | None = None,
         span_context: trace.SpanContext | None = None,
+        caller_links: Sequence[trace.Link] = (),
     ) -> BatchResult:
         """Queue one request of `rows` rows and wait for its own rows of the outputs.
 
@@ -207,7 +209,7 @@ class DynamicBatcher:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        item = _Item(inputs, rows, deadline, now, loop.create_future(), span_context)
+        item = _Item(inputs, rows, deadline, now, loop.create_future(), span_context, caller_links)
         self._queue.append(item)
         self._queued_rows += rows
         if not self._pump_scheduled:
@@ -342,7 +344,11 @@ class DynamicBatcher:
         if tracing_enabled():
             span = tracer.start_span(
                 "modelsvc.batch",
-                links=[trace.Link(i.span_context) for i in items if i.span_context is not None],
+                # Every request span, and every further caller a coalesced request carries.
+                links=[
+                    *(trace.Link(i.span_context) for i in items if i.span_context is not None),
+                    *(link for i in items for link in i.caller_links),
+                ],
                 attributes={"meshserve.batch_size": rows, "meshserve.batch_requests": len(items)},
             )
             ctx = trace.set_span_in_context(span)

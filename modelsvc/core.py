@@ -128,13 +128,17 @@ class ModelCore:
         output_names: Sequence[str] = (),
         *,
         timeout_s: float | None = None,
+        caller_links: Sequence[trace.Link] = (),
     ) -> InferOutput:
         """Validate, queue and run one request; returns only the requested outputs.
+
+        `caller_links`: spans of further callers whose rows the request carries (a client-side
+        micro-batch); the request and batch spans link to them.
 
         Raises InvalidInputError, OverloadedError, DeadlineExceededError, UnavailableError.
         """
         if tracing_enabled():
-            return await self._traced_infer(inputs, output_names, timeout_s)
+            return await self._traced_infer(inputs, output_names, timeout_s, caller_links)
         rows = self._validate(inputs, output_names)
         deadline = None if timeout_s is None else self._clock() + timeout_s
         result = await self._batcher.submit(inputs, rows, deadline)
@@ -144,15 +148,23 @@ class ModelCore:
         )
 
     async def _traced_infer(
-        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str], timeout_s: float | None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        timeout_s: float | None,
+        caller_links: Sequence[trace.Link],
     ) -> InferOutput:
         """`infer` inside a ``modelsvc.request`` span (only while tracing is on: spans cost even
         as no-ops)."""
-        with tracer.start_as_current_span("modelsvc.request") as span:
+        with tracer.start_as_current_span("modelsvc.request", links=caller_links) as span:
             rows = self._validate(inputs, output_names)
             deadline = None if timeout_s is None else self._clock() + timeout_s
             result = await self._batcher.submit(
-                inputs, rows, deadline, span_context=span.get_span_context()
+                inputs,
+                rows,
+                deadline,
+                span_context=span.get_span_context(),
+                caller_links=caller_links,
             )
             span.set_attribute("meshserve.batch_size", result.stats.batch_size)
             span.set_attribute("meshserve.batch_requests", result.stats.batch_requests)

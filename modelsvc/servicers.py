@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 from opentelemetry import context as otel_context
@@ -22,7 +22,7 @@ from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
 from meshserve.modelsvc import converters
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
-from meshserve.telemetry import tracing_enabled
+from meshserve.telemetry import links_from_traceparents, tracing_enabled
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc
@@ -89,12 +89,17 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self._max_elements = max_elements
 
     async def _infer(
-        self, request: model_pb2.InferRequest, timeout_s: float | None
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float | None,
+        caller_links: Sequence[trace.Link] = (),
     ) -> model_pb2.InferResponse:
         inputs, outputs, item_timeout_s = converters.request_from_proto(request, self._max_elements)
         if item_timeout_s is not None:
             timeout_s = item_timeout_s if timeout_s is None else min(timeout_s, item_timeout_s)
-        result = await self._core.infer(inputs, outputs, timeout_s=timeout_s)
+        result = await self._core.infer(
+            inputs, outputs, timeout_s=timeout_s, caller_links=caller_links
+        )
         return converters.response_to_proto(request.id, result, self._core.info.instance_id)
 
     @map_errors
@@ -138,8 +143,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                     carrier = dict(stream_metadata)
                     if request.traceparents:
                         carrier["traceparent"] = request.traceparents[0]
+                    # Child of the first caller, linked to the others coalesced into this item.
+                    links = links_from_traceparents(request.traceparents[1:])
                     with _trace_parent(carrier):
-                        response = await self._infer(request, call_timeout_s)
+                        response = await self._infer(request, call_timeout_s, links)
                 else:
                     response = await self._infer(request, call_timeout_s)
             except asyncio.CancelledError:

@@ -36,6 +36,7 @@ from meshserve.telemetry.metrics import (
 from meshserve.telemetry.propagation import (
     context_from_traceparent,
     current_traceparent,
+    links_from_traceparents,
     span_context_from_traceparent,
     start_batch_span,
     start_request_span,
@@ -60,6 +61,7 @@ __all__ = [
     "context_from_traceparent",
     "current_traceparent",
     "get_trace",
+    "links_from_traceparents",
     "read_spans",
     "read_trace",
     "render_slowest",

@@ -31,6 +31,7 @@ from meshserve.telemetry._state import tracing_enabled
 __all__ = [
     "context_from_traceparent",
     "current_traceparent",
+    "links_from_traceparents",
     "span_context_from_traceparent",
     "start_batch_span",
     "start_request_span",
@@ -70,7 +71,8 @@ def span_context_from_traceparent(traceparent: str) -> SpanContext | None:
     return None if ctx is None else trace.get_current_span(ctx).get_span_context()
 
 
-def _links(traceparents: Iterable[str]) -> list[Link]:
+def links_from_traceparents(traceparents: Iterable[str]) -> list[Link]:
+    """One span link per distinct valid traceparent (malformed ones are skipped)."""
     seen: set[tuple[int, int]] = set()
     links: list[Link] = []
     for tp in traceparents:
@@ -96,7 +98,7 @@ def start_batch_span(
     (e.g. ``modelsvc.inference``) belong to the batch's trace.
     """
     tracer = tracer or trace.get_tracer(_TRACER_NAME)
-    links = _links(traceparents) if tracing_enabled() else []
+    links = links_from_traceparents(traceparents) if tracing_enabled() else []
     attrs: dict[str, Any] = dict(attributes or {})
     attrs.setdefault("meshserve.batch_links", len(links))
     with tracer.start_as_current_span(
@@ -127,7 +129,9 @@ def start_request_span(
         None if parent_ctx is None else trace.get_current_span(parent_ctx).get_span_context()
     )
     links = [
-        ln for ln in _links(parents) if parent_sc is None or ln.context.span_id != parent_sc.span_id
+        ln
+        for ln in links_from_traceparents(parents)
+        if parent_sc is None or ln.context.span_id != parent_sc.span_id
     ]
     with tracer.start_as_current_span(
         name,

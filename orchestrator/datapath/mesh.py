@@ -250,7 +250,8 @@ class MeshCaller:
                 deadline=max(e.deadline for e in live),
                 transport=self.config.transport_for(model),
                 version=live[0].version,
-                links=[e.link for e in live if e.link is not None] if len(live) > 1 else (),
+                # Always link the callers: a batch may be flushed outside any caller's context.
+                links=[e.link for e in live if e.link is not None],
             )
             results = split_response(model, response, live)
         except MeshError as exc:
