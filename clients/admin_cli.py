@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from meshserve.errors import MeshError, MeshServeError
+from meshserve.local_state import orchestrator_target
 from meshserve.sdk import MeshServeClient
 
 __all__ = ["parse_input", "register", "render_table"]
@@ -65,15 +65,7 @@ def _read_text(path: str) -> str:
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
-    address = args.orchestrator or os.environ.get("MESHSERVE_ORCHESTRATOR", "")
-    token = args.token or os.environ.get("MESHSERVE_ADMIN_TOKEN", "")
-    if not address:
-        from meshserve.local_state import load_state
-
-        state = load_state(Path(args.state_dir))
-        if state is not None:
-            address = state.orchestrator_address
-            token = token or state.admin_token
+    address, token = orchestrator_target(args.orchestrator, args.token, Path(args.state_dir))
     if not address:
         raise ValueError(
             "no orchestrator: pass --orchestrator HOST:PORT (or set MESHSERVE_ORCHESTRATOR), "

@@ -75,6 +75,22 @@ def load_state(state_dir: Path) -> MeshState | None:
     return MeshState(processes=procs, plans=plans, **raw)
 
 
+def orchestrator_target(address: str, token: str, state_dir: Path) -> tuple[str, str]:
+    """(address, admin token) for client commands: flags or environment first
+    ($MESHSERVE_ORCHESTRATOR, $MESHSERVE_ADMIN_TOKEN), else the local mesh `meshserve up` started.
+
+    The address is "" when none is known.
+    """
+    address = address or os.environ.get("MESHSERVE_ORCHESTRATOR", "")
+    token = token or os.environ.get("MESHSERVE_ADMIN_TOKEN", "")
+    if not address:
+        state = load_state(state_dir)
+        if state is not None:
+            address = state.orchestrator_address
+            token = token or state.admin_token
+    return address, token
+
+
 def save_state(state_dir: Path, state: MeshState) -> None:
     """Write the state atomically (tmp file + rename), so a crash never leaves half a file."""
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import grpc
 
 from meshserve.errors import MeshServeError
 from meshserve.grpc_errors import from_rpc_error
+from meshserve.local_state import orchestrator_target
 from meshserve.telemetry.convert import spans_from_proto, summaries_from_proto
 from meshserve.telemetry.jsonl import read_spans, read_trace
 from meshserve.telemetry.records import SpanRecord, TraceSummary, summarize
@@ -99,26 +100,9 @@ def fetch_slowest(
     return ranked[:n]
 
 
-def _defaults(args: argparse.Namespace) -> tuple[str, str]:
-    address = args.orchestrator or os.environ.get("MESHSERVE_ORCHESTRATOR", "")
-    token = args.token or os.environ.get("MESHSERVE_ADMIN_TOKEN", "")
-    if not address:
-        from meshserve.local_state import load_state
-
-        state = load_state(Path(args.state_dir))
-        if state is not None:
-            address = address or state.orchestrator_address
-            token = token or state.admin_token
-    return address, token
-
-
 def _cmd_trace(args: argparse.Namespace) -> int:
     trace_dir = args.trace_dir or os.environ.get("MESHSERVE_TRACE_DIR", "")
-    try:
-        address, token = _defaults(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    address, token = orchestrator_target(args.orchestrator, args.token, Path(args.state_dir))
     if not address and not trace_dir:
         print(
             "error: no orchestrator to ask: pass --orchestrator HOST:PORT (and --token), "
