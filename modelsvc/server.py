@@ -178,7 +178,6 @@ class ModelServer:
                 "metrics_port": str(bound.metrics_port),
             },
             grpc_health_service=MODEL_SERVICE,
-            deregister_critical_after_s=30.0,
             grpc_use_tls=self.config.server_tls is not None,
             tls_skip_verify=self.config.tls_check_skip_verify,
         )

@@ -44,7 +44,7 @@ class ServiceInstance:
     grpc_health_service: str = ""
     check_interval_s: float = 1.0
     check_timeout_s: float = 1.0
-    deregister_critical_after_s: float = 30.0
+    deregister_critical_after_s: float = 60.0  # Consul enforces a 1 minute minimum
     # The instance serves TLS: Consul's check dials with TLS (verified against the agent's CA
     # unless `tls_skip_verify`).
     grpc_use_tls: bool = False
@@ -157,21 +157,23 @@ class Registration:
         await self._client.close()
 
     async def wait_passing(self, timeout_s: float, poll_s: float = 0.1) -> bool:
-        """Wait until Consul reports the instance's check passing; False on timeout.
+        """Wait until the catalog lists the instance as passing; False on timeout.
 
-        Servers call this before announcing readiness, so "ready" means "discoverable".
+        Asks the health endpoint that discovery uses (not the agent's local check state, which
+        reaches the catalog a moment later), so "ready" means "discoverable".
         """
-        check_id = f"service:{self.instance.instance_id}"
+        name, iid = self.instance.name, self.instance.instance_id
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                checks = await self._client.call(
-                    f"read agent checks (looking for {check_id!r})", lambda c: c.agent.checks()
+                _, entries = await self._client.call(
+                    f"read passing instances of {name!r}",
+                    lambda c: c.health.service(name, passing=True),
                 )
-                if (checks or {}).get(check_id, {}).get("Status") == "passing":
+                if any(e.get("Service", {}).get("ID") == iid for e in entries or ()):
                     return True
             except MeshError as exc:
-                log.debug("waiting for %s to pass: %s", check_id, exc)
+                log.debug("waiting for %s to pass: %s", iid, exc)
             await asyncio.sleep(poll_s)
         return False
 
