@@ -137,7 +137,7 @@ class ModelCore:
 
         Raises InvalidInputError, OverloadedError, DeadlineExceededError, UnavailableError.
         """
-        if tracing_enabled():
+        if tracing_enabled() and _sampled_or_root():
             return await self._traced_infer(inputs, output_names, timeout_s, caller_links)
         rows = self._validate(inputs, output_names)
         deadline = None if timeout_s is None else self._clock() + timeout_s
@@ -180,3 +180,9 @@ class ModelCore:
         prepared = self._handler.preprocess(inputs)
         outputs = self._backend.run(prepared, self._output_names)
         return self._handler.postprocess(outputs)
+
+
+def _sampled_or_root() -> bool:
+    """False when the caller's trace is unsampled: its children would be dropped anyway."""
+    ctx = trace.get_current_span().get_span_context()
+    return not ctx.is_valid or ctx.trace_flags.sampled

@@ -5,7 +5,7 @@ schedule are resolved there, never per request. When the steps form a chain (eac
 the one before) they run inline in the request's own task, one after the other. Otherwise each
 step becomes a task that first awaits the tasks of the steps it is wired to, so independent
 steps run concurrently and a step starts as soon as its own inputs exist. Spans are created only
-while a tracer provider is installed (``tracing.spans_on``). One deadline per request
+while a tracer provider is installed (``tracing.spans_wanted``). One deadline per request
 (monotonic seconds) bounds every model and logic call. The first failing step fails the
 request: its error keeps its status code and its message names the step (and the model), e.g.
 ``INVALID_ARGUMENT "step 'mlp' (model mlp): ..."``; the other steps are cancelled.
@@ -36,7 +36,7 @@ from meshserve.orchestrator.programmatic import Handles, PlanContext, current_ru
 from meshserve.orchestrator.stats import StatsRecorder
 from meshserve.orchestrator.steps import EXECUTORS
 from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext, annotate
-from meshserve.orchestrator.tracing import spans_on
+from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.v1 import plan_pb2
 
@@ -140,7 +140,7 @@ class Engine:
         ok = False
         trace_id = ""
         try:
-            if spans_on():
+            if spans_wanted():
                 attrs: dict[str, str | int] = {
                     "meshserve.plan": compiled.name,
                     "meshserve.plan_version": compiled.version,
@@ -156,6 +156,7 @@ class Engine:
                         span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
                         raise
             else:
+                trace_id = _trace_id(trace.get_current_span())
                 outputs = await self._run(compiled, call.inputs, run)
             ok = True
         finally:
@@ -308,7 +309,7 @@ class Engine:
             step_inputs[key] = source[ref.name]
         upstream = {dep: values[dep] for dep in sp.deps}
         ctx = StepContext(self, run, compiled, sp.step, upstream)
-        if not spans_on():
+        if not spans_wanted():
             return await self._execute_step(ctx, sp, step_inputs)
         attrs = {"meshserve.step": sp.name, "meshserve.step_kind": sp.kind}
         with _tracer.start_as_current_span(f"step {sp.name}", attributes=attrs) as span:

@@ -15,7 +15,7 @@ import os
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
-__all__ = ["spans_on"]
+__all__ = ["spans_on", "spans_wanted"]
 
 _NOOP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 # trace.get_tracer_provider() reads os.environ on every call while no provider is set; the
@@ -33,3 +33,13 @@ def spans_on() -> bool:
         return False  # nothing installed yet
     _on = not isinstance(trace.get_tracer_provider(), _NOOP_PROVIDERS)
     return _on
+
+
+def spans_wanted() -> bool:
+    """spans_on(), unless the current trace is known to be unsampled: under a parent-based
+    sampler every child of an unsampled span is dropped anyway, so the hot path skips creating
+    them (sampled-out requests then cost about what tracing off costs)."""
+    if not spans_on():
+        return False
+    ctx = trace.get_current_span().get_span_context()
+    return not ctx.is_valid or ctx.trace_flags.sampled

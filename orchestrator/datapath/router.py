@@ -38,7 +38,7 @@ from meshserve.orchestrator.datapath.metrics import (
 )
 from meshserve.orchestrator.datapath.policy import PickerPolicy
 from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
-from meshserve.orchestrator.tracing import spans_on
+from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.v1 import model_pb2
 
 __all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters", "traceparent"]
@@ -238,7 +238,7 @@ class ModelRouter:
         links: Sequence[trace.Link],
     ) -> model_pb2.InferResponse:
         fault = self._faults.decide(self.model, replica.instance_id)
-        if not (self._own_tracer or spans_on()):
+        if not (self._own_tracer or spans_wanted()):
             return await self._send(replica, request, remaining, transport, fault, ())
         attrs: dict[str, str | int] = {
             "meshserve.endpoint": replica.instance_id,
