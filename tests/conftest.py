@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +14,9 @@ from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
 from tests.procs import ChildProcess, unique_kv_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Processes started by tests record every trace (production default: 10% head sampling).
+os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
 MODELS_DIR = REPO_ROOT / "examples" / "models"
 
 

@@ -9,10 +9,13 @@ The standard OpenTelemetry variables keep their meaning:
 - ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``:
   the batch span processor's delay and sizes (defaults below, larger than the SDK's, so a busy
   process exports in few large batches and does not drop spans at thousands of spans a second).
-- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: the SDK's sampler (default
-  ``parentbased_always_on``: every trace is recorded). A production setting at high request
-  rates is ``parentbased_traceidratio`` with e.g. ``0.1``: a trace is recorded by every process
-  or by none, since model services follow the orchestrator's decision in the traceparent.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: the SDK's sampler. When unset,
+  meshserve samples like ``parentbased_traceidratio`` with ratio ``MESHSERVE_TRACE_SAMPLE_RATIO``
+  (default 0.1): a caller's sampled traceparent is always followed (so a client that traces a
+  request gets every hop of it), and 1 in 10 requests that arrive without one start a recorded
+  trace. A trace is recorded by every process or by none, and sampled-out requests cost about
+  what tracing off costs (recording every span costs ~40% of orchestrator throughput on 2 cores).
+  ``OTEL_TRACES_SAMPLER=parentbased_always_on`` records everything.
 
 meshserve adds:
 
@@ -50,6 +53,7 @@ class TelemetryConfig:
         export_delay_ms: longest time a finished span waits before it is exported.
         export_queue_max_spans: spans waiting for export; beyond it new spans are dropped.
         export_batch_max_spans: spans per export call (a full batch is exported at once).
+        sample_ratio: parent-based head sampling ratio (None: OTEL_TRACES_SAMPLER decides).
     """
 
     enabled: bool = True
@@ -62,6 +66,9 @@ class TelemetryConfig:
     export_delay_ms: int = 1000
     export_queue_max_spans: int = 16384
     export_batch_max_spans: int = 2048
+    # Head sampling ratio for requests without a sampled parent; None = the SDK reads
+    # OTEL_TRACES_SAMPLER itself.
+    sample_ratio: float | None = None
 
     @property
     def exports(self) -> bool:
@@ -115,8 +122,22 @@ class TelemetryConfig:
         delay_ms = _positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", cls.export_delay_ms)
         queue_max = _positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", cls.export_queue_max_spans)
         batch_max = _positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", cls.export_batch_max_spans)
+        sample_ratio: float | None = None
+        if not env.get("OTEL_TRACES_SAMPLER", "").strip():
+            ratio_text = env.get("MESHSERVE_TRACE_SAMPLE_RATIO", "").strip() or "0.1"
+            try:
+                sample_ratio = float(ratio_text)
+            except ValueError:
+                raise ValueError(
+                    f"MESHSERVE_TRACE_SAMPLE_RATIO={ratio_text!r} is not a number in [0, 1]"
+                ) from None
+            if not 0.0 <= sample_ratio <= 1.0:
+                raise ValueError(
+                    f"MESHSERVE_TRACE_SAMPLE_RATIO must be in [0, 1], got {ratio_text}"
+                )
         return cls(
             enabled=not disabled,
+            sample_ratio=sample_ratio,
             otlp=otlp,
             console="console" in exporters,
             trace_file=env.get("MESHSERVE_TRACE_FILE", "").strip(),

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from meshserve.telemetry._state import set_tracing_enabled, tracing_enabled
 from meshserve.telemetry.buffer import TraceBuffer, set_buffer
@@ -68,7 +69,10 @@ def build_tracer_provider(
     processors' worker threads, sized by ``config.export_*``; the request path only appends the
     finished span to their queues (and to the trace buffer).
     """
-    provider = TracerProvider(resource=resource)
+    sampler = None
+    if config.sample_ratio is not None:
+        sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
+    provider = TracerProvider(resource=resource, sampler=sampler)
     processors: list[SpanProcessor] = []
     buffer = None
     if config.buffer_max_traces > 0:

@@ -132,7 +132,12 @@ def test_jsonl_exporter_and_merged_trace_with_linked_batch(tmp_path: Path, recor
 
 
 def test_config_from_env():
-    assert TelemetryConfig.from_env({}) == TelemetryConfig()
+    # The process edge samples 10% of new traces unless OTEL_TRACES_SAMPLER says otherwise.
+    assert TelemetryConfig.from_env({}) == TelemetryConfig(sample_ratio=0.1)
+    assert TelemetryConfig.from_env({"OTEL_TRACES_SAMPLER": "always_on"}).sample_ratio is None
+    assert TelemetryConfig.from_env({"MESHSERVE_TRACE_SAMPLE_RATIO": "1"}).sample_ratio == 1.0
+    with pytest.raises(ValueError, match="must be in"):
+        TelemetryConfig.from_env({"MESHSERVE_TRACE_SAMPLE_RATIO": "2"})
     off = TelemetryConfig.from_env({"MESHSERVE_TRACING": "off", "OTEL_TRACES_EXPORTER": "console"})
     assert not off.enabled
     assert not TelemetryConfig.from_env({"OTEL_SDK_DISABLED": "true"}).enabled
@@ -180,6 +185,7 @@ def _run_child(env_extra: dict[str, str], tmp_path: Path) -> dict:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MESHSERVE_"))}
+    env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"  # the span below must be recorded
     env.update(env_extra)
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD],
@@ -213,3 +219,16 @@ def test_tracing_off_installs_nothing(tmp_path: Path, switch):
     out = _run_child({**switch, "MESHSERVE_TRACE_DIR": str(tmp_path / "traces")}, tmp_path)
     assert out == {"enabled": False, "server": 0, "client": 0, "recording": False, "slowest": []}
     assert not (tmp_path / "traces").exists()
+
+
+def test_head_sampling_follows_a_sampled_parent() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from meshserve.telemetry import build_tracer_provider
+
+    provider, _ = build_tracer_provider(TelemetryConfig(sample_ratio=0.0), Resource.create({}))
+    tracer = provider.get_tracer("t")
+    assert not tracer.start_span("new trace").is_recording()  # ratio 0: new traces dropped
+    parent = context_from_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    assert tracer.start_span("child", context=parent).is_recording()  # a sampled caller wins
+    provider.shutdown()
