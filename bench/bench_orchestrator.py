@@ -33,7 +33,7 @@ import numpy as np
 
 from bench.bench_modelsvc import in_process
 from bench.common import LoadResult, ServerProcess, closed_loop, print_table, write_results
-from bench.echo import EchoProcess, echo_client
+from bench.echo import echo_client, echo_process
 from meshserve import tensors
 from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
 from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         agent = ConsulAgent(ConsulAgentConfig(log_path=str(logs / "consul.log"))).start()
         try:
             if "echo" not in args.skip:
-                with EchoProcess(logs / "echo.log") as echo:
+                with echo_process(logs / "echo.log") as echo:
                     results += asyncio.run(
                         echo_points(echo.address, conc, args.duration_s, echo.pid)
                     )

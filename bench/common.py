@@ -154,10 +154,21 @@ async def closed_loop(
 
 
 class ServerProcess:
-    """A ``meshserve`` CLI server in a child process; waits for MESHSERVE_READY, stops by PID."""
+    """A server (``python -m <module> ARGS``, the meshserve CLI by default) in a child process;
+    waits for MESHSERVE_READY, stops by PID."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, ready_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        ready_timeout_s: float = 60.0,
+        *,
+        module: str = "meshserve.cli",
+        cwd: str | None = None,
+    ) -> None:
         self.args = list(args)
+        self.module = module
+        self.cwd = cwd
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
@@ -167,9 +178,10 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", *self.args],
+            [sys.executable, "-m", self.module, *self.args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            cwd=self.cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 
-__all__ = ["ECHO_METHOD", "EchoProcess", "echo_client", "serve"]
+from bench.common import ServerProcess
+
+__all__ = ["ECHO_METHOD", "echo_client", "echo_process", "serve"]
 
 ECHO_METHOD = "/bench.Echo/Echo"
 
@@ -51,53 +49,10 @@ def echo_client(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
     return channel.unary_unary(ECHO_METHOD)
 
 
-class EchoProcess:
-    """The echo server in a child process; stopped by PID on exit."""
-
-    def __init__(self, log_path: Path, ready_timeout_s: float = 30.0) -> None:
-        self.log_path = log_path
-        self.ready_timeout_s = ready_timeout_s
-        self.process: subprocess.Popen[bytes] | None = None
-        self.address = ""
-
-    def __enter__(self) -> EchoProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        root = str(Path(__file__).resolve().parent.parent)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.echo", "--port", "0"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            match = re.search(r"MESHSERVE_READY (\S+)", self.log_path.read_text(errors="replace"))
-            if match:
-                self.address = match.group(1)
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"echo server exited: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-        self.__exit__()
-        raise TimeoutError("echo server not ready")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+def echo_process(log_path: Path, ready_timeout_s: float = 30.0) -> ServerProcess:
+    """The echo server in a child process (a context manager; stopped by PID on exit)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return ServerProcess(["--port", "0"], log_path, ready_timeout_s, module="bench.echo", cwd=root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ __all__ = [
     "DTYPE_TO_NUMPY",
     "NUMPY_TO_DTYPE",
     "dtype_name",
+    "element_count",
     "from_numpy",
     "from_numpy_map",
     "to_numpy",
@@ -49,6 +50,21 @@ def dtype_name(dtype: int) -> str:
     return np_dtype.name if np_dtype is not None else f"unknown dtype {dtype}"
 
 
+def element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
+    """prod(shape), checked before anything is allocated: no negative dimension, at most
+    `max_elements` (InvalidInputError naming input `name` otherwise)."""
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
+        count *= dim
+        if count > max_elements:
+            raise InvalidInputError(
+                f"input '{name}': shape {list(shape)} exceeds the limit of {max_elements} elements"
+            )
+    return count
+
+
 def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
     """Encode an array as a Tensor (little-endian, C order)."""
     arr = np.asarray(array)
@@ -78,16 +94,7 @@ def to_numpy(
             f"(expected one of {sorted(dtype_name(d) for d in DTYPE_TO_NUMPY)})"
         )
     shape = tuple(int(d) for d in tensor.shape)
-    count = 1
-    for dim in shape:
-        if dim < 0:
-            raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
-        count *= dim
-        if count > max_elements:
-            raise InvalidInputError(
-                f"input '{name}': shape {list(shape)} exceeds the limit of {max_elements} elements"
-            )
-    expected = count * np_dtype.itemsize
+    expected = element_count(name, shape, max_elements) * np_dtype.itemsize
     data = tensor.data  # each read of a bytes field builds a new bytes object: read it once
     if len(data) != expected:
         raise InvalidInputError(

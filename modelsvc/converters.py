@@ -7,7 +7,6 @@ before anything is allocated; every failure is an InvalidInputError naming the i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -133,19 +132,6 @@ def _v2_dtype(name: str, datatype: str) -> np.dtype:
     return dtype
 
 
-def _element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
-    count = 1
-    for dim in shape:
-        if dim < 0:
-            raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
-        count *= dim
-        if count > max_elements:
-            raise InvalidInputError(
-                f"input '{name}': shape {list(shape)} exceeds the limit of {max_elements} elements"
-            )
-    return count
-
-
 def _from_contents(
     name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], count: int, contents: Any
 ) -> np.ndarray:
@@ -198,7 +184,7 @@ def v2_request_from_proto(
             raise InvalidInputError(f"input '{name}' appears more than once")
         dtype = _v2_dtype(name, tensor.datatype)
         shape = tuple(int(d) for d in tensor.shape)
-        count = _element_count(name, shape, max_elements)
+        count = tensors.element_count(name, shape, max_elements)
         if raw:
             if tensor.HasField("contents") and tensor.contents.ListFields():
                 raise InvalidInputError(
