@@ -15,10 +15,10 @@ import grpc
 import numpy as np
 
 from meshserve.local_state import MeshState
-from meshserve.tensors import from_numpy, to_numpy
+from meshserve.sdk import MeshServeClient
+from meshserve.tensors import from_numpy, to_numpy_map
 from meshserve.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     orchestrator_pb2,
     orchestrator_pb2_grpc,
     plan_pb2,
@@ -107,8 +107,7 @@ async def send_digits(
                     result.failures[code] = result.failures.get(code, 0) + 1
                     continue
                 result.latencies_ms.append((time.monotonic() - start) * 1e3)
-                outputs = {k: to_numpy(v) for k, v in reply.outputs.items()}
-                pred = _predicted(outputs)
+                pred = _predicted(to_numpy_map(reply.outputs))
                 if pred is None:
                     continue
                 result.scored += 1
@@ -131,27 +130,21 @@ async def _feedback(stub: Any, request_id: str, reward: float) -> None:
         pass  # plans without a learner may refuse feedback; the demo is about serving
 
 
+def _admin(state: MeshState) -> MeshServeClient:
+    return MeshServeClient(state.orchestrator_address, token=state.admin_token, timeout_s=10)
+
+
 async def _traffic(state: MeshState, data: Path, requests: int) -> list[PlanResult]:
     with np.load(data) as npz:
         X, y = npz["X"], npz["y"]
-    metadata = (("authorization", f"Bearer {state.admin_token}"),)
-    async with grpc.aio.insecure_channel(state.orchestrator_address) as channel:
-        admin = admin_pb2_grpc.AdminStub(channel)
-        listed = await admin.ListPlans(admin_pb2.ListPlansRequest(), metadata=metadata, timeout=10)
-        plans = [
-            await admin.GetPlan(
-                admin_pb2.GetPlanRequest(name=s.name), metadata=metadata, timeout=10
-            )
-            for s in listed.plans
-        ]
+    async with _admin(state) as admin:
+        plans = [await admin.get_plan(s.name) for s in await admin.list_plans()]
     return [await send_digits(state.orchestrator_address, p, X, y, requests) for p in plans]
 
 
 async def _stats(state: MeshState) -> admin_pb2.Stats:
-    metadata = (("authorization", f"Bearer {state.admin_token}"),)
-    async with grpc.aio.insecure_channel(state.orchestrator_address) as channel:
-        admin = admin_pb2_grpc.AdminStub(channel)
-        return await admin.GetStats(admin_pb2.GetStatsRequest(), metadata=metadata, timeout=10)
+    async with _admin(state) as admin:
+        return await admin.stats()
 
 
 def _print_results(results: list[PlanResult]) -> None:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import grpc
 
 from meshserve.healthcheck import check_health
 from meshserve.local_state import (
+    STATE_FILE,
     MeshState,
     TrackedProcess,
     is_running,
@@ -36,7 +36,7 @@ from meshserve.local_state import (
     save_state,
     stop_processes,
 )
-from meshserve.registry.agent import REPO_ROOT, ConsulAgent, ConsulAgentConfig
+from meshserve.registry.agent import REPO_ROOT, ConsulAgent, ConsulAgentConfig, port_is_free
 from meshserve.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["LocalMeshConfig", "down", "register", "status", "up"]
@@ -70,15 +70,6 @@ class LocalMeshConfig:
 
 def _progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @contextmanager
@@ -166,7 +157,7 @@ def _start_consul(config: LocalMeshConfig, launcher: _Launcher) -> str:
     if config.consul_address:
         _progress(f"using the Consul agent at {config.consul_address}")
         return config.consul_address
-    port = config.consul_http_port if _port_free(config.consul_http_port) else 0
+    port = config.consul_http_port if port_is_free(config.consul_http_port) else 0
     agent = ConsulAgent(
         ConsulAgentConfig(
             http_port=port,
@@ -257,7 +248,7 @@ def up(config: LocalMeshConfig) -> MeshState:
     except BaseException:
         survivors = stop_processes(launcher.state.processes, grace_s=5)
         if not survivors:
-            (config.state_dir / "state.json").unlink(missing_ok=True)
+            (config.state_dir / STATE_FILE).unlink(missing_ok=True)
         raise
     return launcher.state
 
@@ -269,7 +260,7 @@ def down(state_dir: Path, grace_s: float = 15.0) -> list[TrackedProcess]:
         return []
     survivors = stop_processes(state.processes, grace_s=grace_s)
     if not survivors:
-        (state_dir / "state.json").unlink()
+        (state_dir / STATE_FILE).unlink()
     return survivors
 
 

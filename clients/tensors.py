@@ -19,6 +19,7 @@ __all__ = [
     "from_numpy_map",
     "to_numpy",
     "to_numpy_map",
+    "view_bytes",
 ]
 
 DataType = tensor_pb2.DataType
@@ -94,14 +95,32 @@ def to_numpy(
             f"(expected one of {sorted(dtype_name(d) for d in DTYPE_TO_NUMPY)})"
         )
     shape = tuple(int(d) for d in tensor.shape)
-    expected = element_count(name, shape, max_elements) * np_dtype.itemsize
-    data = tensor.data  # each read of a bytes field builds a new bytes object: read it once
+    count = element_count(name, shape, max_elements)
+    # Each read of a bytes field builds a new bytes object: read it once.
+    return view_bytes(name, tensor.data, np_dtype, shape, count)
+
+
+def view_bytes(
+    name: str,
+    data: bytes,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    count: int,
+    *,
+    source: str = "",
+    type_name: str = "",
+) -> np.ndarray:
+    """A read-only `shape` array of `dtype` viewing `data` (no copy); `count` is
+    `element_count(shape)`. InvalidInputError naming input `name` when the byte length does not
+    match; `source` (" in field[i]") and `type_name` (default the numpy name) shape the message.
+    """
+    expected = count * dtype.itemsize
     if len(data) != expected:
         raise InvalidInputError(
-            f"input '{name}': {len(data)} bytes do not match shape {list(shape)} x "
-            f"{np_dtype.name} ({expected} bytes expected)"
+            f"input '{name}': {len(data)} bytes{source} do not match shape {list(shape)} x "
+            f"{type_name or dtype.name} ({expected} bytes expected)"
         )
-    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def from_numpy_map(arrays: Mapping[str, np.ndarray]) -> dict[str, tensor_pb2.Tensor]:

@@ -17,33 +17,35 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from meshserve.errors import MeshServeError
-from meshserve.grpc_errors import from_rpc_error
 from meshserve.local_state import orchestrator_target
+from meshserve.sdk import MeshServeClient
 from meshserve.telemetry.convert import spans_from_proto, summaries_from_proto
 from meshserve.telemetry.jsonl import read_spans, read_trace
-from meshserve.telemetry.records import SpanRecord, TraceSummary, summarize
+from meshserve.telemetry.records import SpanRecord, TraceSummary, start_order, summarize
 from meshserve.telemetry.render import render_slowest, render_waterfall
-from meshserve.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["fetch_slowest", "fetch_trace", "register"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-async def _call(address: str, token: str, timeout_s: float, method: str, request: Any) -> Any:
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = admin_pb2_grpc.AdminStub(channel)
-        try:
-            return await getattr(stub, method)(request, metadata=metadata, timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+
+async def _call(
+    address: str,
+    token: str,
+    timeout_s: float,
+    method: Callable[[MeshServeClient], Awaitable[T]],
+) -> T:
+    async with MeshServeClient(address, token=token, timeout_s=timeout_s) as client:
+        return await method(client)
 
 
 def fetch_trace(
@@ -59,15 +61,7 @@ def fetch_trace(
     remote_error: MeshServeError | None = None
     if address:
         try:
-            message = asyncio.run(
-                _call(
-                    address,
-                    token,
-                    timeout_s,
-                    "GetTrace",
-                    admin_pb2.GetTraceRequest(trace_id=trace_id),
-                )
-            )
+            message = asyncio.run(_call(address, token, timeout_s, lambda c: c.get_trace(trace_id)))
             spans.update({(s.trace_id, s.span_id): s for s in spans_from_proto(message)})
         except MeshServeError as exc:
             if not trace_dir or exc.code not in (
@@ -80,7 +74,7 @@ def fetch_trace(
         spans.update({(s.trace_id, s.span_id): s for s in read_trace([trace_dir], trace_id)})
     if not spans and remote_error is not None:
         raise remote_error
-    return sorted(spans.values(), key=lambda s: (s.start_unix_nano, -s.end_unix_nano))
+    return sorted(spans.values(), key=start_order)
 
 
 def fetch_slowest(
@@ -88,9 +82,7 @@ def fetch_slowest(
 ) -> list[TraceSummary]:
     """The `n` slowest recent traces: from the orchestrator, else from the files in `trace_dir`."""
     if address:
-        message = asyncio.run(
-            _call(address, token, timeout_s, "ListTraces", admin_pb2.ListTracesRequest(slowest=n))
-        )
+        message = asyncio.run(_call(address, token, timeout_s, lambda c: c.list_traces(n)))
         return summaries_from_proto(message)[:n]
     by_trace: dict[str, list[SpanRecord]] = {}
     for span in read_spans([trace_dir]):

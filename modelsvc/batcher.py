@@ -212,10 +212,7 @@ class DynamicBatcher:
         item = _Item(inputs, rows, deadline, now, loop.create_future(), span_context, caller_links)
         self._queue.append(item)
         self._queued_rows += rows
-        if not self._pump_scheduled:
-            # One pump per loop turn: requests queued in the same turn share a batch.
-            self._pump_scheduled = True
-            loop.call_soon(self._pump)
+        self._schedule_pump()  # one pump per loop turn: requests queued in it share a batch
         return await item.future
 
     async def stop(self, timeout_s: float) -> None:

@@ -190,14 +190,15 @@ def v2_request_from_proto(
                 raise InvalidInputError(
                     f"input '{name}': send values in contents or raw_input_contents, not both"
                 )
-            data = raw[i]
-            expected = count * dtype.itemsize
-            if len(data) != expected:
-                raise InvalidInputError(
-                    f"input '{name}': {len(data)} bytes in raw_input_contents[{i}] do not match "
-                    f"shape {list(shape)} x {datatype_name(dtype)} ({expected} bytes expected)"
-                )
-            arrays[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+            arrays[name] = tensors.view_bytes(
+                name,
+                raw[i],
+                dtype,
+                shape,
+                count,
+                source=f" in raw_input_contents[{i}]",
+                type_name=tensor.datatype,
+            )
         else:
             arrays[name] = _from_contents(
                 name, tensor.datatype, dtype, shape, count, tensor.contents
@@ -220,23 +221,19 @@ def v2_response_to_proto(
     response.parameters["batch_size"].int64_param = result.stats.batch_size
     response.parameters["queue_wait_us"].int64_param = result.stats.queue_wait_us
     response.parameters["compute_us"].int64_param = result.stats.compute_us
+    outputs = []
     for name, value in result.outputs.items():
         arr = np.ascontiguousarray(value)
-        datatype = datatype_name(arr.dtype)
+        outputs.append((name, arr, datatype_name(arr.dtype)))
+    # Mixed forms are not allowed: one output without a typed contents field makes all raw.
+    raw = raw_outputs or any(datatype not in _CONTENTS_FIELD for _, _, datatype in outputs)
+    for name, arr, datatype in outputs:
         out = response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
-        if raw_outputs or datatype not in _CONTENTS_FIELD:
+        if raw:
             wire = V2_TO_NUMPY.get(datatype, arr.dtype)
             response.raw_output_contents.append(arr.astype(wire, copy=False).tobytes())
         else:
             getattr(out.contents, _CONTENTS_FIELD[datatype]).extend(arr.ravel().tolist())
-    if response.raw_output_contents and len(response.raw_output_contents) != len(response.outputs):
-        # Mixed forms are not allowed: move every output to raw.
-        del response.raw_output_contents[:]
-        for out, value in zip(response.outputs, result.outputs.values(), strict=True):
-            out.ClearField("contents")
-            arr = np.ascontiguousarray(value)
-            wire = V2_TO_NUMPY.get(out.datatype, arr.dtype)
-            response.raw_output_contents.append(arr.astype(wire, copy=False).tobytes())
     return response
 
 

@@ -258,7 +258,10 @@ class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> v2.ModelInferResponse:
-        with _observed(self._metrics, "ModelInfer"), _trace_parent(_metadata(context)):
+        caller = (
+            _trace_parent(_metadata(context)) if tracing_enabled() else contextlib.nullcontext()
+        )
+        with _observed(self._metrics, "ModelInfer"), caller:
             self._check_model(request.model_name, request.model_version)
             inputs, outputs, raw = converters.v2_request_from_proto(request, self._max_elements)
             result = await self._core.infer(inputs, outputs, timeout_s=_timeout_s(context))

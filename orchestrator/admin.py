@@ -114,15 +114,14 @@ class AdminCore:
         """Models with versions and endpoints; `discover` also asks the registry for models the
         caller does not track yet (and starts tracking them)."""
         if not discover:
-            return [
-                ModelView(
-                    name,
-                    tuple(sorted({e.version for e in self.caller.snapshot(name) if e.version})),
-                    tuple(self.caller.snapshot(name)),
-                )
-                for name in sorted(self.caller.models())
-                if not model or name == model
-            ]
+            out = []
+            for name in sorted(self.caller.models()):
+                if model and name != model:
+                    continue
+                endpoints = tuple(self.caller.snapshot(name))
+                seen = tuple(sorted({e.version for e in endpoints if e.version}))
+                out.append(ModelView(name, seen, endpoints))
+            return out
         versions: dict[str, set[str]] = {}
         if self._list_services is not None:
             with contextlib.suppress(MeshError):
@@ -135,7 +134,8 @@ class AdminCore:
             if model not in versions:
                 versions[model] = set()
             versions = {model: versions[model]}
-        untracked = [n for n in versions if n not in set(self.caller.models())]
+        tracked = set(self.caller.models())
+        untracked = [n for n in versions if n not in tracked]
         if untracked:  # start tracking so endpoints show up (best effort)
             await asyncio.gather(*(self._touch(n) for n in untracked), return_exceptions=True)
         out = []

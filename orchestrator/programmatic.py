@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError, MeshServeError
-from meshserve.orchestrator.steps.base import Outputs, RunContext, annotate, as_mesh_error
+from meshserve.errors import InvalidInputError, MeshError
+from meshserve.orchestrator.steps.base import Outputs, RunContext, annotate, infer_model
 
 if TYPE_CHECKING:
     from meshserve.orchestrator.engine import Engine
@@ -76,26 +76,9 @@ class ModelHandle:
                     f"model '{self.model}' has inputs {self._input_names}; pass a dict by name"
                 )
             inputs = {self._input_names[0]: np.asarray(x)}
-        routing_key = run.routing_key if run else ""
-        version = self.version or engine.traffic.choose_version(self.model, routing_key)
-        timeout_s = run.remaining_s(engine.clock) if run else None
-        if timeout_s is not None and timeout_s <= 0:
-            raise DeadlineExceededError(
-                f"(model {self.model}): the request deadline passed before the call"
-            )
-        try:
-            return await engine.caller.infer(
-                self.model,
-                inputs,
-                version=version,
-                routing_key=routing_key,
-                timeout_s=timeout_s,
-                output_names=output_names,
-            )
-        except MeshError as exc:
-            raise annotate(exc, f"(model {self.model})") from None
-        except MeshServeError as exc:
-            raise annotate(as_mesh_error(exc), f"(model {self.model})") from None
+        return await infer_model(
+            engine, run, self.model, inputs, version=self.version, output_names=output_names
+        )
 
 
 class PlanHandle:

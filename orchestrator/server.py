@@ -251,19 +251,18 @@ class OrchestratorServer:
             return NullLearning()
         from meshserve.orchestrator.learning.rollout import DeployConfig, ProcessDeployer
 
-        assert self.kv is not None
+        assert self.kv is not None and self.store is not None
         work_dir = self.config.learning_dir or str(
             Path(tempfile.gettempdir()) / "meshserve-learning" / instance_id
         )
-        prefix = self.config.kv_prefix
         deployer = ProcessDeployer(
             self.consul,
             self.kv,
-            DeployConfig(work_dir=work_dir, traffic_prefix=f"{prefix}traffic/"),
+            DeployConfig(work_dir=work_dir, traffic_prefix=self.store.traffic_prefix),
         )
         hub = LearningHub(
             self.kv,
-            config=HubConfig(kv_prefix=f"{prefix}learning/"),
+            config=HubConfig(kv_prefix=f"{self.config.kv_prefix}learning/"),
             leader=self.election,
             deployer=deployer,
             instance_id=instance_id,

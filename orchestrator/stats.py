@@ -63,7 +63,6 @@ class ShadowStatsView:
 class _Shadow:
     compared: int = 0
     agreed: int = 0
-    candidate_errors: int = 0
     candidate: LatencyWindow = field(default_factory=LatencyWindow)
     primary: LatencyWindow = field(default_factory=LatencyWindow)
 
@@ -128,8 +127,6 @@ class StatsRecorder:
         with self._lock:
             shadow = self._shadows.setdefault((plan, step), _Shadow())
             shadow.candidate.add(latency_ms, ok)
-            if not ok:
-                shadow.candidate_errors += 1
             shadow.compared += compared
             shadow.agreed += agreed
 
@@ -160,7 +157,7 @@ class StatsRecorder:
                     step=step,
                     compared=s.compared,
                     agreed=s.agreed,
-                    candidate_errors=s.candidate_errors,
+                    candidate_errors=s.candidate.errors,
                     candidate_latency_p50_ms=s.candidate.percentile(50),
                     primary_latency_p50_ms=s.primary.percentile(50),
                 )

@@ -229,7 +229,8 @@ class PlanStore:
                     info.active = max(info.active, held.active)
                 self._reconcile.set()
             self._plans = plans
-            self._parsed = {k: v for k, v in self._parsed.items() if k in {e.key for e in entries}}
+            keys = {e.key for e in entries}
+            self._parsed = {k: v for k, v in self._parsed.items() if k in keys}
             self._changed.set()
             self._changed = asyncio.Event()
 
@@ -394,11 +395,11 @@ class PlanStore:
                 out.append(int(leaf))
         return out
 
-    async def _set_active(self, name: str, version: int, force: bool = False) -> None:
+    async def _set_active(self, name: str, version: int) -> None:
         key = f"{self.plans_prefix}{name}/active"
         for _ in range(_CAS_ATTEMPTS):
             entry = await self.kv.get(key)
-            if entry is not None and not force:
+            if entry is not None:
                 with contextlib.suppress(ValueError):
                     if int(entry.value.decode() or 0) >= version:
                         return  # a newer version is already active

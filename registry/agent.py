@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ConsulAgent", "ConsulAgentConfig", "find_consul_binary"]
+__all__ = ["ConsulAgent", "ConsulAgentConfig", "find_consul_binary", "port_is_free"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def find_consul_binary() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """True when a TCP port on 127.0.0.1 can be bound now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -56,7 +57,7 @@ def _pick_ports(count: int, rng: random.Random) -> list[int]:
     while True:
         base = rng.randrange(20000, 60000 - count)
         ports = list(range(base, base + count))
-        if all(_port_is_free(p) for p in ports):
+        if all(port_is_free(p) for p in ports):
             return ports
 
 

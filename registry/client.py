@@ -65,6 +65,10 @@ class ConsulClient:
             self._consul = client
         return self._consul
 
+    def blocking_timeout_s(self, wait_s: float) -> float:
+        """Time limit of a blocking query held up to `wait_s` (the agent adds up to wait/16)."""
+        return self.config.request_timeout_s + wait_s * 1.1
+
     async def call(
         self,
         what: str,

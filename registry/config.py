@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from meshserve.errors import InvalidInputError
 
-__all__ = ["ConsulConfig"]
+__all__ = ["ConsulConfig", "join_host_port"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -77,6 +77,11 @@ class ConsulConfig:
             verify=_flag(env, "CONSUL_HTTP_SSL_VERIFY", default=True),
             datacenter=env.get("CONSUL_DATACENTER", ""),
         )
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets (the inverse of `ConsulConfig.host_port`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

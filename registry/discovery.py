@@ -19,7 +19,7 @@ from typing import Any
 from meshserve.errors import DeadlineExceededError
 from meshserve.registry.blocking import BlockingOptions, BlockingQuery, Clock, Sleep
 from meshserve.registry.client import ConsulClient, duration, parse_index
-from meshserve.registry.config import ConsulConfig
+from meshserve.registry.config import ConsulConfig, join_host_port
 
 __all__ = ["Endpoint", "EndpointWatcher", "list_services"]
 
@@ -45,8 +45,7 @@ class Endpoint:
     @property
     def target(self) -> str:
         """``host:port`` for a gRPC channel (IPv6 hosts in brackets)."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return join_host_port(self.address, self.port)
 
     @classmethod
     def from_health_entry(cls, entry: Mapping[str, Any]) -> Endpoint:
@@ -209,7 +208,7 @@ class EndpointWatcher:
             lambda c: c.health.service(
                 self.service, index=index or None, wait=wait, passing=True, tag=self.tag
             ),
-            timeout_s=self._client.config.request_timeout_s + wait_s * 1.1,
+            timeout_s=self._client.blocking_timeout_s(wait_s),
         )
         endpoints = sorted(
             (Endpoint.from_health_entry(e) for e in entries or ()), key=lambda e: e.instance_id

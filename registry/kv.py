@@ -217,7 +217,7 @@ class KV:
         returned, items = await self._client.call(
             f"list keys under {prefix!r}",
             lambda c: c.kv.get(prefix, index=index or None, wait=wait, recurse=True),
-            timeout_s=self._client.config.request_timeout_s + wait_s * 1.1,
+            timeout_s=self._client.blocking_timeout_s(wait_s),
         )
         entries = sorted((KVEntry.from_consul(i) for i in items or ()), key=lambda e: e.key)
         return parse_index(returned), entries

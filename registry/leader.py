@@ -201,7 +201,7 @@ class LeaderElection:
         returned, item = await self._client.call(
             f"watch lock {self.key!r}",
             lambda c: c.kv.get(self.key, index=index or None, wait=wait),
-            timeout_s=self._client.config.request_timeout_s + wait_s * 1.1,
+            timeout_s=self._client.blocking_timeout_s(wait_s),
         )
         return parse_index(returned), KVEntry.from_consul(item) if item else None
 

@@ -19,7 +19,7 @@ from typing import Any
 from meshserve.errors import InvalidInputError, MeshError
 from meshserve.registry.blocking import Backoff, Clock, RateLimiter, Sleep
 from meshserve.registry.client import ConsulClient, duration
-from meshserve.registry.config import ConsulConfig
+from meshserve.registry.config import ConsulConfig, join_host_port
 
 __all__ = ["ReconcileOptions", "Registration", "ServiceInstance"]
 
@@ -68,8 +68,7 @@ class ServiceInstance:
     @property
     def grpc_target(self) -> str:
         """What Consul's gRPC check dials: ``host:port[/service]``."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        target = f"{host}:{self.port}"
+        target = join_host_port(self.address, self.port)
         return f"{target}/{self.grpc_health_service}" if self.grpc_health_service else target
 
     def check(self) -> dict[str, Any]:

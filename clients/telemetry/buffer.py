@@ -20,9 +20,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import format_trace_id
 
 from meshserve.errors import InvalidInputError, NotFoundError
-from meshserve.telemetry.records import SpanRecord, TraceSummary, span_from_readable, summarize
+from meshserve.telemetry.records import (
+    SpanRecord,
+    TraceSummary,
+    span_from_readable,
+    start_order,
+    summarize,
+)
 
-__all__ = ["TraceBuffer", "get_trace", "installed_buffer", "set_buffer", "slowest"]
+__all__ = ["TraceBuffer", "get_trace", "set_buffer", "slowest"]
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -103,7 +109,7 @@ class TraceBuffer(SpanProcessor):
                 "kept by this process"
             )
         records = [span_from_readable(s) for s in spans]
-        return sorted(records, key=lambda r: (r.start_unix_nano, -r.end_unix_nano))
+        return sorted(records, key=start_order)
 
     def slowest(self, n: int = 10) -> list[TraceSummary]:
         """Summaries of the `n` buffered traces with the longest root span, slowest first."""
@@ -137,10 +143,6 @@ def set_buffer(buffer: TraceBuffer | None) -> None:
     """Make `buffer` the one `get_trace`/`slowest` read (setup_telemetry does this)."""
     global _installed
     _installed = buffer
-
-
-def installed_buffer() -> TraceBuffer | None:
-    return _installed
 
 
 def get_trace(trace_id: str) -> list[SpanRecord]:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
-from meshserve.telemetry.records import SpanRecord, attr_text, span_from_dict
+from meshserve.telemetry.records import SpanRecord, attr_text, span_from_dict, start_order
 
 __all__ = ["JsonLinesSpanExporter", "read_spans", "read_trace", "trace_file_name"]
 
@@ -184,10 +184,9 @@ def read_trace(paths: Iterable[str | os.PathLike[str]], trace_id: str) -> list[S
     }
     while frontier:
         chosen.update({key: everything[key] for key in frontier})
-        parents = {(tid, sid) for tid, sid in frontier}
         frontier = {
             key
             for key, s in everything.items()
-            if key not in chosen and (s.trace_id, s.parent_span_id) in parents
+            if key not in chosen and (s.trace_id, s.parent_span_id) in frontier
         }
-    return sorted(chosen.values(), key=lambda s: (s.start_unix_nano, -s.end_unix_nano))
+    return sorted(chosen.values(), key=start_order)

@@ -20,6 +20,7 @@ __all__ = [
     "span_from_dict",
     "span_from_readable",
     "span_to_dict",
+    "start_order",
     "summarize",
 ]
 
@@ -69,6 +70,11 @@ class TraceSummary:
     start_unix_nano: int
     status: str
     span_count: int
+
+
+def start_order(span: SpanRecord) -> tuple[int, int]:
+    """Sort key of spans in a trace: by start time, the longer first on a tie (parents first)."""
+    return span.start_unix_nano, -span.end_unix_nano
 
 
 def attr_text(value: Any) -> str:
@@ -154,7 +160,7 @@ def root_spans(spans: Sequence[SpanRecord], trace_id: str = "") -> list[SpanReco
     roots = [
         s for s in spans if (not trace_id or s.trace_id == trace_id) and s.parent_span_id not in ids
     ]
-    return sorted(roots, key=lambda s: (s.start_unix_nano, -s.end_unix_nano))
+    return sorted(roots, key=start_order)
 
 
 def summarize(trace_id: str, spans: Iterable[SpanRecord]) -> TraceSummary | None:

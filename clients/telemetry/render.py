@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from meshserve.telemetry.records import SpanRecord, TraceSummary
+from meshserve.telemetry.records import SpanRecord, TraceSummary, start_order
 
 __all__ = ["render_slowest", "render_waterfall"]
 
@@ -39,10 +39,9 @@ def _tree(spans: Sequence[SpanRecord]) -> tuple[list[SpanRecord], dict[str, list
             children.setdefault(anchor, []).append(span)
         else:
             roots.append(span)
-    order = lambda s: (s.start_unix_nano, -s.end_unix_nano)  # noqa: E731
-    roots.sort(key=order)
+    roots.sort(key=start_order)
     for kids in children.values():
-        kids.sort(key=order)
+        kids.sort(key=start_order)
     return roots, children
 
 

@@ -13,7 +13,7 @@ from meshserve.errors import (
     OverloadedError,
     UnavailableError,
 )
-from meshserve.grpc_errors import code_from_int
+from meshserve.grpc_errors import code_from_int, status_from_exception
 
 __all__ = ["REPLICA_FAULT_CODES", "AttemptError", "attempt_error_from_rpc", "to_mesh_error"]
 
@@ -52,14 +52,8 @@ class AttemptError(Exception):
 
 
 def attempt_error_from_rpc(exc: grpc.aio.AioRpcError) -> AttemptError:
-    pushback: int | None = None
-    for key, value in exc.trailing_metadata() or ():
-        if key == "grpc-retry-pushback-ms":
-            try:
-                pushback = int(value)
-            except ValueError:
-                pushback = None
-    return AttemptError(exc.code(), exc.details() or "", retry_pushback_ms=pushback)
+    code, message, pushback = status_from_exception(exc)
+    return AttemptError(code, message, retry_pushback_ms=pushback)
 
 
 _BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,8 +37,6 @@ from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import model_pb2
 
 __all__ = ["BatchEntry", "MicroBatcher", "build_request", "split_response"]
-
-log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 _ID_PREFIX = f"{os.getpid():x}-{id(_ids) & 0xFFFF:x}"
@@ -63,7 +60,6 @@ class BatchEntry:
     traceparent: str = ""
     link: trace.Link | None = None
     enqueued: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def entry_key(
@@ -92,9 +88,9 @@ def build_request(entries: Sequence[BatchEntry]) -> model_pb2.InferRequest:
     request = model_pb2.InferRequest(id=next_request_id(), output_names=first.output_names)
     for name in first.inputs:
         if len(entries) == 1:
-            stacked = np.asarray(first.inputs[name])
+            stacked = first.inputs[name]
         else:
-            stacked = np.concatenate([np.asarray(e.inputs[name]) for e in entries], axis=0)
+            stacked = np.concatenate([e.inputs[name] for e in entries], axis=0)
         request.inputs[name].CopyFrom(from_numpy(stacked))
     request.traceparents.extend(e.traceparent for e in entries if e.traceparent)
     return request
@@ -160,10 +156,6 @@ class MicroBatcher:
     def in_flight(self) -> int:
         return self._in_flight
 
-    @property
-    def queued(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
     async def submit(self, entry: BatchEntry) -> dict[str, np.ndarray]:
         """Queue `entry` and await its rows of the outputs."""
         loop = asyncio.get_running_loop()
@@ -224,13 +216,14 @@ class MicroBatcher:
         if timer:
             self._timer = None
         max_rows = self._max_rows()
+        limit = self._eager_limit()  # readiness does not change while this loop runs
         max_wait_s = self._config.max_wait_us / 1e6
         now = self._clock()
         oldest: float | None = None
         for key in list(self._queues):
             queue = [e for e in self._queues[key] if not e.future.done()]
             while queue:
-                free = self._eager_limit() - self._in_flight
+                free = limit - self._in_flight
                 rows = sum(e.rows for e in queue)
                 expired = timer and now - queue[0].enqueued >= max_wait_s - 1e-4
                 if rows >= max_rows or expired:

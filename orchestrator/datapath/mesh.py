@@ -38,10 +38,11 @@ from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.datapath.faults import FaultInjector
 from meshserve.orchestrator.datapath.metrics import BATCH_ROWS, CALL_LATENCY, CALLS
 from meshserve.orchestrator.datapath.policy import make_policy
-from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters, traceparent
+from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
 from meshserve.orchestrator.tracing import spans_on
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import EndpointWatcher
+from meshserve.telemetry import traceparent_of
 from meshserve.v1 import model_pb2
 
 __all__ = ["MeshCaller"]
@@ -201,7 +202,7 @@ class MeshCaller:
             if spans_on():
                 span_ctx = trace.get_current_span().get_span_context()
                 if span_ctx.is_valid:
-                    parent, link = traceparent(span_ctx), trace.Link(span_ctx)
+                    parent, link = traceparent_of(span_ctx), trace.Link(span_ctx)
             entry = BatchEntry(
                 inputs=arrays,
                 rows=rows,
@@ -258,12 +259,6 @@ class MeshCaller:
             for entry in live:
                 if not entry.future.done():
                     entry.future.set_exception(exc)
-            return
-        except AttemptError as err:  # defensive: the router maps these
-            mapped = to_mesh_error(model, err)
-            for entry in live:
-                if not entry.future.done():
-                    entry.future.set_exception(mapped)
             return
         for entry, result in zip(live, results, strict=True):
             if not entry.future.done():

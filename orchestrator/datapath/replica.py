@@ -79,10 +79,6 @@ class Replica:
         idle = max(0.0, now - self._last_sample)
         return self._ewma_ms * math.pow(0.5, idle / self._config.latency_idle_half_life_s)
 
-    @property
-    def latency_ewma_ms(self) -> float:
-        return self._ewma_ms
-
     def record_latency(self, sample_ms: float) -> None:
         """Peak EWMA: a slower sample takes effect at once, faster ones blend in by half-life."""
         now = self._clock()

@@ -39,9 +39,10 @@ from meshserve.orchestrator.datapath.metrics import (
 from meshserve.orchestrator.datapath.policy import PickerPolicy
 from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
 from meshserve.orchestrator.tracing import spans_wanted
+from meshserve.telemetry import traceparent_of
 from meshserve.v1 import model_pb2
 
-__all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters", "traceparent"]
+__all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters"]
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -60,13 +61,6 @@ class RouterCounters:
 
 
 ReplicaFactory = Callable[[str, EndpointInfo, DataPathConfig, Callable[[], float]], Replica]
-
-
-def traceparent(ctx: trace.SpanContext) -> str:
-    """W3C traceparent header value of a span context ("" when invalid)."""
-    if not ctx.is_valid:
-        return ""
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 class ModelRouter:
@@ -100,6 +94,7 @@ class ModelRouter:
         )
         self._retry_codes = frozenset(grpc.StatusCode[name] for name in retry.retry_codes)
         self._replicas: dict[str, Replica] = {}
+        self._batch_max: int | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._ejections = EJECTIONS.labels(model)
         self._attempts = ATTEMPTS.labels(model)
@@ -130,6 +125,7 @@ class ModelRouter:
                 )  # fmt: skip
                 replica.removed = True
                 self._maybe_close(replica)
+        self._batch_max = self._min_batch_max()
 
     def _retire(self, replica: Replica) -> None:
         replica.removed = True
@@ -163,7 +159,11 @@ class ModelRouter:
         ]
 
     def batch_max_hint(self) -> int | None:
-        """Smallest batch_max the ready replicas advertise (None when none does)."""
+        """Smallest batch_max the replicas advertise (None when none does); kept up to date by
+        ``update_endpoints``, the only place where endpoints and `removed` change."""
+        return self._batch_max
+
+    def _min_batch_max(self) -> int | None:
         values = []
         for r in self._replicas.values():
             raw = r.endpoint.meta.get("batch_max", "")
@@ -202,7 +202,9 @@ class ModelRouter:
                     f"model '{self.model}': deadline passed after {attempt} attempt(s)"
                     + (f" (last: {last.code.name}: {last.message})" if last else "")
                 )
-            candidates = [r for r in self.ready(version) if r.instance_id not in tried]
+            candidates = self.ready(version)
+            if tried:
+                candidates = [r for r in candidates if r.instance_id not in tried]
             if not candidates:
                 if last is not None:
                     raise to_mesh_error(self.model, last)
@@ -250,7 +252,7 @@ class ModelRouter:
             f"model.call {self.model}", links=links, attributes=attrs
         ) as span:
             ctx = span.get_span_context()
-            metadata = (("traceparent", traceparent(ctx)),) if ctx.is_valid else ()
+            metadata = (("traceparent", traceparent_of(ctx)),) if ctx.is_valid else ()
             try:
                 return await self._send(replica, request, remaining, transport, fault, metadata)
             except AttemptError as err:

@@ -39,11 +39,6 @@ class StreamSession:
         self._pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
         self._write_lock = asyncio.Lock()
         self._closed = False
-        self.opened_total = 0
-
-    @property
-    def outstanding(self) -> int:
-        return len(self._pending)
 
     def _open(self) -> grpc.aio.StreamStreamCall:
         call = self._stub.InferStream(wait_for_ready=False)
@@ -51,7 +46,6 @@ class StreamSession:
         self._pending = pending
         self._call = call
         self._reader = asyncio.get_running_loop().create_task(self._read(call, pending))
-        self.opened_total += 1
         return call
 
     async def _read(

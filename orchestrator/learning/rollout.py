@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshserve.errors import DeadlineExceededError, UnavailableError
+from meshserve.orchestrator.store import TRAFFIC_PREFIX
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import EndpointWatcher
 from meshserve.registry.kv import KV
@@ -35,7 +36,6 @@ __all__ = ["TRAFFIC_PREFIX", "DeployConfig", "ProcessDeployer"]
 
 log = logging.getLogger(__name__)
 
-TRAFFIC_PREFIX = "meshserve/traffic/"
 _READY = re.compile(rb"MESHSERVE_READY (\S+)")
 
 

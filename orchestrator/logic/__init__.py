@@ -13,7 +13,6 @@ and ``validation`` (schema checks with precise InvalidInputError messages).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, InvalidInputError, NotFoundError
+from meshserve.orchestrator.tracing import spans_wanted
 
 __all__ = [
     "LogicContext",
@@ -167,34 +167,39 @@ def _as_async(name: str, target: Any) -> LogicFunction:
 
 
 async def run_logic(name: str, inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
-    """Call logic `name` inside a ``logic <name>`` span, bounded by ``ctx.deadline``.
+    """Call logic `name` inside a ``logic <name>`` span (while spans are wanted, see
+    ``tracing.spans_wanted``), bounded by ``ctx.deadline``.
 
     The result must be a mapping of output names; anything else is an InvalidInputError naming
     the function (a wiring bug in the plan or the function).
     """
     fn = get_logic(name)
+    if not spans_wanted():
+        return await _call(name, fn, inputs, ctx)
     with _tracer.start_as_current_span(f"logic {name}") as span:
         span.set_attribute("meshserve.plan", ctx.plan)
         span.set_attribute("meshserve.step", ctx.step)
-        remaining = ctx.remaining_s()
-        if remaining is not None and remaining <= 0:
-            raise DeadlineExceededError(f"logic {name!r}: deadline passed before it started")
-        try:
-            async with _timeout(remaining):
-                result = await fn(dict(inputs), ctx)
-        except TimeoutError:
-            raise DeadlineExceededError(
-                f"logic {name!r} (step {ctx.step!r}) did not finish within the request deadline"
-            ) from None
-        if not isinstance(result, Mapping):
-            raise InvalidInputError(
-                f"logic {name!r} returned {type(result).__name__}; expected a dict of named outputs"
-            )
-        return dict(result)
+        return await _call(name, fn, inputs, ctx)
 
 
-def _timeout(remaining_s: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
-    return asyncio.timeout(remaining_s)
+async def _call(
+    name: str, fn: LogicFunction, inputs: dict[str, Any], ctx: LogicContext
+) -> dict[str, Any]:
+    remaining = ctx.remaining_s()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceededError(f"logic {name!r}: deadline passed before it started")
+    try:
+        async with asyncio.timeout(remaining):
+            result = await fn(dict(inputs), ctx)
+    except TimeoutError:
+        raise DeadlineExceededError(
+            f"logic {name!r} (step {ctx.step!r}) did not finish within the request deadline"
+        ) from None
+    if not isinstance(result, Mapping):
+        raise InvalidInputError(
+            f"logic {name!r} returned {type(result).__name__}; expected a dict of named outputs"
+        )
+    return dict(result)
 
 
 # The built-in logic functions register themselves on import.

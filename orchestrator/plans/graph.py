@@ -114,11 +114,3 @@ class PlanGraph:
         for name in self.steps:
             visit(name, [])
         return order
-
-    def dependents(self) -> dict[str, set[str]]:
-        """step -> steps that consume its outputs."""
-        out: dict[str, set[str]] = {name: set() for name in self.steps}
-        for name, deps in self.deps.items():
-            for dep in deps:
-                out[dep].add(name)
-        return out

@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 _MAX_TEXT_BYTES = 4 << 20
-_KINDS = ("model", "logic", "ensemble", "select", "split", "shadow", "bandit")
 
 
 def parse_plan_text(text: str | bytes) -> plan_pb2.Plan:
@@ -73,15 +72,8 @@ def plan_to_json(plan: plan_pb2.Plan) -> str:
 def _spec(spec: Any) -> Any:
     if isinstance(spec, dict) and isinstance(spec.get("dtype"), str):
         spec = dict(spec)
-        spec["dtype"] = _dtype(spec["dtype"])
+        spec["dtype"] = _enum("DATA_TYPE_", spec["dtype"])
     return spec
-
-
-def _dtype(name: str) -> str:
-    upper = name.upper()
-    if upper.startswith("DATA_TYPE_"):
-        return upper
-    return "DATA_TYPE_" + upper
 
 
 def _step(step: Any, index: int) -> Any:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +28,7 @@ __all__ = [
     "StepExecutor",
     "annotate",
     "call_model",
+    "infer_model",
     "run_target",
 ]
 
@@ -111,27 +111,49 @@ async def call_model(
     ctx: StepContext, model: plan_pb2.ModelStep, inputs: Mapping[str, np.ndarray]
 ) -> Outputs:
     """Call `model` through the ModelCaller with what is left of the request deadline."""
-    services = ctx.services
-    version = model.version or services.traffic.choose_version(model.model, ctx.run.routing_key)
-    timeout_s = ctx.run.remaining_s(services.clock)
+    return await infer_model(
+        ctx.services,
+        ctx.run,
+        model.model,
+        inputs,
+        version=model.version,
+        timeout_cap_s=model.timeout_ms / 1000 if model.timeout_ms else None,
+    )
+
+
+async def infer_model(
+    services: Services,
+    run: RunContext | None,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    version: str = "",
+    timeout_cap_s: float | None = None,
+    output_names: Sequence[str] = (),
+) -> Outputs:
+    """One ModelCaller call within request `run` (None: no request): the version from the
+    traffic table unless pinned, what is left of the deadline (at most `timeout_cap_s`) as the
+    timeout, errors annotated with the model."""
+    routing_key = run.routing_key if run else ""
+    version = version or services.traffic.choose_version(model, routing_key)
+    timeout_s = run.remaining_s(services.clock) if run else None
     if timeout_s is not None and timeout_s <= 0:
-        raise DeadlineExceededError(
-            f"(model {model.model}): the request deadline passed before the call"
-        )
-    if model.timeout_ms:
-        timeout_s = min(timeout_s if timeout_s is not None else math.inf, model.timeout_ms / 1000)
+        raise DeadlineExceededError(f"(model {model}): the request deadline passed before the call")
+    if timeout_cap_s:
+        timeout_s = min(timeout_s if timeout_s is not None else math.inf, timeout_cap_s)
     try:
         return await services.caller.infer(
-            model.model,
+            model,
             inputs,
             version=version,
-            routing_key=ctx.run.routing_key,
+            routing_key=routing_key,
             timeout_s=timeout_s,
+            output_names=output_names,
         )
     except MeshError as exc:
-        raise annotate(exc, f"(model {model.model})") from None
+        raise annotate(exc, f"(model {model})") from None
     except MeshServeError as exc:
-        raise annotate(as_mesh_error(exc), f"(model {model.model})") from None
+        raise annotate(as_mesh_error(exc), f"(model {model})") from None
 
 
 async def call_logic(
@@ -176,7 +198,3 @@ async def run_target(
         except MeshError as exc:
             raise annotate(exc, f"(plan {branch.target.plan})") from None
     raise InvalidInputError(f"branch '{branch.name}': target has no model, logic or plan")
-
-
-def now_ms(clock: Callable[[], float] = time.monotonic) -> float:
-    return clock() * 1000.0
