@@ -22,9 +22,11 @@ import asyncio
 import contextlib
 import itertools
 import os
+import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +116,31 @@ async def mesh_points(
     return out
 
 
+def _batch_totals(metrics_url: str) -> tuple[float, float]:
+    """(rows, batches) of every client-side micro-batch the orchestrator sent so far."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    rows = batches = 0.0
+    for line in text.splitlines():
+        if line.startswith("meshserve_datapath_batch_rows_sum{"):
+            rows += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("meshserve_datapath_batch_rows_count{"):
+            batches += float(line.rsplit(" ", 1)[1])
+    return rows, batches
+
+
+async def _with_batch_rows(metrics_url: str, point: Awaitable[LoadResult]) -> LoadResult:
+    """Run a load point; record the mean rows per micro-batch the orchestrator sent in it."""
+    rows0, batches0 = _batch_totals(metrics_url)
+    result = await point
+    rows1, batches1 = _batch_totals(metrics_url)
+    if batches1 > batches0:
+        result.extra["mean_batch_rows"] = (rows1 - rows0) / (batches1 - batches0)
+    return result
+
+
 async def orchestrator_points(
     address: str, plan: str, label: str, concurrency: list[int], duration_s: float, pid: int,
-    stream_concurrency: int,
+    stream_concurrency: int, metrics_url: str,
 ) -> list[LoadResult]:  # fmt: skip
     requests = [
         orchestrator_pb2.ExecuteRequest(plan=plan, inputs={"input": tensors.from_numpy(x)})
@@ -136,19 +160,13 @@ async def orchestrator_points(
 
         await _until_ok(call)
         for c in concurrency:
-            out.append(
-                await closed_loop(
-                    f"{label} Execute",
-                    call,
-                    concurrency=c,
-                    duration_s=duration_s,
-                    server_pid=pid,
-                )
+            point = closed_loop(
+                f"{label} Execute", call, concurrency=c, duration_s=duration_s, server_pid=pid
             )
+            out.append(await _with_batch_rows(metrics_url, point))
         if stream_concurrency:
-            out.append(
-                await _stream_point(stub, requests, label, stream_concurrency, duration_s, pid)
-            )
+            point = _stream_point(stub, requests, label, stream_concurrency, duration_s, pid)
+            out.append(await _with_batch_rows(metrics_url, point))
     return out
 
 
@@ -201,6 +219,12 @@ async def _stream_point(
         read_task.cancel()
         with contextlib.suppress(BaseException):
             await read_task
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _until_ok(call: Any, timeout_s: float = 20.0) -> None:
@@ -314,9 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 if "orchestrator" not in args.skip:
                     for mode in ("on", "off"):
+                        metrics_port = _free_port()
                         orch = ["orchestrator", "serve", "--consul", agent.address, "--plans",
                                 str(plans), "--no-learning", "--no-register",
-                                "--client-batching", mode]  # fmt: skip
+                                "--client-batching", mode,
+                                "--metrics-port", str(metrics_port)]  # fmt: skip
                         with ServerProcess(orch, logs / f"orch-{mode}.log") as server:
                             for plan, name in (
                                 ("digits-pipeline", "pipeline"),
@@ -331,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                                         args.duration_s,
                                         server.pid,
                                         stream_concurrency=top,
+                                        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
                                     )
                                 )
         finally:

@@ -21,9 +21,11 @@ Contract (STYLE.md #10):
   merging off: one request per session call.
 - **Skips.** Cancelled requests are dropped when taken; expired ones (deadline before dispatch)
   fail with DeadlineExceededError and never reach the model.
-- **Runs off the loop.** Concatenation along dim 0, the model call and nothing else run in the
-  executor; each caller gets zero-copy views of its own rows back. At most
-  ``max_concurrent_batches`` batches run at once.
+- **Runs off the loop, unless tiny.** Concatenation along dim 0, the model call and nothing else
+  run in the executor; each caller gets zero-copy views of its own rows back. At most
+  ``max_concurrent_batches`` batches run at once. A batch whose expected compute (EWMA of past
+  calls, scaled by rows) is at most ``inline_max_us`` runs on the event loop thread instead: a
+  thread hand-off each way costs more than such a call.
 - **One result per input, enforced.** Every output of a merged call must have exactly the batch's
   rows in dim 0; otherwise every request in it fails with InternalError.
 - **Shutdown with a deadline.** ``stop(timeout_s)`` refuses new requests (UnavailableError), runs
@@ -43,6 +45,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,6 +160,8 @@ class DynamicBatcher:
         self._max_rows = config.max_batch_rows if mergeable else 1
         self._max_wait_s = config.max_wait_us / 1e6 if self._max_rows > 1 else 0.0
         self._max_batches = config.max_concurrent_batches
+        self._inline_max_s = config.inline_max_us / 1e6
+        self._compute = _ComputeEstimate()
         self._clock = clock
         self._observer: BatchObserver = observer or _NoObserver()
         self._queue: collections.deque[_Item] = collections.deque()
@@ -351,8 +356,12 @@ class DynamicBatcher:
             ctx = trace.set_span_in_context(span)
         batch = _Batch(items, rows, now, loop.create_future(), span)
         self._running.add(batch)
+        parts = [i.inputs for i in items]
+        if self._compute.expected_s(rows) <= self._inline_max_s:
+            loop.call_soon(self._complete, batch, *self._execute(parts, rows, ctx))
+            return
         try:
-            self._executor.submit(self._work, loop, batch, [i.inputs for i in items], ctx)
+            self._executor.submit(self._work, loop, batch, parts, ctx)
         except RuntimeError:  # the executor was shut down
             self._complete(batch, None, UnavailableError("model service is shutting down"), 0.0)
 
@@ -363,6 +372,8 @@ class DynamicBatcher:
         if batch not in self._running:
             return  # abandoned by stop()
         self._running.discard(batch)
+        if error is None:
+            self._compute.observe(batch.rows, compute_s)
         items = batch.items
         if error is not None or outputs is None:
             if not isinstance(error, MeshError):
@@ -426,18 +437,21 @@ class DynamicBatcher:
         ctx: Any,
     ) -> None:
         """Executor thread: run the batch, hand the result back in one loop callback."""
-        started = self._clock()
-        outputs: Arrays | None = None
-        error: BaseException | None = None
+        result = self._execute(parts, batch.rows, ctx)
         try:
-            outputs = self._run_merged(parts, batch.rows, ctx)
-        except Exception as exc:
-            error = exc
-        compute_s = self._clock() - started
-        try:
-            loop.call_soon_threadsafe(self._complete, batch, outputs, error, compute_s)
+            loop.call_soon_threadsafe(self._complete, batch, *result)
         except RuntimeError:
             pass  # the loop is closed: nobody waits for this batch any more
+
+    def _execute(
+        self, parts: Sequence[Mapping[str, np.ndarray]], rows: int, ctx: Any
+    ) -> tuple[Arrays | None, BaseException | None, float]:
+        """(outputs, error, compute seconds) of one batch, on whichever thread calls it."""
+        started = self._clock()
+        try:
+            return self._run_merged(parts, rows, ctx), None, self._clock() - started
+        except Exception as exc:
+            return None, exc, self._clock() - started
 
     def _run_merged(self, parts: Sequence[Mapping[str, np.ndarray]], rows: int, ctx: Any) -> Arrays:
         """Concatenate, run, check one output row per input row."""
@@ -464,3 +478,24 @@ class DynamicBatcher:
                         f"{rows} rows needs {rows} rows in dim 0"
                     )
         return outputs
+
+
+class _ComputeEstimate:
+    """EWMA of a batch's compute time per row count seen; unknown (infinite) until measured."""
+
+    ALPHA = 0.1
+
+    def __init__(self) -> None:
+        self._batch_s = math.inf
+        self._rows = 1.0
+
+    def observe(self, rows: int, compute_s: float) -> None:
+        if math.isinf(self._batch_s):
+            self._batch_s, self._rows = compute_s, float(rows)
+            return
+        self._batch_s += self.ALPHA * (compute_s - self._batch_s)
+        self._rows += self.ALPHA * (rows - self._rows)
+
+    def expected_s(self, rows: int) -> float:
+        """Expected compute of a `rows`-row batch (scaled up, never down, from the average)."""
+        return self._batch_s * max(1.0, rows / self._rows)

@@ -44,6 +44,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "queue_max": ("batching", "queue_max"),
     "max_concurrent_batches": ("batching", "max_concurrent_batches"),
     "overload_pushback_ms": ("batching", "overload_pushback_ms"),
+    "inline_max_us": ("batching", "inline_max_us"),
     "threads": ("session", "intra_op_threads"),
     "inter_op_threads": ("session", "inter_op_threads"),
     "graph_optimization": ("session", "graph_optimization"),
@@ -141,6 +142,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--queue-max", type=int, default=None, help="queued requests accepted")
     p.add_argument("--max-concurrent-batches", type=int, default=None)
     p.add_argument("--overload-pushback-ms", type=int, default=None)
+    p.add_argument(
+        "--inline-max-us",
+        type=int,
+        default=None,
+        help="run batches expected to compute within this on the event loop (0 = never; 150)",
+    )
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (0 = auto)")
     p.add_argument("--inter-op-threads", type=int, default=None)
     p.add_argument(

@@ -27,6 +27,8 @@ class BatchingConfig:
     queue_max: queued requests accepted; past it submit fails at once with RESOURCE_EXHAUSTED.
     max_concurrent_batches: session calls in flight at once (each in the executor).
     overload_pushback_ms: retry hint sent with RESOURCE_EXHAUSTED.
+    inline_max_us: a batch expected to compute in at most this long runs on the event loop
+      thread instead of the executor (the two thread hand-offs cost more); 0 = never.
     """
 
     max_batch_rows: int = 32
@@ -34,6 +36,7 @@ class BatchingConfig:
     queue_max: int = 1024
     max_concurrent_batches: int = 2
     overload_pushback_ms: int = 50
+    inline_max_us: int = 150
 
     @property
     def enabled(self) -> bool:
@@ -46,6 +49,8 @@ class BatchingConfig:
             raise InvalidInputError(f"batch_wait_us must be >= 0, got {self.max_wait_us}")
         if self.queue_max < 1:
             raise InvalidInputError(f"queue_max must be >= 1, got {self.queue_max}")
+        if self.inline_max_us < 0:
+            raise InvalidInputError(f"inline_max_us must be >= 0, got {self.inline_max_us}")
         if self.max_concurrent_batches < 1:
             raise InvalidInputError(
                 f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}"

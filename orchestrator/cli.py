@@ -26,9 +26,15 @@ def _python_plan(value: str) -> tuple[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from meshserve.orchestrator.datapath.config import load_datapath_config
     from meshserve.orchestrator.server import OrchestratorConfig, run
     from meshserve.registry import ConsulConfig
 
+    try:
+        datapath = load_datapath_config(args.datapath_config) if args.datapath_config else None
+    except MeshError as exc:
+        log.error("orchestrator: %s", exc.message)
+        return 2
     env_consul = ConsulConfig.from_env()
     consul = (
         ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
@@ -58,8 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
         learning=not args.no_learning,
         learning_dir=args.learning_dir,
         logic_modules=tuple(args.logic or ()),
-        client_batching=args.client_batching == "on",
-        model_transport=args.model_transport,
+        datapath=datapath,
+        client_batching=None if args.client_batching is None else args.client_batching == "on",
+        model_transport=args.model_transport or "",
         kv_prefix=args.kv_prefix or os.environ.get("MESHSERVE_KV_PREFIX", "") or "meshserve/",
     )
     if not config.admin_token:
@@ -116,16 +123,25 @@ def register(subparsers: Any) -> None:
         "--default-timeout-s", type=float, default=30.0, help="request budget without a deadline"
     )
     serve.add_argument(
+        "--datapath-config",
+        metavar="FILE",
+        default="",
+        help="YAML/JSON data path settings: batching, transport, retries, outlier ejection, "
+        "per-model overrides (examples/datapath.yaml)",
+    )
+    serve.add_argument(
         "--client-batching",
         choices=("on", "off"),
-        default="on",
-        help="coalesce concurrent calls to a model into micro-batches",
+        default=None,
+        help="coalesce concurrent calls to a model into micro-batches, for every model "
+        "(default: on, or as --datapath-config says)",
     )
     serve.add_argument(
         "--model-transport",
         choices=("stream", "unary"),
-        default="stream",
-        help="how model calls travel: one bidi InferStream per replica, or unary Infer",
+        default=None,
+        help="how model calls travel: one bidi InferStream per replica, or unary Infer "
+        "(default: stream, or as --datapath-config says)",
     )
     serve.add_argument("--no-register", action="store_true", help="do not register in Consul")
     serve.add_argument("--no-learning", action="store_true", help="no bandits/online learning")

@@ -12,7 +12,7 @@ import importlib
 import logging
 import socket
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.auth import BearerTokenInterceptor
 from meshserve.orchestrator.caller import ModelCaller
 from meshserve.orchestrator.compiled import compile_plan
+from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.engine import Engine, EngineConfig
 from meshserve.orchestrator.learning_port import Learning, NullLearning
 from meshserve.orchestrator.plans.parse import load_plan_file
@@ -80,8 +81,11 @@ class OrchestratorConfig:
     model_tls: ClientTLS | None = None  # dial model replicas with TLS
     grace_s: float = 5.0
     default_timeout_s: float = 30.0
-    client_batching: bool = True  # coalesce concurrent model calls into micro-batches
-    model_transport: str = "stream"  # "stream" (bidi InferStream) or "unary" (Infer per batch)
+    # Data path settings (batching, transport, retries, ejection, per-model overrides; None:
+    # the defaults); the three below override them when set.
+    datapath: DataPathConfig | None = None
+    client_batching: bool | None = None  # micro-batching on/off for every model
+    model_transport: str = ""  # "stream" (bidi InferStream) or "unary" (Infer per batch)
     max_message_bytes: int = 64 * 1024 * 1024
     stream_max_in_flight: int = 256
     leader_ttl_s: float = 10.0
@@ -100,6 +104,18 @@ class Bound:
     port: int
     instance_id: str
     metrics_port: int
+
+
+def _datapath(cfg: OrchestratorConfig) -> DataPathConfig:
+    """The data path settings with the command line's overrides applied."""
+    datapath = replace(
+        cfg.datapath or DataPathConfig(), default_timeout_s=cfg.default_timeout_s, tls=cfg.model_tls
+    )
+    if cfg.model_transport:
+        datapath = replace(datapath, transport=cfg.model_transport)  # type: ignore[arg-type]
+    if cfg.client_batching is not None:
+        datapath = datapath.with_batching(cfg.client_batching)
+    return datapath
 
 
 def _plan_files(paths: tuple[str, ...]) -> list[Path]:
@@ -184,14 +200,9 @@ class OrchestratorServer:
         )
         await self.election.start()
         if self._caller is None:
-            from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
+            from meshserve.orchestrator.datapath import MeshCaller
 
-            datapath = DataPathConfig(
-                default_timeout_s=cfg.default_timeout_s,
-                transport="unary" if cfg.model_transport == "unary" else "stream",
-                tls=cfg.model_tls,
-            )
-            self._caller = MeshCaller(datapath.with_batching(cfg.client_batching), self.consul)
+            self._caller = MeshCaller(_datapath(cfg), self.consul)
         caller = self._caller
         _import_logic_modules(cfg.logic_modules)
         if cfg.learning:

@@ -1,15 +1,22 @@
 """Frozen configuration of the orchestrator -> model data path.
 
 Every knob carries its unit in its name. ``DataPathConfig`` holds the defaults for every model;
-``DataPathConfig.models`` overrides them per model (``ModelPathConfig``).
+``DataPathConfig.models`` overrides them per model (``ModelPathConfig``). `load_datapath_config`
+reads the same settings from a YAML or JSON file (``orchestrator serve --datapath-config``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+import yaml
+
+from meshserve.errors import InvalidInputError
 from meshserve.tls import ClientTLS
 
 __all__ = [
@@ -19,6 +26,8 @@ __all__ = [
     "ModelPathConfig",
     "RetryConfig",
     "Transport",
+    "datapath_config_from_mapping",
+    "load_datapath_config",
 ]
 
 Transport = Literal["stream", "unary"]
@@ -66,14 +75,17 @@ class BatchConfig:
 
     A batch is sent when it reaches `max_batch_rows`, when its oldest call waited `max_wait_us`,
     or at once when fewer than `eager_batches_per_replica` x (ready replicas) batches of the model
-    are in flight (an idle pipe gains nothing from waiting). `max_batch_rows` is also capped by the
-    smallest `batch_max` that the replicas advertise in Consul meta.
+    are in flight (an idle pipe gains nothing from waiting) - unless `linger` is on and calls
+    arrive faster than batches come back: then a free pipe waits for company while calls keep
+    coming (at most `max_wait_us`). `max_batch_rows` is also capped by the smallest `batch_max`
+    that the replicas advertise in Consul meta.
     """
 
     enabled: bool = True
     max_batch_rows: int = 64
     max_wait_us: int = 2000
     eager_batches_per_replica: int = 1
+    linger: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,3 +167,92 @@ class DataPathConfig:
     def with_batching(self, enabled: bool) -> DataPathConfig:
         """A copy with batching switched on/off for every model (benchmarks, tests)."""
         return replace(self, batch=replace(self.batch, enabled=enabled), models={})
+
+
+# Set on the command line, not in the file: the request budget and the TLS credentials.
+_FLAG_ONLY = {"default_timeout_s": "--default-timeout-s", "tls": "--model-tls-ca/-cert/-key"}
+_NESTED: dict[str, type] = {"retry": RetryConfig, "ejection": EjectionConfig, "batch": BatchConfig}
+
+
+def _value(raw: Any, default: Any, where: str) -> Any:
+    """`raw` checked against the type of the field's default (ints are accepted as floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(raw, bool)
+    elif isinstance(default, float):
+        ok = isinstance(raw, int | float) and not isinstance(raw, bool)
+        raw = float(raw) if ok else raw
+    elif isinstance(default, int):
+        ok = isinstance(raw, int) and not isinstance(raw, bool)
+    elif isinstance(default, tuple):
+        ok = isinstance(raw, list | tuple) and all(isinstance(v, str) for v in raw)
+        raw = tuple(raw) if ok else raw
+    else:
+        ok = isinstance(raw, str)
+    if not ok:
+        raise InvalidInputError(
+            f"{where}: expected {type(default).__name__}, got {type(raw).__name__} ({raw!r})"
+        )
+    return raw
+
+
+def _section(cls: type, raw: Any, where: str, skip: Mapping[str, str] = {}) -> Any:
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key in skip:
+            raise InvalidInputError(f"{name} is set on the command line ({skip[key]})")
+        if key not in fields:
+            raise InvalidInputError(f"unknown setting {name!r} (expected one of {sorted(fields)})")
+        if key in _NESTED:
+            kwargs[key] = _section(_NESTED[key], value, name)
+        elif key == "models":
+            if not isinstance(value, Mapping):
+                raise InvalidInputError(f"{name}: expected a mapping of model name to settings")
+            kwargs[key] = {str(m): _model(v, f"{name}.{m}") for m, v in value.items()}
+        else:
+            default = fields[key].default
+            kwargs[key] = value if default is None else _value(value, default, name)
+    return cls(**kwargs)
+
+
+def _model(raw: Any, where: str) -> ModelPathConfig:
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    allowed = {"batch", "transport", "timeout_s"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown setting '{where}.{unknown[0]}' (expected one of {sorted(allowed)})"
+        )
+    batch = _section(BatchConfig, raw["batch"], f"{where}.batch") if "batch" in raw else None
+    transport = _value(raw["transport"], "", f"{where}.transport") if "transport" in raw else None
+    timeout = _value(raw["timeout_s"], 0.0, f"{where}.timeout_s") if "timeout_s" in raw else None
+    return ModelPathConfig(batch=batch, transport=transport, timeout_s=timeout)
+
+
+def datapath_config_from_mapping(values: Mapping[str, Any]) -> DataPathConfig:
+    """A DataPathConfig from a nested mapping (a parsed file); every problem names its key.
+
+    Raises InvalidInputError for unknown keys, wrong types and invalid values.
+    """
+    try:
+        config: DataPathConfig = _section(DataPathConfig, values, "", _FLAG_ONLY)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(str(exc)) from exc
+    return config
+
+
+def load_datapath_config(path: str | Path) -> DataPathConfig:
+    """Read data path settings from a YAML (or JSON) file; see `datapath_config_from_mapping`."""
+    try:
+        text = Path(path).read_text()
+        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise InvalidInputError(f"datapath config {path}: {exc}") from exc
+    try:
+        return datapath_config_from_mapping(data or {})
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"datapath config {path}: {exc.message}") from exc

@@ -4,6 +4,7 @@ and payloads randomised to catch reordering."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -176,3 +177,56 @@ def test_entry_key_only_batches_row_aligned_inputs(
 ) -> None:
     key, _ = entry_key({k: np.asarray(v) for k, v in inputs.items()}, (), "")
     assert (key is not None) == batchable
+
+
+class SlowModel(FakeModel):
+    """FakeModel whose every batch takes `rtt_s`; records how long each batch's first call
+    waited in the queue."""
+
+    def __init__(self, rtt_s: float) -> None:
+        super().__init__()
+        self.rtt_s = rtt_s
+        self.waits: list[float] = []
+
+    async def send(self, entries: list[BatchEntry]) -> None:
+        self.waits.append(time.monotonic() - min(e.enqueued for e in entries))
+        await asyncio.sleep(self.rtt_s)
+        await super().send(entries)
+
+
+@pytest.mark.parametrize("linger", [True, False])
+async def test_a_stream_of_calls_faster_than_the_round_trip_waits_for_company(linger: bool) -> None:
+    model = SlowModel(rtt_s=0.04)
+    batcher = MicroBatcher(
+        "m", BatchConfig(max_wait_us=300_000, linger=linger), model.send, lambda: 1, lambda: None
+    )
+    one = np.ones((1, 3), np.float32)
+
+    async def burst() -> list[asyncio.Future]:
+        calls = []
+        for _ in range(8):
+            calls.append(asyncio.ensure_future(batcher.submit(entry(one))))
+            await asyncio.sleep(0.002)
+        return calls
+
+    first = asyncio.ensure_future(batcher.submit(entry(one)))  # measures the round trip
+    await asyncio.sleep(0.005)
+    await asyncio.gather(first, *await burst())  # queued behind the busy pipe: merged anyway
+    assert model.batches[:2] == [1, 8]
+    await asyncio.gather(*await burst())  # the pipe is free when this burst starts
+    later = model.batches[2:]
+    if linger:
+        assert later[0] > 1 and len(later) <= 2, later  # waited for the calls still coming
+    else:
+        assert later[0] == 1, later  # the free pipe took the first call alone
+
+
+async def test_calls_of_one_sequential_caller_never_wait() -> None:
+    model = SlowModel(rtt_s=0.005)
+    batcher = MicroBatcher(
+        "m", BatchConfig(max_wait_us=300_000), model.send, lambda: 1, lambda: None
+    )
+    for _ in range(12):
+        await batcher.submit(entry(np.ones((1, 3), np.float32)))
+    assert model.batches == [1] * 12
+    assert max(model.waits) < 0.003, model.waits  # the next call comes after the reply: no wait

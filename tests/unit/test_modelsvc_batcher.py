@@ -381,3 +381,40 @@ async def test_max_wait_starts_a_batch_beside_a_running_one(executor) -> None:
     await first
     np.testing.assert_array_equal((await task).outputs["y"], waiting["x"] * 2.0)
     await batcher.stop(1.0)
+
+
+class ThreadRecorder:
+    """x -> 2x after `delay_s` of compute; records the thread of every session call."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.threads: list[int] = []
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.get_ident())
+        if self.delay_s:
+            threading.Event().wait(self.delay_s)
+        return {"y": inputs["x"] * 2.0}
+
+
+@pytest.mark.parametrize(
+    ("delay_s", "inline_max_us", "inline_expected"),
+    [(0.0, 150, True), (0.005, 150, False), (0.0, 0, False)],
+    ids=["tiny-model-inline", "slow-model-executor", "inline-off"],
+)
+async def test_batches_run_inline_only_when_measured_cheaper_than_a_thread_hand_off(
+    executor, delay_s: float, inline_max_us: int, inline_expected: bool
+) -> None:
+    model = ThreadRecorder(delay_s)
+    batcher = DynamicBatcher(
+        BatchingConfig(max_wait_us=0, inline_max_us=inline_max_us), model, executor=executor
+    )
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        payload = rows(rng, 2)
+        result = await batcher.submit(payload, 2)
+        np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
+    loop_thread = threading.get_ident()
+    assert model.threads[0] != loop_thread  # unmeasured: the executor first
+    assert all((t == loop_thread) == inline_expected for t in model.threads[1:])
+    await batcher.stop(1.0)
