@@ -10,12 +10,14 @@ Contract:
   concurrency 1 pays no wait. Queued rows are spread over the free pipe slots. A single call
   larger than the limit goes alone (never split). The first call of a turn does that flush itself
   and sends a batch that holds only itself from its own task (no task, no extra wake-up).
-- Lingering (``BatchConfig.linger``): when calls arrive faster than the free pipes come back
-  (EWMA gap between calls x eager limit < EWMA batch round trip), a free pipe still waits for
-  company while calls keep coming: until the arrivals pause for two gaps, the batch is full, or
-  `max_wait_us` passed. Under saturation this trades a wait the calls would spend queued anyway
-  for fewer, larger batches (less CPU per row in the orchestrator and the replicas); at low load
-  the gap is longer than a round trip and nothing waits.
+- Lingering (``BatchConfig.linger``): when calls keep arriving during batches' round trips -
+  more of them per round trip than there are free pipes (EWMAs of the rate seen while a batch
+  is in flight, and of the round trip) - a free pipe still waits for company while calls keep
+  coming: until the arrivals pause for two expected gaps, the batch is full, or `max_wait_us`
+  passed. Under saturation this trades a wait the calls would spend queued upstream anyway for
+  fewer, larger batches (less CPU per row in the orchestrator and the replicas). Callers that
+  only come back when their batch replies (a closed loop, concurrency 1) never arrive during a
+  round trip, so nothing waits for them.
 - Inputs are stacked along the first dimension into one request that carries every caller's W3C
   traceparent; each output's rows are sliced back so every caller gets exactly its own rows
   (an output whose first dimension is not the batch's row count fails the batch, naming it).
@@ -275,9 +277,9 @@ class MicroBatcher:
 
     async def _run(self, batch: list[BatchEntry], inline: bool = False) -> None:
         try:
-            started = self._clock()
+            started, arrivals = self._clock(), self._pace.arrivals
             await self._send(batch)
-            self._pace.returned(self._clock() - started)
+            self._pace.returned(arrivals, self._clock() - started)
         except BaseException as exc:  # settle every caller, whatever happened
             for entry in batch:
                 if entry.future.done():
@@ -311,40 +313,43 @@ class MicroBatcher:
 
 
 class _Pace:
-    """EWMAs of the gap between arriving calls and of a batch's round trip (seconds); both
-    start from their first sample (unknown until then: no lingering)."""
+    """How fast calls arrive on their own, and how long a batch's round trip takes.
+
+    The arrival rate is sampled only while a batch is in flight (calls that came during its
+    round trip / the round trip): calls released by this batcher's own replies (a closed loop of
+    callers) do not count, so lingering cannot feed on the waits it causes. Both EWMAs start
+    from their first sample; until then nothing lingers.
+    """
 
     ALPHA = 0.2
 
     def __init__(self) -> None:
-        self.gap_s = math.inf
+        self.arrivals = 0
+        self.last_arrival = -math.inf
+        self.rate_per_s = 0.0
         self.rtt_s = 0.0
-        self.last_arrival = math.nan
 
     def arrived(self, now: float) -> None:
-        gap = now - self.last_arrival  # NaN on the first call
-        if math.isinf(self.gap_s):
-            if gap == gap:
-                self.gap_s = gap
-        else:
-            self.gap_s += self.ALPHA * (gap - self.gap_s)
+        self.arrivals += 1
         self.last_arrival = now
 
-    def returned(self, rtt_s: float) -> None:
+    def returned(self, arrivals_at_send: int, rtt_s: float) -> None:
+        rate = (self.arrivals - arrivals_at_send) / max(rtt_s, 1e-6)
         if self.rtt_s == 0.0:
-            self.rtt_s = rtt_s
+            self.rtt_s, self.rate_per_s = rtt_s, rate
         else:
             self.rtt_s += self.ALPHA * (rtt_s - self.rtt_s)
+            self.rate_per_s += self.ALPHA * (rate - self.rate_per_s)
 
     def linger_until(self, now: float, limit: int) -> float:
         """Until when a free pipe should wait for company (0.0: do not wait).
 
-        Company is expected while calls arrive faster than `limit` pipes come back, and until
-        the arrivals pause for two gaps.
+        Company is expected while more calls arrive per round trip than there are pipes
+        (`limit`), and until the arrivals pause for two expected gaps.
         """
-        if self.gap_s * max(limit, 1) >= self.rtt_s:
+        if self.rate_per_s * self.rtt_s < max(limit, 1):
             return 0.0
-        quiet_at = self.last_arrival + 2 * self.gap_s
+        quiet_at = self.last_arrival + 2.0 / self.rate_per_s
         return quiet_at if quiet_at > now else 0.0
 
 

@@ -76,9 +76,10 @@ class BatchConfig:
     A batch is sent when it reaches `max_batch_rows`, when its oldest call waited `max_wait_us`,
     or at once when fewer than `eager_batches_per_replica` x (ready replicas) batches of the model
     are in flight (an idle pipe gains nothing from waiting) - unless `linger` is on and calls
-    arrive faster than batches come back: then a free pipe waits for company while calls keep
-    coming (at most `max_wait_us`). `max_batch_rows` is also capped by the smallest `batch_max`
-    that the replicas advertise in Consul meta.
+    keep arriving during batches' round trips: then a free pipe waits for company while calls
+    keep coming (at most `max_wait_us`; see orchestrator/datapath/batching.py).
+    `max_batch_rows` is also capped by the smallest `batch_max` that the replicas advertise in
+    Consul meta.
     """
 
     enabled: bool = True

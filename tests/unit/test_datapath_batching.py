@@ -221,12 +221,18 @@ async def test_a_stream_of_calls_faster_than_the_round_trip_waits_for_company(li
         assert later[0] == 1, later  # the free pipe took the first call alone
 
 
-async def test_calls_of_one_sequential_caller_never_wait() -> None:
+@pytest.mark.parametrize("callers", [1, 4])
+async def test_callers_that_come_back_only_after_their_reply_never_wait(callers: int) -> None:
     model = SlowModel(rtt_s=0.005)
     batcher = MicroBatcher(
         "m", BatchConfig(max_wait_us=300_000), model.send, lambda: 1, lambda: None
     )
-    for _ in range(12):
-        await batcher.submit(entry(np.ones((1, 3), np.float32)))
-    assert model.batches == [1] * 12
-    assert max(model.waits) < 0.003, model.waits  # the next call comes after the reply: no wait
+
+    async def closed_loop() -> None:
+        for _ in range(12):
+            await batcher.submit(entry(np.ones((1, 3), np.float32)))
+
+    await asyncio.gather(*(closed_loop() for _ in range(callers)))
+    assert sum(model.batches) == 12 * callers
+    # Nobody arrives during a round trip: lingering would only delay the callers.
+    assert max(model.waits) < 0.003, model.waits
