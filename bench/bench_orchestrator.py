@@ -13,6 +13,8 @@ Every client request carries one row (64 float32). Ratios:
   (target >= 2.5x), with unary Execute load and with ExecuteStream load (one bidi stream, items
   multiplexed by id);
 - wide_mlp plan rows/s / in-process batched session.run rows/s (target >= 40%).
+The "batch rows" column is the mean rows per micro-batch the caller sent in that point (for the
+orchestrator, read from its Prometheus /metrics before and after the point).
 """
 
 from __future__ import annotations
