@@ -219,7 +219,7 @@ def up(config: LocalMeshConfig) -> MeshState:
             f"models {missing} not in {config.models_dir}; build them with "
             "`python examples/build_models.py --out examples/models`"
         )
-    token = config.admin_token or secrets.token_urlsafe(18)
+    token = config.admin_token or secrets.token_hex(16)  # hex: never starts with "-"
     launcher = _Launcher(config, MeshState(consul_address="", admin_token=token))
     try:
         consul = _start_consul(config, launcher)
@@ -235,7 +235,7 @@ def up(config: LocalMeshConfig) -> MeshState:
         popens["orchestrator"] = launcher.spawn(
             "orchestrator",
             "orchestrator",
-            ["orchestrator", "serve", *common, "--admin-token", token],
+            ["orchestrator", "serve", *common, f"--admin-token={token}"],
         )
         _progress(f"started {len(popens)} processes; waiting for them to serve")
         ready = launcher.wait_ready(popens)
