@@ -46,6 +46,7 @@ import collections
 import concurrent.futures
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ from meshserve.errors import (
     OverloadedError,
     UnavailableError,
 )
-from meshserve.modelsvc.config import BatchingConfig
+from meshserve.modelsvc.config import BatchingConfig, auto_concurrent_batches
 from meshserve.telemetry import tracing_enabled
 
 __all__ = ["BatchObserver", "BatchResult", "BatchStats", "DynamicBatcher", "RunBatch"]
@@ -154,12 +155,14 @@ class DynamicBatcher:
         self._config = config
         self._run_batch = run_batch
         self._own_executor = executor is None
+        # 0 (auto) is resolved by the server from its CPU affinity; here from the CPU count.
+        max_batches = config.max_concurrent_batches or auto_concurrent_batches(os.cpu_count() or 1)
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.max_concurrent_batches, thread_name_prefix="modelsvc-batch"
+            max_workers=max_batches, thread_name_prefix="modelsvc-batch"
         )
         self._max_rows = config.max_batch_rows if mergeable else 1
         self._max_wait_s = config.max_wait_us / 1e6 if self._max_rows > 1 else 0.0
-        self._max_batches = config.max_concurrent_batches
+        self._max_batches = max_batches
         self._inline_max_s = config.inline_max_us / 1e6
         self._compute = _ComputeEstimate()
         self._clock = clock

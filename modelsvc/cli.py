@@ -140,7 +140,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-max", type=int, default=None, help="rows per batch (1 = off)")
     p.add_argument("--batch-wait-us", type=int, default=None, help="max batch wait (us)")
     p.add_argument("--queue-max", type=int, default=None, help="queued requests accepted")
-    p.add_argument("--max-concurrent-batches", type=int, default=None)
+    p.add_argument(
+        "--max-concurrent-batches",
+        type=int,
+        default=None,
+        help="session calls in flight at once (0 = auto: 1 on <= 2 cores, else 2)",
+    )
     p.add_argument("--overload-pushback-ms", type=int, default=None)
     p.add_argument(
         "--inline-max-us",

@@ -13,6 +13,7 @@ __all__ = [
     "BatchingConfig",
     "ModelServiceConfig",
     "SessionConfig",
+    "auto_concurrent_batches",
     "auto_intra_op_threads",
     "config_from_mapping",
 ]
@@ -25,7 +26,8 @@ class BatchingConfig:
     max_batch_rows: rows per session call (1 = batching off: one request per call).
     max_wait_us: how long the first queued request waits for company before its batch runs.
     queue_max: queued requests accepted; past it submit fails at once with RESOURCE_EXHAUSTED.
-    max_concurrent_batches: session calls in flight at once (each in the executor).
+    max_concurrent_batches: session calls in flight at once (each in the executor); 0 = auto,
+      resolved at the process edge by `auto_concurrent_batches` (1 on two cores or fewer).
     overload_pushback_ms: retry hint sent with RESOURCE_EXHAUSTED.
     inline_max_us: a batch expected to compute in at most this long runs on the event loop
       thread instead of the executor (the two thread hand-offs cost more); 0 = never.
@@ -34,7 +36,7 @@ class BatchingConfig:
     max_batch_rows: int = 32
     max_wait_us: int = 2000
     queue_max: int = 1024
-    max_concurrent_batches: int = 2
+    max_concurrent_batches: int = 0
     overload_pushback_ms: int = 50
     inline_max_us: int = 150
 
@@ -51,9 +53,9 @@ class BatchingConfig:
             raise InvalidInputError(f"queue_max must be >= 1, got {self.queue_max}")
         if self.inline_max_us < 0:
             raise InvalidInputError(f"inline_max_us must be >= 0, got {self.inline_max_us}")
-        if self.max_concurrent_batches < 1:
+        if self.max_concurrent_batches < 0:
             raise InvalidInputError(
-                f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}"
+                f"max_concurrent_batches must be >= 0 (0 = auto), got {self.max_concurrent_batches}"
             )
 
 
@@ -73,6 +75,16 @@ class SessionConfig:
     graph_optimization: str = "all"  # disable | basic | extended | all
     expected_sha256: str = ""
     allow_spinning: bool = False
+
+
+def auto_concurrent_batches(cpus: int) -> int:
+    """Session calls in flight at once when not set: 1 on two cores or fewer, else 2.
+
+    One core stays with the gRPC event loop; a second concurrent batch on a 2-core box only
+    oversubscribes the cores (measured: +15-20% rows/s for the wide MLP behind the orchestrator
+    with 1 instead of 2), while on bigger boxes it overlaps one batch's hand-off with the next.
+    """
+    return 1 if cpus <= 2 else 2
 
 
 def auto_intra_op_threads(cpus: int, max_concurrent_batches: int) -> int:

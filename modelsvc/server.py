@@ -21,7 +21,11 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from meshserve.modelsvc.backend import OnnxBackend
-from meshserve.modelsvc.config import ModelServiceConfig, auto_intra_op_threads
+from meshserve.modelsvc.config import (
+    ModelServiceConfig,
+    auto_concurrent_batches,
+    auto_intra_op_threads,
+)
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
@@ -67,6 +71,11 @@ class ModelServer:
         consul: Any | None = None,
         telemetry: TelemetryConfig | None = None,
     ) -> None:
+        if config.batching.max_concurrent_batches == 0:
+            batching = dataclasses.replace(
+                config.batching, max_concurrent_batches=auto_concurrent_batches(_usable_cpus())
+            )
+            config = dataclasses.replace(config, batching=batching)
         self.config = config
         self._telemetry_config = telemetry or TelemetryConfig.from_env()
         self._telemetry: Telemetry | None = None

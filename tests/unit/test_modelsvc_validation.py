@@ -11,7 +11,11 @@ from meshserve.modelsvc import converters
 from meshserve.modelsvc.backend import Signature, TensorSpec
 from meshserve.modelsvc.batcher import BatchStats
 from meshserve.modelsvc.cli import load_settings
-from meshserve.modelsvc.config import config_from_mapping
+from meshserve.modelsvc.config import (
+    auto_concurrent_batches,
+    auto_intra_op_threads,
+    config_from_mapping,
+)
 from meshserve.modelsvc.core import InferOutput
 from meshserve.modelsvc.handler import IdentityHandler, load_handler
 from meshserve.modelsvc.validation import RequestValidator, validate_request
@@ -180,3 +184,18 @@ def test_settings_file_and_flags_merge() -> None:
         config_from_mapping(load_settings({"bogus": 1, "model": "m", "name": "n"}, {}))
     with pytest.raises(InvalidInputError, match="batch_max must be >= 1"):
         config_from_mapping(load_settings({"model": "m", "name": "n", "batch_max": 0}, {}))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "batches", "threads"), [(1, 1, 1), (2, 1, 1), (4, 2, 1), (16, 2, 7)]
+)
+def test_auto_sizing_leaves_a_core_for_the_event_loop(
+    cpus: int, batches: int, threads: int
+) -> None:
+    assert auto_concurrent_batches(cpus) == batches
+    assert auto_intra_op_threads(cpus, batches) == threads
+    assert batches * threads <= max(1, cpus - 1)  # compute never oversubscribes the cores
+    with pytest.raises(InvalidInputError, match="max_concurrent_batches must be >= 0"):
+        config_from_mapping(
+            load_settings({"model": "m", "name": "n", "max_concurrent_batches": -1}, {})
+        )
