@@ -60,6 +60,9 @@ outputs:
   probabilities: wide.probabilities
 """
 FLOOR_BATCH_ROWS = 32
+# A freshly started orchestrator settles (imports, first calls, Consul watches) for about a
+# second; every orchestrator point warms up this long at its own concurrency first.
+ORCH_WARMUP_S = 1.5
 
 
 def _rows(seed: int, n: int = 64) -> list[np.ndarray]:
@@ -163,8 +166,9 @@ async def orchestrator_points(
         await _until_ok(call)
         for c in concurrency:
             point = closed_loop(
-                f"{label} Execute", call, concurrency=c, duration_s=duration_s, server_pid=pid
-            )
+                f"{label} Execute", call, concurrency=c, duration_s=duration_s, server_pid=pid,
+                warmup_s=ORCH_WARMUP_S,
+            )  # fmt: skip
             out.append(await _with_batch_rows(metrics_url, point))
         if stream_concurrency:
             point = _stream_point(stub, requests, label, stream_concurrency, duration_s, pid)
@@ -214,7 +218,7 @@ async def _stream_point(
     try:
         return await closed_loop(
             f"{label} ExecuteStream", one, concurrency=concurrency, duration_s=duration_s,
-            server_pid=pid,
+            server_pid=pid, warmup_s=ORCH_WARMUP_S,
         )  # fmt: skip
     finally:
         await call.done_writing()
