@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
 import sys
 import tempfile
 import urllib.request
@@ -40,7 +39,7 @@ from bench.common import LoadResult, ServerProcess, closed_loop, print_table, wr
 from bench.echo import echo_client, echo_process
 from meshserve import tensors
 from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
+from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig, free_port
 from meshserve.registry.config import ConsulConfig
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -227,12 +226,6 @@ async def _stream_point(
             await read_task
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _until_ok(call: Any, timeout_s: float = 20.0) -> None:
     """Call until one call succeeds (replicas pass their first Consul health check)."""
     loop = asyncio.get_running_loop()
@@ -344,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 if "orchestrator" not in args.skip:
                     for mode in ("on", "off"):
-                        metrics_port = _free_port()
+                        metrics_port = free_port()
                         orch = ["orchestrator", "serve", "--consul", agent.address, "--plans",
                                 str(plans), "--no-learning", "--no-register",
                                 "--client-batching", mode,

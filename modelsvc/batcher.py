@@ -46,7 +46,6 @@ import collections
 import concurrent.futures
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from meshserve.errors import (
     OverloadedError,
     UnavailableError,
 )
-from meshserve.modelsvc.config import BatchingConfig, auto_concurrent_batches
+from meshserve.modelsvc.config import BatchingConfig, auto_concurrent_batches, usable_cpus
 from meshserve.telemetry import tracing_enabled
 
 __all__ = ["BatchObserver", "BatchResult", "BatchStats", "DynamicBatcher", "RunBatch"]
@@ -155,8 +154,7 @@ class DynamicBatcher:
         self._config = config
         self._run_batch = run_batch
         self._own_executor = executor is None
-        # 0 (auto) is resolved by the server from its CPU affinity; here from the CPU count.
-        max_batches = config.max_concurrent_batches or auto_concurrent_batches(os.cpu_count() or 1)
+        max_batches = config.max_concurrent_batches or auto_concurrent_batches(usable_cpus())
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=max_batches, thread_name_prefix="modelsvc-batch"
         )

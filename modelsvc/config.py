@@ -1,8 +1,9 @@
-"""Settings of one model replica: frozen dataclasses, units in names, no environment reads here."""
+"""Settings of one model replica: frozen dataclasses, units in names, no environment variables."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "auto_concurrent_batches",
     "auto_intra_op_threads",
     "config_from_mapping",
+    "usable_cpus",
 ]
 
 
@@ -75,6 +77,14 @@ class SessionConfig:
     graph_optimization: str = "all"  # disable | basic | extended | all
     expected_sha256: str = ""
     allow_spinning: bool = False
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def auto_concurrent_batches(cpus: int) -> int:

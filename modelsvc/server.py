@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from meshserve.modelsvc.config import (
     ModelServiceConfig,
     auto_concurrent_batches,
     auto_intra_op_threads,
+    usable_cpus,
 )
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.handler import load_handler
@@ -42,14 +42,6 @@ log = logging.getLogger(__name__)
 MODEL_SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 V2_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICES = ("", MODEL_SERVICE, V2_SERVICE)
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -73,7 +65,7 @@ class ModelServer:
     ) -> None:
         if config.batching.max_concurrent_batches == 0:
             batching = dataclasses.replace(
-                config.batching, max_concurrent_batches=auto_concurrent_batches(_usable_cpus())
+                config.batching, max_concurrent_batches=auto_concurrent_batches(usable_cpus())
             )
             config = dataclasses.replace(config, batching=batching)
         self.config = config
@@ -95,7 +87,7 @@ class ModelServer:
         cfg = self.config
         session = cfg.session
         if session.intra_op_threads <= 0:
-            threads = auto_intra_op_threads(_usable_cpus(), cfg.batching.max_concurrent_batches)
+            threads = auto_intra_op_threads(usable_cpus(), cfg.batching.max_concurrent_batches)
             session = dataclasses.replace(session, intra_op_threads=threads)
         log.info(
             "onnxruntime: %d intra-op threads per call, %d concurrent batches",

@@ -254,8 +254,7 @@ class Engine:
         values: dict[str, Outputs],
     ) -> None:
         """A task per step, each awaiting the steps it is wired to; the first failure wins."""
-        tasks: dict[str, asyncio.Task[Outputs]] = {}
-        order = {sp.name: index for index, sp in enumerate(compiled.schedule)}
+        tasks: dict[str, asyncio.Task[Outputs]] = {}  # in topological order
 
         async def run_step(sp: StepPlan) -> Outputs:
             for dep in sp.deps:
@@ -279,7 +278,8 @@ class Engine:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             # The earliest step in topological order is the root cause (dependents re-raise it).
-            first = min(failed, key=lambda t: order[t.get_name()[5:]])
+            order = {task: index for index, task in enumerate(tasks.values())}
+            first = min(failed, key=order.__getitem__)
             exc = first.exception()
             assert exc is not None
             raise exc

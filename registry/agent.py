@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ConsulAgent", "ConsulAgentConfig", "find_consul_binary", "port_is_free"]
+__all__ = ["ConsulAgent", "ConsulAgentConfig", "find_consul_binary", "free_port", "port_is_free"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,14 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free now (for servers that cannot bind 0 and
+    report the port they got, like Consul, or whose port must be known before they start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _pick_ports(count: int, rng: random.Random) -> list[int]:

@@ -96,18 +96,24 @@ def _remote_parent(context: grpc.aio.ServicerContext) -> Context | None:
 
 
 class _RpcSpan:
-    """Starts the SERVER span of one call as current; ``finish`` records the status and ends it."""
+    """The SERVER span of one call, current while the ``with`` block runs; on exit it records
+    the call's status (an exception that is not an abort counts as UNKNOWN) and ends."""
 
-    __slots__ = ("span", "token")
+    __slots__ = ("context", "span", "token")
 
     def __init__(self, name: str, attributes: dict[str, Any], context: Any) -> None:
+        self.context = context
         parent = _remote_parent(context)
         self.span = _tracer.start_span(
             name, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         self.token = otel_context.attach(trace.set_span_in_context(self.span, parent))
 
-    def finish(self, context: Any, error: BaseException | None) -> None:
+    def __enter__(self) -> _RpcSpan:
+        return self
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
+        context = self.context
         try:
             code = context.code()
             if code is None:
@@ -129,31 +135,17 @@ Behavior = Callable[[Any, Any], Any]
 
 def _unary_response(behavior: Behavior, name: str, attrs: dict[str, Any]) -> Behavior:
     async def traced(request: Any, context: Any) -> Any:
-        rpc = _RpcSpan(name, attrs, context)
-        error: BaseException | None = None
-        try:
+        with _RpcSpan(name, attrs, context):
             return await behavior(request, context)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            rpc.finish(context, error)
 
     return traced
 
 
 def _stream_response(behavior: Behavior, name: str, attrs: dict[str, Any]) -> Behavior:
     async def traced(request: Any, context: Any) -> AsyncIterator[Any]:
-        rpc = _RpcSpan(name, attrs, context)
-        error: BaseException | None = None
-        try:
+        with _RpcSpan(name, attrs, context):
             async for response in behavior(request, context):
                 yield response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            rpc.finish(context, error)
 
     return traced
 

@@ -196,9 +196,14 @@ def _value(raw: Any, default: Any, where: str) -> Any:
     return raw
 
 
-def _section(cls: type, raw: Any, where: str, skip: Mapping[str, str] = {}) -> Any:
+# Type samples of the fields whose default is None (per-model overrides).
+_OPTIONAL_SAMPLES: dict[str, Any] = {"transport": "", "timeout_s": 0.0}
+
+
+def _section(cls: type, raw: Any, where: str, skip: Mapping[str, str] | None = None) -> Any:
     if not isinstance(raw, Mapping):
         raise InvalidInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    skip = skip or {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -212,26 +217,14 @@ def _section(cls: type, raw: Any, where: str, skip: Mapping[str, str] = {}) -> A
         elif key == "models":
             if not isinstance(value, Mapping):
                 raise InvalidInputError(f"{name}: expected a mapping of model name to settings")
-            kwargs[key] = {str(m): _model(v, f"{name}.{m}") for m, v in value.items()}
+            kwargs[key] = {
+                str(m): _section(ModelPathConfig, v, f"{name}.{m}") for m, v in value.items()
+            }
         else:
             default = fields[key].default
-            kwargs[key] = value if default is None else _value(value, default, name)
+            sample = _OPTIONAL_SAMPLES[key] if default is None else default
+            kwargs[key] = _value(value, sample, name)
     return cls(**kwargs)
-
-
-def _model(raw: Any, where: str) -> ModelPathConfig:
-    if not isinstance(raw, Mapping):
-        raise InvalidInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    allowed = {"batch", "transport", "timeout_s"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown setting '{where}.{unknown[0]}' (expected one of {sorted(allowed)})"
-        )
-    batch = _section(BatchConfig, raw["batch"], f"{where}.batch") if "batch" in raw else None
-    transport = _value(raw["transport"], "", f"{where}.transport") if "transport" in raw else None
-    timeout = _value(raw["timeout_s"], 0.0, f"{where}.timeout_s") if "timeout_s" in raw else None
-    return ModelPathConfig(batch=batch, transport=transport, timeout_s=timeout)
 
 
 def datapath_config_from_mapping(values: Mapping[str, Any]) -> DataPathConfig:

@@ -9,7 +9,6 @@ back), restarts the orchestrators (plans survive). Skipped when no Docker engine
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
+from meshserve.registry.agent import free_port
 from meshserve.v1 import admin_pb2, admin_pb2_grpc
 from tests.docker.conftest import COMPOSE_FILE, REPO_ROOT
 from tests.meshload import (
@@ -34,12 +34,6 @@ from tests.meshload import (
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 TOKEN = "compose-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -70,15 +64,15 @@ class Topology:
 
 @pytest.fixture(scope="module")
 def topology(docker_engine: None) -> Iterator[Topology]:
-    orch = _free_port()
+    orch = free_port()
     env = {
         **os.environ,
         "MESHSERVE_ADMIN_TOKEN": TOKEN,
-        "MESHSERVE_CONSUL_PORT": str(_free_port()),
+        "MESHSERVE_CONSUL_PORT": str(free_port()),
         "MESHSERVE_ORCHESTRATOR_PORTS": f"{orch}-{orch + 1}",
-        "MESHSERVE_JAEGER_PORT": str(_free_port()),
-        "MESHSERVE_PROMETHEUS_PORT": str(_free_port()),
-        "MESHSERVE_GRAFANA_PORT": str(_free_port()),
+        "MESHSERVE_JAEGER_PORT": str(free_port()),
+        "MESHSERVE_PROMETHEUS_PORT": str(free_port()),
+        "MESHSERVE_GRAFANA_PORT": str(free_port()),
     }
     topo = Topology(f"meshserve-test-{os.getpid()}", env)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,17 +9,10 @@ import pytest
 
 from meshserve.errors import UnavailableError
 from meshserve.registry import KV, ConsulConfig
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
+from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig, free_port
 from tests.certs import self_signed
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    # Consul cannot bind port 0 and report it; the OS hands out a free one to probe.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +21,7 @@ def https_agent(
 ) -> Iterator[tuple[ConsulAgent, int, Path]]:
     tmp = tmp_path_factory.mktemp("consul-https")
     cert, key = self_signed(tmp, "consul")
-    port = _free_port()
+    port = free_port()
     hcl = f'ports {{ https = {port} }} cert_file = "{cert}" key_file = "{key}" ca_file = "{cert}"'
     agent = ConsulAgent(
         ConsulAgentConfig(log_path=str(tmp / "consul.log"), extra_args=("-hcl", hcl))
