@@ -11,13 +11,13 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	deploy/typecheck.sh
-	.venv/bin/python clients/codegen.py --check
+	.venv/bin/python proto/codegen.py --check
 
 test: lint
 	.venv/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 codegen: setup
-	.venv/bin/python clients/codegen.py
+	.venv/bin/python proto/codegen.py
 
 bench: setup
 	.venv/bin/python -m bench.run_all

@@ -38,8 +38,8 @@ from bench.bench_modelsvc import in_process
 from bench.common import LoadResult, ServerProcess, closed_loop, print_table, write_results
 from bench.echo import echo_client, echo_process
 from meshserve import tensors
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig, free_port
 from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig, free_port
 from meshserve.registry.config import ConsulConfig
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 

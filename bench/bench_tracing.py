@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.common import LoadResult, ServerProcess, closed_loop, print_table, write_results
 from meshserve import tensors
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -163,7 +163,7 @@ class ServerProcess:
         log_path: Path,
         ready_timeout_s: float = 60.0,
         *,
-        module: str = "meshserve.cli",
+        module: str = "meshserve.clients.cli",
         cwd: str | None = None,
     ) -> None:
         self.args = list(args)

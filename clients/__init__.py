@@ -1,8 +1,11 @@
-"""meshserve: serve composed ML models as a typed gRPC mesh with a central orchestrator.
+"""meshserve.clients: what users run and import to reach a mesh.
 
-The root package is the client side: generated stubs (``meshserve.v1``), the SDK
-(``meshserve.sdk``), tensor conversion (``meshserve.tensors``), errors and the CLI.
-Servers live in ``meshserve.modelsvc``, ``meshserve.orchestrator`` and ``meshserve.registry``.
+The SDK (``meshserve.clients.sdk.MeshServeClient``: numpy in, numpy out), the ``meshserve``
+command line (``meshserve.clients.cli``) and its command groups, the local mesh
+(``meshserve up`` / ``down`` / ``status`` / ``demo``) with its state file and the Consul dev-agent
+launcher (``meshserve.clients.consul_agent``), and the container health probe.
 """
 
-__version__ = "0.1.0"
+from meshserve.clients.sdk import ExecuteResult, MeshServeClient
+
+__all__ = ["ExecuteResult", "MeshServeClient"]

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
+from meshserve.clients.local_state import orchestrator_target
+from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshError, MeshServeError
-from meshserve.local_state import orchestrator_target
-from meshserve.sdk import MeshServeClient
 
 __all__ = ["parse_input", "register", "render_table"]
 

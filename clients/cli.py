@@ -2,8 +2,9 @@
 
 Groups: ``model`` (serve a model: meshserve.modelsvc.cli), ``orchestrator`` (serve the
 orchestrator: meshserve.orchestrator.cli), ``up``/``down``/``status`` (local embedded mesh:
-meshserve.local), and the client commands ``plans``, ``models``, ``call``, ``stats``, ``trace``
-(meshserve.admin_cli). Flags and the environment are read here, at the process edge, only.
+meshserve.clients.local), and the client commands ``plans``, ``models``, ``call``, ``stats``,
+``trace`` (meshserve.clients.admin_cli). Flags and the environment are read here, at the
+process edge, only.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ __all__ = ["main"]
 COMMAND_MODULES = (
     "meshserve.modelsvc.cli",
     "meshserve.orchestrator.cli",
-    "meshserve.local",
-    "meshserve.admin_cli",
-    "meshserve.trace_cli",
+    "meshserve.clients.local",
+    "meshserve.clients.admin_cli",
+    "meshserve.clients.trace_cli",
 )
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from meshserve.local_state import MeshState
-from meshserve.sdk import MeshServeClient
+from meshserve.clients.local_state import MeshState
+from meshserve.clients.sdk import MeshServeClient
 from meshserve.tensors import from_numpy, to_numpy_map
 from meshserve.v1 import (
     admin_pb2,

@@ -1,4 +1,6 @@
-"""A one-shot ``grpc.health.v1`` probe: ``python -m meshserve.healthcheck HOST:PORT [--service S]``.
+"""A one-shot ``grpc.health.v1`` probe.
+
+    python -m meshserve.clients.healthcheck HOST:PORT [--service S]
 
 Exit status 0 when the server answers SERVING, 1 otherwise (NOT_SERVING, unreachable, timeout).
 Used as the container HEALTHCHECK and by ``meshserve status``.
@@ -39,7 +41,7 @@ async def check_health(address: str, service: str = "", timeout_s: float = 2.0) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="meshserve.healthcheck", description=__doc__.splitlines()[0]
+        prog="meshserve.clients.healthcheck", description=__doc__.splitlines()[0]
     )
     parser.add_argument("address", help="host:port of the gRPC server")
     parser.add_argument("--service", default="", help="service name to check ('' = the server)")

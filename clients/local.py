@@ -25,8 +25,9 @@ from typing import Any
 
 import grpc
 
-from meshserve.healthcheck import check_health
-from meshserve.local_state import (
+from meshserve.clients.consul_agent import REPO_ROOT, ConsulAgent, ConsulAgentConfig, port_is_free
+from meshserve.clients.healthcheck import check_health
+from meshserve.clients.local_state import (
     STATE_FILE,
     MeshState,
     TrackedProcess,
@@ -36,7 +37,6 @@ from meshserve.local_state import (
     save_state,
     stop_processes,
 )
-from meshserve.registry.agent import REPO_ROOT, ConsulAgent, ConsulAgentConfig, port_is_free
 from meshserve.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["LocalMeshConfig", "down", "register", "status", "up"]
@@ -107,7 +107,7 @@ class _Launcher:
         env.setdefault("OTEL_SERVICE_NAME", f"meshserve-{role}")
         with log_path.open("wb") as out:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "meshserve.cli", *args],
+                [sys.executable, "-m", "meshserve.clients.cli", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -361,7 +361,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from meshserve.demo import run_demo  # heavy imports (numpy) only for this command
+    from meshserve.clients.demo import run_demo  # heavy imports (numpy) only for this command
 
     config = _config_from_args(args)
     return run_demo(config, up=up, down=down, print_summary=print_summary, requests=args.requests)

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from meshserve.clients.local_state import orchestrator_target
+from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
-from meshserve.local_state import orchestrator_target
-from meshserve.sdk import MeshServeClient
 from meshserve.telemetry.convert import spans_from_proto, summaries_from_proto
 from meshserve.telemetry.jsonl import read_spans, read_trace
 from meshserve.telemetry.records import SpanRecord, TraceSummary, start_order, summarize

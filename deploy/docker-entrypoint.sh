@@ -11,7 +11,7 @@ if [ "$host" = auto ]; then
 fi
 port="${MESHSERVE_PORT:-50051}"
 if [ "${1:-}" = healthcheck ]; then
-  exec python -m meshserve.healthcheck "$host:$port" --timeout-s 2
+  exec python -m meshserve.clients.healthcheck "$host:$port" --timeout-s 2
 fi
 if [ "$#" -ge 2 ] && [ "$2" = serve ] && { [ "$1" = model ] || [ "$1" = orchestrator ]; }; then
   exec meshserve "$@" --host "$host" --port "$port" --metrics-port "${MESHSERVE_METRICS_PORT:-9100}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from tests.procs import ChildProcess, unique_kv_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

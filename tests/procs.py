@@ -25,7 +25,7 @@ def unique_kv_prefix(label: str) -> str:
 
 @dataclass
 class ChildProcess:
-    """A meshserve process (``python -m meshserve.cli ...``) whose stdout announces readiness.
+    """A meshserve process (``python -m meshserve.clients.cli ...``) announcing readiness on stdout.
 
     Servers print ``MESHSERVE_READY <host:port>`` once serving; `address` is what they reported.
     """
@@ -40,7 +40,7 @@ class ChildProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", *self.args],
+            [sys.executable, "-m", "meshserve.clients.cli", *self.args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

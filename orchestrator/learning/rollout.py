@@ -1,7 +1,7 @@
 """Deploying learner versions: one ``meshserve model serve`` process per version, traffic by KV.
 
 `ProcessDeployer.deploy` writes the ONNX file under `work_dir`, starts
-``python -m meshserve.cli model serve FILE --name MODEL --version V --consul ADDR --port 0``
+``python -m meshserve.clients.cli model serve FILE --name MODEL --version V --consul ADDR --port 0``
 (the child dies with the orchestrator: PR_SET_PDEATHSIG on Linux), waits for its
 ``MESHSERVE_READY`` line and then for Consul to list it as passing, so a traffic shift never
 points at a version nobody can reach. `set_traffic` writes the model's traffic policy to
@@ -91,7 +91,7 @@ class ProcessDeployer:
         path.write_bytes(onnx_model)
         log_path = work / f"{model}-{version}.log"
         args = [
-            sys.executable, "-m", "meshserve.cli", "model", "serve", str(path),
+            sys.executable, "-m", "meshserve.clients.cli", "model", "serve", str(path),
             "--name", model, "--version", version, "--port", "0",
             "--consul", self.consul.address, *self.config.extra_args,
         ]  # fmt: skip

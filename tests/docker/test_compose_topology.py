@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
-from meshserve.registry.agent import free_port
+from meshserve.clients.consul_agent import free_port
 from meshserve.v1 import admin_pb2, admin_pb2_grpc
 from tests.docker.conftest import COMPOSE_FILE, REPO_ROOT
 from tests.meshload import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from meshserve.registry import KV, ConsulConfig
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
 
 pytestmark = [pytest.mark.integration]
 

@@ -1,4 +1,4 @@
-"""``python -m meshserve.healthcheck`` against a real grpc.health.v1 server."""
+"""``python -m meshserve.clients.healthcheck`` against a real grpc.health.v1 server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from meshserve.healthcheck import check_health, main
+from meshserve.clients.healthcheck import check_health, main
 
 
 async def test_healthcheck_follows_the_serving_status() -> None:

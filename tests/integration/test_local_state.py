@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meshserve.local_state import (
+from meshserve.clients.local_state import (
     MeshState,
     TrackedProcess,
     is_running,

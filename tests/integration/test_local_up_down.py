@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 import pytest
 
-from meshserve.local import MESH_ENV
-from meshserve.local_state import TrackedProcess, is_running, load_state
+from meshserve.clients.local import MESH_ENV
+from meshserve.clients.local_state import TrackedProcess, is_running, load_state
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.meshload import require_servers
@@ -39,7 +39,7 @@ outputs:
 
 def _meshserve(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meshserve.cli", *args],
+        [sys.executable, "-m", "meshserve.clients.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,

@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
-from meshserve.sdk import MeshServeClient
 from meshserve.v1 import admin_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
 
@@ -309,7 +309,7 @@ async def test_list_models_and_traffic_policy(mesh, digits):
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meshserve.cli", *args],
+        [sys.executable, "-m", "meshserve.clients.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

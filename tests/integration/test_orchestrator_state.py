@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
 from meshserve.registry import KV, ConsulConfig
-from meshserve.sdk import MeshServeClient
 from meshserve.v1 import plan_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
 

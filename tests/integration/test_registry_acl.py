@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from meshserve.errors import PermissionDeniedError
 from meshserve.registry import KV, ConsulConfig, list_services
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
 
 pytestmark = pytest.mark.integration
 

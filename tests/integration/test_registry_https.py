@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig, free_port
 from meshserve.errors import UnavailableError
 from meshserve.registry import KV, ConsulConfig
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig, free_port
 from tests.certs import self_signed
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from meshserve.registry import (
     BlockingOptions,
     ConsulConfig,
@@ -22,7 +23,6 @@ from meshserve.registry import (
     Registration,
     ServiceInstance,
 )
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import pytest
 
-from meshserve.registry.agent import ConsulAgent, ConsulAgentConfig
+from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from meshserve.v1 import admin_pb2, admin_pb2_grpc
 from tests.meshload import (
     PLAN_NAME,

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
 from meshserve.registry import ConsulConfig, EndpointWatcher
-from meshserve.sdk import MeshServeClient
 from tests.certs import self_signed
 from tests.integration.orchestrator_helpers import TOKEN, Procs
 

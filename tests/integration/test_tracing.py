@@ -154,7 +154,7 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
             assert reply.trace_id == trace_id  # the orchestrator reports the caller's trace
 
     # The CLI renders a trace from the orchestrator's buffer (Admin.GetTrace) merged with files.
-    cli = [sys.executable, "-m", "meshserve.cli", "trace", "--orchestrator", orch.address,
+    cli = [sys.executable, "-m", "meshserve.clients.cli", "trace", "--orchestrator", orch.address,
            "--token", TOKEN]  # fmt: skip
     shown = subprocess.run(
         [*cli, ok[0][0], "--trace-dir", str(trace_dir)], capture_output=True, text=True,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from meshserve.registry.agent import _pick_ports, find_consul_binary
+from meshserve.clients.consul_agent import _pick_ports, find_consul_binary
 from tests.meshload import (
     Load,
     apply_plan,
@@ -199,7 +199,7 @@ def netns_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             log = logs / f"mlp-{slot.index}.log"
             with log.open("ab") as out:
                 popen = subprocess.Popen(
-                    ["ip", "netns", "exec", slot.ns, sys.executable, "-m", "meshserve.cli",
+                    ["ip", "netns", "exec", slot.ns, sys.executable, "-m", "meshserve.clients.cli",
                      "model", "serve", str(models_dir / "mlp.onnx"), "--name", "mlp",
                      "--version", "1", "--host", slot.ns_addr, "--port", "0",
                      "--consul", f"{slot.root_addr}:{address.rsplit(':', 1)[1]}",

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_generated_stubs_are_fresh() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "clients" / "codegen.py"), "--check"],
+        [sys.executable, str(ROOT / "proto" / "codegen.py"), "--check"],
         capture_output=True,
         text=True,
     )

@@ -1,6 +1,6 @@
-"""Generate the Python stubs of every .proto under proto/ into clients/ (importable as meshserve.*).
+"""Generate the Python stubs of every .proto under proto/ into meshserve/ (``meshserve.v1``).
 
-Run ``python clients/codegen.py`` after editing a .proto; ``--check`` regenerates into a
+Run ``python proto/codegen.py`` after editing a .proto; ``--check`` regenerates into a
 temporary folder and fails when the committed stubs differ (CI and a unit test run it).
 Needs the pinned ``grpcio-tools`` and ``mypy-protobuf`` from the ``dev`` extra.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-# proto/meshserve/... maps to clients/... because clients/ is the `meshserve` package.
-PACKAGE_ROOT = ROOT / "clients"
+# proto/meshserve/v1/x.proto becomes meshserve/v1/x_pb2.py (the `meshserve` package folder).
+PACKAGE_ROOT = ROOT / "meshserve"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -82,7 +82,7 @@ def check() -> list[str]:
 
 
 def write() -> None:
-    """Regenerate the stubs in place under clients/."""
+    """Regenerate the stubs in place under meshserve/."""
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
         for old in generated_files(PACKAGE_ROOT).values():
@@ -93,7 +93,7 @@ def write() -> None:
             shutil.copyfile(path, target)
             init = target.parent / "__init__.py"
             if not init.exists():
-                init.write_text('"""Generated from proto/ by clients/codegen.py; do not edit."""\n')
+                init.write_text('"""Generated from proto/ by proto/codegen.py; do not edit."""\n')
 
 
 def main() -> int:
@@ -103,7 +103,7 @@ def main() -> int:
     if opts.check:
         stale = check()
         if stale:
-            print("stale generated stubs (run python clients/codegen.py):", *stale, sep="\n  ")
+            print("stale generated stubs (run python proto/codegen.py):", *stale, sep="\n  ")
             return 1
         print("generated stubs are up to date")
         return 0

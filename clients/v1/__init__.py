@@ -1,1 +1,0 @@
-"""Generated from proto/ by clients/codegen.py; do not edit."""
