@@ -10,7 +10,7 @@ the server's message. TLS: pass ``tls_ca_file`` (PEM of the CA that signed the s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -109,7 +109,9 @@ class MeshServeClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def _admin_call(self, method: Any, request: Any) -> Awaitable[Any]:
+    def _admin_call(
+        self, method: Callable[..., Awaitable[T]], request: object
+    ) -> Awaitable[T]:
         return self._call(method(request, metadata=self._metadata, timeout=self.timeout_s))
 
     # ---- Orchestrator -----------------------------------------------------------------------

@@ -72,7 +72,7 @@ def bind(server: grpc.aio.Server, address: str, tls: ServerTLS | None) -> int:
         port = server.add_secure_port(address, tls.credentials())
     if port == 0:
         raise OSError(f"cannot bind {address}")
-    return port
+    return int(port)
 
 
 def open_channel(

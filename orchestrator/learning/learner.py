@@ -73,7 +73,8 @@ class SoftmaxRegression:
         return proba
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.argmax(self.predict_proba(x), axis=1)
+        labels: np.ndarray = np.argmax(self.predict_proba(x), axis=1)
+        return labels
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(self.predict(x) == np.asarray(y))) if len(y) else 0.0

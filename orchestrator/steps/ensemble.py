@@ -89,7 +89,8 @@ def majority_vote(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)[:, None]
     scores = np.stack([((flat == label) * w).sum(axis=0) for label in labels])  # labels x pos
     winners = labels[np.argmax(scores, axis=0)]
-    return winners.reshape(stacked.shape[1:]).astype(stacked.dtype)
+    voted: np.ndarray = winners.reshape(stacked.shape[1:]).astype(stacked.dtype)
+    return voted
 
 
 def max_probability(arrays: list[np.ndarray]) -> np.ndarray:
@@ -100,4 +101,5 @@ def max_probability(arrays: list[np.ndarray]) -> np.ndarray:
             f"max_probability needs [rows, classes] outputs, got {list(stacked.shape[1:])}"
         )
     best = stacked.reshape(stacked.shape[0], stacked.shape[1], -1).max(axis=2).argmax(axis=0)
-    return stacked[best, np.arange(stacked.shape[1])]
+    rows: np.ndarray = stacked[best, np.arange(stacked.shape[1])]
+    return rows
