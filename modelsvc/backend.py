@@ -19,7 +19,7 @@ import numpy as np
 from meshserve.errors import InvalidInputError
 from meshserve.modelsvc.config import SessionConfig
 
-__all__ = ["ModelBackend", "OnnxBackend", "Signature", "TensorSpec", "file_sha256"]
+__all__ = ["ModelBackend", "OnnxBackend", "Signature", "TensorSpec", "file_sha256", "onnx_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _specs(args: Sequence[object]) -> tuple[TensorSpec, ...]:
+def onnx_specs(args: Sequence[object]) -> tuple[TensorSpec, ...]:
+    """Specs of onnxruntime NodeArgs (session inputs/outputs); unsupported types are refused."""
     specs = []
     for arg in args:
         type_str = getattr(arg, "type", "")
@@ -151,7 +152,7 @@ class OnnxBackend:
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.signature = Signature(
-            _specs(self._session.get_inputs()), _specs(self._session.get_outputs())
+            onnx_specs(self._session.get_inputs()), onnx_specs(self._session.get_outputs())
         )
         log.info(
             "loaded %s (sha256 %s): inputs %s outputs %s",

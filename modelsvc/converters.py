@@ -24,6 +24,7 @@ __all__ = [
     "metadata_to_proto",
     "request_from_proto",
     "response_to_proto",
+    "spec_to_proto",
     "v2_metadata_to_proto",
     "v2_request_from_proto",
     "v2_response_to_proto",
@@ -34,7 +35,8 @@ Arrays = dict[str, np.ndarray]
 # -- meshserve.v1 ---------------------------------------------------------------------------
 
 
-def _spec_to_proto(spec: TensorSpec) -> tensor_pb2.TensorSpec:
+def spec_to_proto(spec: TensorSpec) -> tensor_pb2.TensorSpec:
+    """The meshserve.v1 TensorSpec of a signature tensor."""
     return tensor_pb2.TensorSpec(
         name=spec.name, dtype=tensors.NUMPY_TO_DTYPE.get(spec.dtype, 0), shape=list(spec.shape)
     )
@@ -74,8 +76,8 @@ def metadata_to_proto(info: ModelInfo) -> model_pb2.ModelMetadata:
         name=info.name,
         version=info.version,
         platform=info.platform,
-        inputs=[_spec_to_proto(s) for s in info.signature.inputs],
-        outputs=[_spec_to_proto(s) for s in info.signature.outputs],
+        inputs=[spec_to_proto(s) for s in info.signature.inputs],
+        outputs=[spec_to_proto(s) for s in info.signature.outputs],
         batching=model_pb2.BatchingSettings(
             enabled=info.batching.enabled and info.signature.batched,
             max_batch_size=info.batching.max_batch_rows,

@@ -18,23 +18,13 @@ import numpy as np
 import onnxruntime as ort
 
 from meshserve.errors import InvalidInputError, NotFoundError
+from meshserve.modelsvc.backend import onnx_specs
+from meshserve.modelsvc.converters import spec_to_proto
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
 from meshserve.tensors import NUMPY_TO_DTYPE
-from meshserve.v1 import model_pb2, tensor_pb2
+from meshserve.v1 import model_pb2
 
 __all__ = ["InProcessCaller", "InProcessConfig"]
-
-_ORT_TYPES = {
-    "tensor(float)": tensor_pb2.DATA_TYPE_FLOAT32,
-    "tensor(double)": tensor_pb2.DATA_TYPE_FLOAT64,
-    "tensor(float16)": tensor_pb2.DATA_TYPE_FLOAT16,
-    "tensor(int8)": tensor_pb2.DATA_TYPE_INT8,
-    "tensor(int16)": tensor_pb2.DATA_TYPE_INT16,
-    "tensor(int32)": tensor_pb2.DATA_TYPE_INT32,
-    "tensor(int64)": tensor_pb2.DATA_TYPE_INT64,
-    "tensor(uint8)": tensor_pb2.DATA_TYPE_UINT8,
-    "tensor(bool)": tensor_pb2.DATA_TYPE_BOOL,
-}
 
 
 @dataclass(frozen=True)
@@ -52,8 +42,8 @@ class _Model:
         options.inter_op_num_threads = 1
         self.name = name
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [_spec(i) for i in self.session.get_inputs()]
-        self.outputs = [_spec(o) for o in self.session.get_outputs()]
+        self.inputs = [spec_to_proto(s) for s in onnx_specs(self.session.get_inputs())]
+        self.outputs = [spec_to_proto(s) for s in onnx_specs(self.session.get_outputs())]
         self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         self.requests = 0
         self.failures = 0
@@ -95,12 +85,6 @@ class _Model:
                 f"model '{self.name}': unknown inputs {extra} (inputs: {sorted(expected)})"
             )
         return feed
-
-
-def _spec(arg: object) -> tensor_pb2.TensorSpec:
-    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape]  # type: ignore[attr-defined]
-    dtype = _ORT_TYPES.get(arg.type, tensor_pb2.DATA_TYPE_UNSPECIFIED)  # type: ignore[attr-defined]
-    return tensor_pb2.TensorSpec(name=arg.name, dtype=dtype, shape=dims)  # type: ignore[attr-defined]
 
 
 class InProcessCaller:

@@ -267,9 +267,7 @@ class OrchestratorServer:
             Path(tempfile.gettempdir()) / "meshserve-learning" / instance_id
         )
         deployer = ProcessDeployer(
-            self.consul,
-            self.kv,
-            DeployConfig(work_dir=work_dir, traffic_prefix=self.store.traffic_prefix),
+            self.consul, DeployConfig(work_dir=work_dir), self.store.set_traffic
         )
         hub = LearningHub(
             self.kv,

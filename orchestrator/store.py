@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -36,6 +35,7 @@ from typing import Any, Protocol
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError
 from meshserve.orchestrator.plans.parse import dumps_json, loads_json
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable
+from meshserve.orchestrator.traffic_kv import CAS_ATTEMPTS, TrafficPolicies, decode_policy
 from meshserve.registry import KVEntry
 from meshserve.v1 import plan_pb2
 
@@ -57,7 +57,6 @@ TRAFFIC_PREFIX = DEFAULT_PREFIX + "traffic/"
 MARKER_LEAF = ".store"
 LARGE_PLAN_BYTES = 256 * 1024
 _MANIFEST_MARK = b'"format": "meshserve-chunked-v1"'
-_CAS_ATTEMPTS = 8
 
 
 class KVStore(Protocol):
@@ -93,17 +92,6 @@ def check_prefix(prefix: str) -> None:
         )
 
 
-def _policy_json(policy: TrafficPolicy) -> str:
-    return json.dumps(
-        {
-            "model": policy.model,
-            "version_weights": dict(policy.version_weights),
-            "sticky": policy.sticky,
-        },
-        sort_keys=True,
-    )
-
-
 def _same_content(a: plan_pb2.Plan, b: plan_pb2.Plan) -> bool:
     x, y = plan_pb2.Plan(), plan_pb2.Plan()
     x.CopyFrom(a)
@@ -130,6 +118,7 @@ class PlanStore:
         self.prefix = prefix
         self.plans_prefix = f"{prefix}plans/"
         self.traffic_prefix = f"{prefix}traffic/"
+        self.policies = TrafficPolicies(kv, self.traffic_prefix)
         self.marker_key = f"{self.plans_prefix}{MARKER_LEAF}"
         self.traffic = traffic or TrafficTable()
         self._wall_clock_ms = wall_clock_ms  # timestamps only, never intervals
@@ -260,7 +249,7 @@ class PlanStore:
                 await self._create_version(f"{self.plans_prefix}{name}/{version}", plan)
             await self._set_active(name, active)
         for policy in policies:
-            await self.kv.put(f"{self.traffic_prefix}{policy.model}", _policy_json(policy), cas=0)
+            await self.policies.restore(policy)
         store_id = secrets.token_hex(8)
         if not await self.kv.put(self.marker_key, store_id, cas=0):
             entry = await self.kv.get(self.marker_key)
@@ -299,12 +288,7 @@ class PlanStore:
         policies: dict[str, TrafficPolicy] = {}
         for entry in entries:
             try:
-                raw = json.loads(entry.value)
-                policy = TrafficPolicy(
-                    model=raw["model"],
-                    version_weights={str(k): float(v) for k, v in raw["version_weights"].items()},
-                    sticky=bool(raw.get("sticky", False)),
-                )
+                policy = decode_policy(entry)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("traffic policy at %s is unreadable: %s", entry.key, exc)
                 continue
@@ -358,7 +342,7 @@ class PlanStore:
         `expected_version` (when not 0) must be the latest version, else CheckAndSetError.
         """
         name = plan.name
-        for _ in range(_CAS_ATTEMPTS):
+        for _ in range(CAS_ATTEMPTS):
             versions = await self._versions(name)
             held = self._plans.get(name)
             # versions we serve count too: a KV that lost them must not get their numbers reused
@@ -397,7 +381,7 @@ class PlanStore:
 
     async def _set_active(self, name: str, version: int) -> None:
         key = f"{self.plans_prefix}{name}/active"
-        for _ in range(_CAS_ATTEMPTS):
+        for _ in range(CAS_ATTEMPTS):
             entry = await self.kv.get(key)
             if entry is not None:
                 with contextlib.suppress(ValueError):
@@ -436,13 +420,6 @@ class PlanStore:
         return len(versions)
 
     async def set_traffic(self, policy: TrafficPolicy) -> None:
-        """Store (and apply locally) a model's traffic policy."""
-        policy.validate()
-        key = f"{self.traffic_prefix}{policy.model}"
-        value = _policy_json(policy)
-        for _ in range(_CAS_ATTEMPTS):
-            entry = await self.kv.get(key)
-            if await self.kv.put(key, value, cas=entry.modify_index if entry else 0):
-                self.traffic.set(policy)
-                return
-        raise CheckAndSetError(f"traffic policy of '{policy.model}': too many concurrent writers")
+        """Store (CAS, through the one writer) and apply locally a model's traffic policy."""
+        await self.policies.write(policy)
+        self.traffic.set(policy)

@@ -4,10 +4,11 @@
 ``python -m meshserve.clients.cli model serve FILE --name MODEL --version V --consul ADDR --port 0``
 (the child dies with the orchestrator: PR_SET_PDEATHSIG on Linux), waits for its
 ``MESHSERVE_READY`` line and then for Consul to list it as passing, so a traffic shift never
-points at a version nobody can reach. `set_traffic` writes the model's traffic policy to
-``<traffic_prefix><model>`` (default ``meshserve/traffic/<model>``; JSON ``{"model",
-"version_weights", "sticky"}``), which every orchestrator follows. `retire` stops a version's
-process with SIGTERM (it drains and deregisters), then SIGKILL after `stop_timeout_s`.
+points at a version nobody can reach. `set_traffic` publishes the model's traffic policy through
+the one writer of traffic policies it is given (the plan store's `set_traffic`: validated, CAS in
+``<kv_prefix>traffic/<model>``, see orchestrator/traffic_kv.py), which every orchestrator follows.
+`retire` stops a version's process with SIGTERM (it drains and deregisters), then SIGKILL after
+`stop_timeout_s`.
 """
 
 from __future__ import annotations
@@ -15,24 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from meshserve.errors import DeadlineExceededError, UnavailableError
-from meshserve.orchestrator.store import TRAFFIC_PREFIX
+from meshserve.orchestrator.traffic import TrafficPolicy
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import EndpointWatcher
-from meshserve.registry.kv import KV
 
-__all__ = ["TRAFFIC_PREFIX", "DeployConfig", "ProcessDeployer"]
+__all__ = ["DeployConfig", "ProcessDeployer"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ class DeployConfig:
     passing_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
     extra_args: tuple[str, ...] = ("--metrics-port", "-1", "--threads", "1")
-    traffic_prefix: str = TRAFFIC_PREFIX  # the orchestrator's <kv_prefix>traffic/
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -69,10 +67,15 @@ def _start(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 class ProcessDeployer:
     """Model versions as child processes registered in Consul (see the module docstring)."""
 
-    def __init__(self, consul: ConsulConfig, kv: KV, config: DeployConfig) -> None:
+    def __init__(
+        self,
+        consul: ConsulConfig,
+        config: DeployConfig,
+        publish_traffic: Callable[[TrafficPolicy], Awaitable[None]],
+    ) -> None:
         self.consul = consul
-        self.kv = kv
         self.config = config
+        self._publish_traffic = publish_traffic
         self._procs: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
         Path(config.work_dir).mkdir(parents=True, exist_ok=True)
 
@@ -121,8 +124,7 @@ class ProcessDeployer:
         log.info("model %s version %s is up (pid %d)", model, version, proc.pid)
 
     async def set_traffic(self, model: str, weights: Mapping[str, float]) -> None:
-        body = {"model": model, "version_weights": dict(weights), "sticky": False}
-        await self.kv.put(self.config.traffic_prefix + model, json.dumps(body).encode())
+        await self._publish_traffic(TrafficPolicy(model=model, version_weights=dict(weights)))
 
     async def retire(self, model: str, version: str) -> None:
         proc = self._procs.pop((model, version), None)

@@ -160,7 +160,8 @@ def _as_async(name: str, target: Any) -> LogicFunction:
         result = await asyncio.to_thread(target, inputs, ctx)
         if inspect.isawaitable(result):
             result = await result
-        return result
+        outputs: dict[str, Any] = result
+        return outputs
 
     log.debug("logic %s is synchronous; it runs in a thread", name)
     return in_thread

@@ -67,7 +67,9 @@ class SqlPool:
         self._slots = threading.BoundedSemaphore(self._config.size)
         self._closed = False
 
-    async def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
+    async def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
         """Rows of `sql` run with bound `params`, each a dict column -> value."""
         if not isinstance(params, Sequence | Mapping) or isinstance(params, str | bytes):
             raise InvalidInputError(
@@ -75,9 +77,7 @@ class SqlPool:
             )
         return await asyncio.to_thread(self._run, sql, params)
 
-    def _run(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _run(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
         if self._closed:
             raise UnavailableError("SQL pool is closed")
         if not self._slots.acquire(timeout=self._config.acquire_timeout_s):

@@ -16,6 +16,8 @@ from sklearn.datasets import load_digits
 from meshserve.errors import UnavailableError
 from meshserve.orchestrator.learning import HubConfig, LearnerConfig, LearningHub
 from meshserve.orchestrator.learning.rollout import DeployConfig, ProcessDeployer
+from meshserve.orchestrator.store import TRAFFIC_PREFIX
+from meshserve.orchestrator.traffic_kv import TrafficPolicies
 from meshserve.registry import KV, ConsulConfig, EndpointWatcher, LeaderElection
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import model_pb2, model_pb2_grpc
@@ -118,7 +120,10 @@ async def test_learner_version_is_deployed_and_serving(kv, prefix, consul_addr, 
     np.savez(holdout, x=x[1400:], y=y[1400:])
     config = ConsulConfig(consul_addr)
     model = f"online-{uuid.uuid4().hex[:6]}"
-    deployer = ProcessDeployer(config, kv, DeployConfig(work_dir=str(tmp_path / "work")))
+    policies = TrafficPolicies(kv, TRAFFIC_PREFIX)
+    deployer = ProcessDeployer(
+        config, DeployConfig(work_dir=str(tmp_path / "work")), policies.write
+    )
     hub = LearningHub(kv, config=HubConfig(kv_prefix=prefix), deployer=deployer)
     await hub.start()
     try:

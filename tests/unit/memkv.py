@@ -23,7 +23,7 @@ class MemoryKV:
     async def get(self, key: str) -> Entry | None:
         return self.data.get(key)
 
-    async def put(self, key: str, value: bytes, cas: int | None = None) -> bool:
+    async def put(self, key: str, value: bytes | str, cas: int | None = None) -> bool:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("consul unreachable")
@@ -32,7 +32,8 @@ class MemoryKV:
             return False
         self.index += 1
         self.puts += 1
-        self.data[key] = Entry(key, bytes(value), self.index)
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        self.data[key] = Entry(key, data, self.index)
         return True
 
     async def list(self, prefix: str) -> list[Entry]:
