@@ -109,9 +109,7 @@ class MeshServeClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def _admin_call(
-        self, method: Callable[..., Awaitable[T]], request: object
-    ) -> Awaitable[T]:
+    def _admin_call(self, method: Callable[..., Awaitable[T]], request: object) -> Awaitable[T]:
         return self._call(method(request, metadata=self._metadata, timeout=self.timeout_s))
 
     # ---- Orchestrator -----------------------------------------------------------------------
