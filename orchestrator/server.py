@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from meshserve import __version__
 from meshserve.errors import InvalidInputError, MeshError
+from meshserve.names import check_prefix
 from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.auth import BearerTokenInterceptor
 from meshserve.orchestrator.caller import ModelCaller
@@ -32,7 +33,7 @@ from meshserve.orchestrator.engine import Engine, EngineConfig
 from meshserve.orchestrator.learning_port import Learning, NullLearning
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
-from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore, check_prefix
+from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
 from meshserve.serving import serve_until_signal

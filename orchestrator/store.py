@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError
+from meshserve.names import check_name, check_prefix, kv_dir, kv_key, quote
 from meshserve.orchestrator.plans.parse import dumps_json, loads_json
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable
 from meshserve.orchestrator.traffic_kv import CAS_ATTEMPTS, TrafficPolicies, decode_policy
@@ -46,7 +47,6 @@ __all__ = [
     "KVStore",
     "PlanInfo",
     "PlanStore",
-    "check_prefix",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,6 @@ class PlanInfo:
         return self.versions[self.active]
 
 
-def check_prefix(prefix: str) -> None:
-    """A KV namespace: non-empty, relative, ending in '/' (e.g. ``meshserve/``, ``team-a/ms/``)."""
-    if not prefix or prefix.startswith("/") or not prefix.endswith("/") or "//" in prefix:
-        raise InvalidInputError(
-            f"KV prefix {prefix!r}: expected a non-empty path like 'meshserve/' that ends with "
-            "'/' and does not start with '/'"
-        )
-
-
 def _same_content(a: plan_pb2.Plan, b: plan_pb2.Plan) -> bool:
     x, y = plan_pb2.Plan(), plan_pb2.Plan()
     x.CopyFrom(a)
@@ -116,10 +107,10 @@ class PlanStore:
         check_prefix(prefix)
         self.kv = kv
         self.prefix = prefix
-        self.plans_prefix = f"{prefix}plans/"
-        self.traffic_prefix = f"{prefix}traffic/"
+        self.plans_prefix = kv_dir(prefix, "plans")
+        self.traffic_prefix = kv_dir(prefix, "traffic")
         self.policies = TrafficPolicies(kv, self.traffic_prefix)
-        self.marker_key = f"{self.plans_prefix}{MARKER_LEAF}"
+        self.marker_key = kv_key(self.plans_prefix, MARKER_LEAF)
         self.traffic = traffic or TrafficTable()
         self._wall_clock_ms = wall_clock_ms  # timestamps only, never intervals
         self._plans: dict[str, PlanInfo] = {}
@@ -246,7 +237,7 @@ class PlanStore:
             policies = self.traffic.policies()
         for name, versions, active in plans:
             for version, plan in sorted(versions.items()):
-                await self._create_version(f"{self.plans_prefix}{name}/{version}", plan)
+                await self._create_version(kv_key(self.plans_prefix, name, str(version)), plan)
             await self._set_active(name, active)
         for policy in policies:
             await self.policies.restore(policy)
@@ -319,7 +310,7 @@ class PlanStore:
         """A plan version (0 = active); NotFoundError names what exists."""
         info = self._plans.get(name)
         if info is None:
-            raise NotFoundError(f"plan '{name}' does not exist (plans: {sorted(self._plans)})")
+            raise NotFoundError(f"plan {quote(name)} does not exist (plans: {self._names()})")
         if version == 0:
             return info.active_plan()
         plan = info.versions.get(version)
@@ -328,6 +319,11 @@ class PlanStore:
                 f"plan '{name}' has no version {version} (versions: {sorted(info.versions)})"
             )
         return plan
+
+    def _names(self, limit: int = 20) -> str:
+        names = sorted(self._plans)
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        return f"{names[:limit]}{more}"
 
     def exists(self, name: str) -> bool:
         return name in self._plans
@@ -356,9 +352,8 @@ class PlanStore:
             stored.CopyFrom(plan)
             stored.version = latest + 1
             stored.created_unix_ms = self._wall_clock_ms()
-            created = await self._create_version(
-                f"{self.plans_prefix}{name}/{stored.version}", stored
-            )
+            key = kv_key(self.plans_prefix, name, str(stored.version))
+            created = await self._create_version(key, stored)
             if not created:
                 if expected_version:
                     raise CheckAndSetError(
@@ -371,7 +366,7 @@ class PlanStore:
         raise CheckAndSetError(f"plan '{name}': too many concurrent writers; retry")
 
     async def _versions(self, name: str) -> list[int]:
-        entries = await self.kv.list(f"{self.plans_prefix}{name}/")
+        entries = await self.kv.list(kv_dir(self.plans_prefix, name))
         out = []
         for entry in entries:
             leaf = entry.key[len(self.plans_prefix) + len(name) + 1 :]
@@ -380,7 +375,7 @@ class PlanStore:
         return out
 
     async def _set_active(self, name: str, version: int) -> None:
-        key = f"{self.plans_prefix}{name}/active"
+        key = kv_key(self.plans_prefix, name, "active")
         for _ in range(CAS_ATTEMPTS):
             entry = await self.kv.get(key)
             if entry is not None:
@@ -405,6 +400,7 @@ class PlanStore:
 
     async def rollback(self, name: str, to_version: int) -> int:
         """Store version `to_version`'s content as a new, active version."""
+        check_name("plan", name)
         old = self.get(name, to_version) if to_version else None
         if old is None:
             raise InvalidInputError(f"rollback of plan '{name}': 'to_version' is required")
@@ -412,10 +408,10 @@ class PlanStore:
 
     async def delete(self, name: str) -> int:
         """Delete every version of `name`; returns how many there were."""
-        versions = await self._versions(name)
+        versions = await self._versions(check_name("plan", name))
         if not versions:
-            raise NotFoundError(f"plan '{name}' does not exist (plans: {sorted(self._plans)})")
-        await self.kv.delete(f"{self.plans_prefix}{name}/", recurse=True)
+            raise NotFoundError(f"plan '{name}' does not exist (plans: {self._names()})")
+        await self.kv.delete(kv_dir(self.plans_prefix, name), recurse=True)
         self._plans.pop(name, None)
         return len(versions)
 

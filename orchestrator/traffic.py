@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from meshserve.errors import InvalidInputError
+from meshserve.names import check_name
 
 __all__ = ["TrafficPolicy", "TrafficTable", "pick_weighted", "stable_unit"]
 
@@ -41,17 +43,16 @@ class TrafficPolicy:
     sticky: bool = False
 
     def validate(self) -> None:
-        if not self.model:
-            raise InvalidInputError("traffic policy: 'model' is required")
+        check_name("traffic policy model", self.model)
         if not self.version_weights:
             raise InvalidInputError(
                 f"traffic policy for '{self.model}': version_weights must name at least one version"
             )
         for version, weight in self.version_weights.items():
-            if not version or weight < 0:
+            if not version or not math.isfinite(weight) or weight < 0:
                 raise InvalidInputError(
                     f"traffic policy for '{self.model}': version '{version}' weight {weight} must "
-                    "be a non-empty version with a weight >= 0"
+                    "be a non-empty version with a finite weight >= 0"
                 )
         if sum(self.version_weights.values()) <= 0:
             raise InvalidInputError(

@@ -15,6 +15,7 @@ import json
 from typing import Protocol
 
 from meshserve.errors import CheckAndSetError
+from meshserve.names import kv_key
 from meshserve.orchestrator.traffic import TrafficPolicy
 from meshserve.registry import KVEntry
 
@@ -59,7 +60,7 @@ class TrafficPolicies:
         self.prefix = prefix
 
     def key(self, model: str) -> str:
-        return f"{self.prefix}{model}"
+        return kv_key(self.prefix, model)
 
     async def write(self, policy: TrafficPolicy) -> None:
         """Validate and store `policy` with check-and-set (see the module docstring)."""

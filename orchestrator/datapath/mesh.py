@@ -25,6 +25,7 @@ from meshserve.errors import (
     NotFoundError,
     UnavailableError,
 )
+from meshserve.names import quote
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
 from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
 from meshserve.orchestrator.datapath.batching import (
@@ -299,7 +300,7 @@ class MeshCaller:
         in_flight = state.router.drain(instance_id, drain) if state else -1
         if in_flight < 0:
             raise NotFoundError(
-                f"model '{model}' has no tracked endpoint '{instance_id}' "
+                f"model {quote(model)} has no tracked endpoint {quote(instance_id)} "
                 f"(known: {[s.instance_id for s in self.snapshot(model)]})"
             )
         return in_flight

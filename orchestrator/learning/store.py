@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from meshserve.errors import CheckAndSetError
+from meshserve.names import kv_key
 
 __all__ = ["PREFIX", "KVLike", "StateStore", "bandit_key", "learner_key"]
 
@@ -34,11 +35,11 @@ class KVLike(Protocol):
 
 
 def bandit_key(plan: str, step: str, prefix: str = PREFIX) -> str:
-    return f"{prefix}bandits/{plan}/{step}"
+    return kv_key(prefix, "bandits", plan, step)
 
 
 def learner_key(name: str, prefix: str = PREFIX) -> str:
-    return f"{prefix}learners/{name}"
+    return kv_key(prefix, "learners", name)
 
 
 async def _maybe(value: Any) -> Any:

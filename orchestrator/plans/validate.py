@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError, UnavailableError
+from meshserve.names import check_name
 from meshserve.orchestrator.expr import compile_expression
 from meshserve.orchestrator.plans.graph import PlanGraph, Ref, step_kind
 from meshserve.tensors import dtype_name
@@ -51,10 +52,7 @@ def _compatible(expected: tensor_pb2.TensorSpec, actual: tensor_pb2.TensorSpec) 
 
 async def validate_plan(plan: plan_pb2.Plan, ctx: ValidationContext) -> PlanGraph | None:
     """Validate `plan`; returns its graph (None for a python plan). Raises InvalidInputError."""
-    if not plan.name:
-        raise InvalidInputError("plan: 'name' is required")
-    if "/" in plan.name or plan.name.strip() != plan.name:
-        raise InvalidInputError(f"plan '{plan.name}': name must not contain '/' or spaces")
+    check_name("plan", plan.name)
     if plan.python:
         if plan.steps or plan.outputs:
             raise InvalidInputError(
