@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from meshserve.clients.local_state import orchestrator_target
+from meshserve.clients.local_state import add_token_flags, orchestrator_target
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshError, MeshServeError
 
@@ -65,7 +65,7 @@ def _read_text(path: str) -> str:
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
-    address, token = orchestrator_target(args.orchestrator, args.token, Path(args.state_dir))
+    address, token = orchestrator_target(args.orchestrator, args.token_file, Path(args.state_dir))
     if not address:
         raise ValueError(
             "no orchestrator: pass --orchestrator HOST:PORT (or set MESHSERVE_ORCHESTRATOR), "
@@ -227,7 +227,7 @@ async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="orchestrator")
-    parser.add_argument("--token", default="", help="admin token ($MESHSERVE_ADMIN_TOKEN)")
+    add_token_flags(parser)
     parser.add_argument("--tls-ca", default="", help="CA certificate (PEM) for a TLS orchestrator")
     parser.add_argument("--state-dir", default=".meshserve", help="local mesh from `meshserve up`")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="deadline of each call")

@@ -17,7 +17,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,10 +33,12 @@ from meshserve.clients.local_state import (
     TrackedProcess,
     is_running,
     load_state,
+    make_private_dir,
     process_start_ticks,
     save_state,
     stop_processes,
 )
+from meshserve.credentials import ADMIN_TOKEN_ENV
 from meshserve.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["LocalMeshConfig", "down", "register", "status", "up"]
@@ -93,17 +95,25 @@ class _Launcher:
         self.config = config
         self.state = state
         self.logs = config.state_dir / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.state_dir)
+        make_private_dir(self.logs)
 
     def track(self, proc: TrackedProcess) -> None:
         self.state = self.state.with_process(proc)
         save_state(self.config.state_dir, self.state)
 
     def spawn(
-        self, role: str, name: str, args: Sequence[str], model: str = ""
+        self,
+        role: str,
+        name: str,
+        args: Sequence[str],
+        model: str = "",
+        secret_env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start one process; `secret_env` goes to its environment (never to its argv)."""
         log_path = self.logs / f"{name}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", MESH_ENV: str(self.config.state_dir)}
+        env.update(secret_env or {})
         env.setdefault("OTEL_SERVICE_NAME", f"meshserve-{role}")
         with log_path.open("wb") as out:
             popen = subprocess.Popen(
@@ -219,7 +229,7 @@ def up(config: LocalMeshConfig) -> MeshState:
             f"models {missing} not in {config.models_dir}; build them with "
             "`python examples/build_models.py --out examples/models`"
         )
-    token = config.admin_token or secrets.token_hex(16)  # hex: never starts with "-"
+    token = config.admin_token or secrets.token_hex(16)
     launcher = _Launcher(config, MeshState(consul_address="", admin_token=token))
     try:
         consul = _start_consul(config, launcher)
@@ -235,7 +245,8 @@ def up(config: LocalMeshConfig) -> MeshState:
         popens["orchestrator"] = launcher.spawn(
             "orchestrator",
             "orchestrator",
-            ["orchestrator", "serve", *common, f"--admin-token={token}"],
+            ["orchestrator", "serve", *common],
+            secret_env={ADMIN_TOKEN_ENV: token},
         )
         _progress(f"started {len(popens)} processes; waiting for them to serve")
         ready = launcher.wait_ready(popens)

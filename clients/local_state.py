@@ -6,6 +6,7 @@ Every tracked process is identified by its PID *and* its start time (``/proc/<pi
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -15,12 +16,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from meshserve.credentials import add_refused_secret_flag, read_token
+
 __all__ = [
     "STATE_FILE",
     "MeshState",
     "TrackedProcess",
+    "add_token_flags",
     "is_running",
     "load_state",
+    "make_private_dir",
+    "orchestrator_target",
     "process_start_ticks",
     "save_state",
     "stop_processes",
@@ -75,14 +81,23 @@ def load_state(state_dir: Path) -> MeshState | None:
     return MeshState(processes=procs, plans=plans, **raw)
 
 
-def orchestrator_target(address: str, token: str, state_dir: Path) -> tuple[str, str]:
+def add_token_flags(parser: argparse.ArgumentParser) -> None:
+    """``--token-file PATH`` for client commands (``--token VALUE`` is refused: argv is public)."""
+    parser.add_argument(
+        "--token-file", default="", metavar="PATH", help="admin token file ($MESHSERVE_ADMIN_TOKEN)"
+    )
+    add_refused_secret_flag(parser, "--token", "--token-file")
+
+
+def orchestrator_target(address: str, token_file: str, state_dir: Path) -> tuple[str, str]:
     """(address, admin token) for client commands: flags or environment first
-    ($MESHSERVE_ORCHESTRATOR, $MESHSERVE_ADMIN_TOKEN), else the local mesh `meshserve up` started.
+    (``--token-file``, $MESHSERVE_ORCHESTRATOR, $MESHSERVE_ADMIN_TOKEN), else the local mesh
+    `meshserve up` started.
 
     The address is "" when none is known.
     """
     address = address or os.environ.get("MESHSERVE_ORCHESTRATOR", "")
-    token = token or os.environ.get("MESHSERVE_ADMIN_TOKEN", "")
+    token = read_token(token_file)
     if not address:
         state = load_state(state_dir)
         if state is not None:
@@ -93,11 +108,20 @@ def orchestrator_target(address: str, token: str, state_dir: Path) -> tuple[str,
 
 def save_state(state_dir: Path, state: MeshState) -> None:
     """Write the state atomically (tmp file + rename), so a crash never leaves half a file."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(state_dir)
     path = state_dir / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # an older tmp file may have had other bits
+        out.write(json.dumps(asdict(state), indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) if needed and make it 0700: it holds the admin token."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from meshserve.clients.local_state import orchestrator_target
+from meshserve.clients.local_state import add_token_flags, orchestrator_target
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
 from meshserve.telemetry.convert import spans_from_proto, summaries_from_proto
@@ -94,7 +94,7 @@ def fetch_slowest(
 
 def _cmd_trace(args: argparse.Namespace) -> int:
     trace_dir = args.trace_dir or os.environ.get("MESHSERVE_TRACE_DIR", "")
-    address, token = orchestrator_target(args.orchestrator, args.token, Path(args.state_dir))
+    address, token = orchestrator_target(args.orchestrator, args.token_file, Path(args.state_dir))
     if not address and not trace_dir:
         print(
             "error: no orchestrator to ask: pass --orchestrator HOST:PORT (and --token), "
@@ -146,7 +146,7 @@ def register(subparsers: Any) -> None:
         "--slowest", type=_non_negative, default=10, metavar="N", help="list the N slowest traces"
     )
     parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="Admin address")
-    parser.add_argument("--token", default="", help="admin token ($MESHSERVE_ADMIN_TOKEN)")
+    add_token_flags(parser)
     parser.add_argument("--trace-dir", default="", help="JSON-lines span files of every process")
     parser.add_argument("--state-dir", default=".meshserve", help="local mesh from `meshserve up`")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="deadline of each call")

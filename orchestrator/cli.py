@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from meshserve.credentials import add_refused_secret_flag, read_token
 from meshserve.errors import MeshError
 from meshserve.tls import ClientTLS
 
@@ -35,6 +36,11 @@ def _serve(args: argparse.Namespace) -> int:
     except MeshError as exc:
         log.error("orchestrator: %s", exc.message)
         return 2
+    try:
+        admin_token = read_token(args.admin_token_file)
+    except (OSError, ValueError) as exc:
+        log.error("orchestrator: --admin-token-file: %s", exc)
+        return 2
     env_consul = ConsulConfig.from_env()
     consul = (
         ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
@@ -44,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = OrchestratorConfig(
         host=args.host,
         port=args.port,
-        admin_token=args.admin_token or os.environ.get("MESHSERVE_ADMIN_TOKEN", ""),
+        admin_token=admin_token,
         instance_id=args.instance_id,
         python_plans=tuple(args.python_plan or ()),
         plan_files=tuple(args.plans or ()),
@@ -71,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not config.admin_token:
         log.warning(
-            "no admin token (--admin-token / MESHSERVE_ADMIN_TOKEN): Admin RPCs are refused"
+            "no admin token (--admin-token-file / $MESHSERVE_ADMIN_TOKEN): Admin RPCs are refused"
         )
     try:
         return asyncio.run(run(config, consul))
@@ -88,7 +94,13 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
     serve.add_argument("--consul", default="", help="Consul host:port (default $CONSUL_HTTP_ADDR)")
-    serve.add_argument("--admin-token", default="", help="bearer token Admin calls must present")
+    serve.add_argument(
+        "--admin-token-file",
+        default="",
+        metavar="PATH",
+        help="file holding the bearer token Admin calls must present (else $MESHSERVE_ADMIN_TOKEN)",
+    )
+    add_refused_secret_flag(serve, "--admin-token", "--admin-token-file")
     serve.add_argument(
         "--kv-prefix",
         default="",

@@ -37,8 +37,8 @@ class Procs:
 
     def orchestrator(self, consul_addr: str, *extra: str) -> ChildProcess:
         return self.spawn(
-            "orchestrator", "serve", "--consul", consul_addr, "--admin-token", TOKEN,
-            "--kv-prefix", self.kv_prefix, *extra,
+            "orchestrator", "serve", "--consul", consul_addr, "--kv-prefix", self.kv_prefix,
+            *extra, env={"MESHSERVE_ADMIN_TOKEN": TOKEN},
         )  # fmt: skip
 
     def stop_all(self) -> None:

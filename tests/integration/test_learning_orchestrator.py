@@ -27,8 +27,9 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 def orchestrator(spawn, consul_addr: str, plans: Path, work: Path):
     return spawn(
-        "orchestrator", "serve", "--port", "0", "--consul", consul_addr, "--admin-token", TOKEN,
+        "orchestrator", "serve", "--port", "0", "--consul", consul_addr,
         "--plans", str(plans), "--learning-dir", str(work), "--metrics-port", "-1",
+        env={"MESHSERVE_ADMIN_TOKEN": TOKEN},
     )  # fmt: skip
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -18,7 +20,9 @@ import numpy as np
 import pytest
 
 from meshserve.clients.local import MESH_ENV
-from meshserve.clients.local_state import TrackedProcess, is_running, load_state
+from meshserve.clients.local_state import MeshState, TrackedProcess, is_running, load_state
+from meshserve.clients.sdk import MeshServeClient
+from meshserve.errors import MeshServeError
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.meshload import require_servers
@@ -109,6 +113,7 @@ def test_up_then_down_leaves_no_process_behind(models_dir: Path, tmp_path: Path)
 
         label = asyncio.run(_one_prediction(state.orchestrator_address, models_dir))
         assert 0 <= label <= 9
+        _assert_token_kept_secret(state, state_dir)
 
         down = _meshserve("down", "--state-dir", str(state_dir), timeout_s=60)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -123,6 +128,44 @@ def test_up_then_down_leaves_no_process_behind(models_dir: Path, tmp_path: Path)
                 os.kill(proc.pid, 9)
         for pid in _marked_processes(state_dir):
             os.kill(pid, 9)
+
+
+async def _admin_calls_keep_the_token_out_of_spans(address: str, token: str) -> None:
+    async with MeshServeClient(address, token=token) as client:
+        await client.list_plans()  # the token goes through the interceptor (and any logging)
+        traces = await client.list_traces(slowest=50)
+        for summary in traces.traces:
+            assert token not in str(await client.get_trace(summary.trace_id))
+    async with MeshServeClient(address, token="not-" + token) as wrong:
+        with pytest.raises(MeshServeError) as refused:
+            await wrong.list_plans()
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _assert_token_kept_secret(state: MeshState, state_dir: Path) -> None:
+    """The admin token is in no argv, log, metric, span, Consul meta or file others can read."""
+    token = state.admin_token
+    assert len(token) >= 32
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state_dir / "state.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_dir / "logs").stat().st_mode) == 0o700
+    asyncio.run(_admin_calls_keep_the_token_out_of_spans(state.orchestrator_address, token))
+    for proc in state.processes:
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert token.encode() not in argv, proc.role
+    for path in state_dir.rglob("*"):
+        if path.is_file() and path.name != "state.json":
+            assert token.encode() not in path.read_bytes(), path
+    consul = f"http://{state.consul_address}"
+    with urllib.request.urlopen(f"{consul}/v1/agent/services", timeout=10) as reply:
+        services = json.loads(reply.read())
+    assert token not in json.dumps(services)
+    for service in services.values():
+        port = service.get("Meta", {}).get("metrics_port", "")
+        if port and port != "-1":
+            url = f"http://{service['Address'] or '127.0.0.1'}:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                assert token.encode() not in reply.read(), url
 
 
 def test_up_reports_missing_models_before_starting_anything(tmp_path: Path) -> None:

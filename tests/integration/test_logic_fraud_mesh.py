@@ -46,9 +46,9 @@ async def test_fraud_plan_through_the_mesh(spawn, consul_addr, models_dir, tmp_p
         )  # fmt: skip
     orch = spawn(
         "orchestrator", "serve", "--port", "0", "--consul", consul_addr,
-        "--admin-token", "fraud-token", "--plans", str(PLAN), "--logic", "examples.fraud.logic",
-        "--metrics-port", "-1", "--no-learning",
-        env={"MESHSERVE_FRAUD_DATA": str(data)},
+        "--plans", str(PLAN), "--logic", "examples.fraud.logic", "--metrics-port", "-1",
+        "--no-learning",
+        env={"MESHSERVE_FRAUD_DATA": str(data), "MESHSERVE_ADMIN_TOKEN": "fraud-token"},
     )  # fmt: skip
     inputs = {
         "user_id": np.array([FIRST_USER_ID + i for i in (1, 5, 9)], dtype=np.int64),

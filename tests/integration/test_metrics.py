@@ -96,7 +96,7 @@ def test_orchestrator_metrics(spawn, consul_addr: str):
     instance = unique_name("metrics-orch")
     spawn(
         "orchestrator", "serve", "--port", "0", "--consul", consul_addr, "--metrics-port", "0",
-        "--instance-id", instance, "--admin-token", "t0k",
+        "--instance-id", instance, env={"MESHSERVE_ADMIN_TOKEN": "t0k"},
     )  # fmt: skip
     url = _metrics_url(consul_addr, lambda s: s["ID"] == instance, f"orchestrator {instance}")
     types = _scrape_and_validate(url)

@@ -319,7 +319,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_commands(mesh, digits, tmp_path):
     x, _ = digits
-    conn = ("--orchestrator", mesh, "--token", TOKEN)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    conn = ("--orchestrator", mesh, "--token-file", str(token_file))
     applied = _cli("plans", "apply", str(PLANS / "pipeline.yaml"), *conn)
     assert applied.returncode == 0, applied.stderr
     assert "plan digits-pipeline applied as version" in applied.stdout
@@ -338,8 +341,13 @@ def test_cli_commands(mesh, digits, tmp_path):
     assert models.returncode == 0 and "mlp" in models.stdout and "passing" in models.stdout
     stats = _cli("stats", *conn)
     assert stats.returncode == 0 and "digits-pipeline" in stats.stdout
-    denied = _cli("plans", "list", "--orchestrator", mesh, "--token", "wrong")
+    (tmp_path / "wrong").write_text("wrong")
+    denied = _cli("plans", "list", "--orchestrator", mesh, "--token-file", str(tmp_path / "wrong"))
     assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+    in_argv = _cli("plans", "list", "--orchestrator", mesh, "--token", TOKEN)
+    assert (
+        in_argv.returncode == 2 and "--token-file PATH or $MESHSERVE_ADMIN_TOKEN" in in_argv.stderr
+    )
     bad = _cli("call", "digits-pipeline", "--input", "input=[[1.0, 2.0]]", *conn)
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr
 

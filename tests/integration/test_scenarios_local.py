@@ -51,8 +51,9 @@ class LocalMesh:
     procs: list[ChildProcess] = field(default_factory=list)
     orchestrator: ChildProcess | None = None
 
-    def start(self, name: str, *args: str) -> ChildProcess:
-        child = ChildProcess(list(args), self.logs / f"{name}-{len(self.procs)}.log")
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> ChildProcess:
+        log = self.logs / f"{name}-{len(self.procs)}.log"
+        child = ChildProcess(list(args), log, env or {})
         self.procs.append(child)
         return child.start(ready_timeout_s=60)
 
@@ -66,7 +67,8 @@ class LocalMesh:
     def start_orchestrator(self) -> ChildProcess:
         self.orchestrator = self.start(
             "orchestrator", "orchestrator", "serve", "--port", "0",
-            "--consul", self.consul.address, "--admin-token", self.token, "--metrics-port", "-1",
+            "--consul", self.consul.address, "--metrics-port", "-1",
+            env={"MESHSERVE_ADMIN_TOKEN": self.token},
         )  # fmt: skip
         return self.orchestrator
 

@@ -132,8 +132,8 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
     plan_file.write_text(_plan(plan, scaler, (logreg, mlp)))
     orch = spawn(
         "orchestrator", "serve", "--port", "0", "--consul", consul_addr, "--metrics-port", "-1",
-        "--admin-token", TOKEN, "--plans", str(plan_file), "--instance-id", unique_name("orch"),
-        env=env,
+        "--plans", str(plan_file), "--instance-id", unique_name("orch"),
+        env={**env, "MESHSERVE_ADMIN_TOKEN": TOKEN},
     )  # fmt: skip
 
     # Warm up until every replica is passing in Consul and the whole plan answers.
@@ -154,15 +154,17 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
             assert reply.trace_id == trace_id  # the orchestrator reports the caller's trace
 
     # The CLI renders a trace from the orchestrator's buffer (Admin.GetTrace) merged with files.
-    cli = [sys.executable, "-m", "meshserve.clients.cli", "trace", "--orchestrator", orch.address,
-           "--token", TOKEN]  # fmt: skip
+    cli = [sys.executable, "-m", "meshserve.clients.cli", "trace", "--orchestrator", orch.address]
+    cli_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MESHSERVE_ADMIN_TOKEN": TOKEN}
     shown = subprocess.run(
         [*cli, ok[0][0], "--trace-dir", str(trace_dir)], capture_output=True, text=True,
-        timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=60, env=cli_env,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert f"plan {plan}" in shown.stdout and "logic validate" in shown.stdout
-    slowest = subprocess.run([*cli, "--slowest", "5"], capture_output=True, text=True, timeout=60)
+    slowest = subprocess.run(
+        [*cli, "--slowest", "5"], capture_output=True, text=True, timeout=60, env=cli_env
+    )
     assert slowest.returncode == 0, slowest.stderr
     assert len(slowest.stdout.strip().splitlines()) == 6  # header + 5 traces
 

@@ -188,9 +188,9 @@ def netns_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
                         "--version", "1", "--port", "0", "--consul", address,
                         "--metrics-port", "-1"]),
             ("orchestrator", ["orchestrator", "serve", "--port", "0", "--consul", address,
-                              "--admin-token", mesh.token, "--metrics-port", "-1"]),
+                              "--metrics-port", "-1"]),
         ):  # fmt: skip
-            child = ChildProcess(args, logs / f"{name}.log")
+            child = ChildProcess(args, logs / f"{name}.log", {"MESHSERVE_ADMIN_TOKEN": mesh.token})
             mesh.children.append(child)
             child.start(60)
             if name == "orchestrator":
