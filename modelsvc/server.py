@@ -17,7 +17,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from meshserve.modelsvc.backend import OnnxBackend
 from meshserve.modelsvc.config import (
@@ -30,6 +29,7 @@ from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
+from meshserve.reflection import enable_reflection
 from meshserve.serving import serve_until_signal
 from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
 from meshserve.tls import bind
@@ -125,15 +125,7 @@ class ModelServer:
             V2Servicer(core, self.metrics, cfg.max_elements), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (
-                MODEL_SERVICE,
-                V2_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        enable_reflection(server, (MODEL_SERVICE, V2_SERVICE))
         port = bind(server, f"{cfg.host}:{cfg.port}", cfg.server_tls)
         await server.start()
         self._server = server
@@ -147,7 +139,7 @@ class ModelServer:
         metrics_port = cfg.metrics_port
         if metrics_port >= 0:
             metrics_port = self.metrics.serve(cfg.host, metrics_port)
-        for service in HEALTH_SERVICES:
+        for service in (*HEALTH_SERVICES, cfg.name):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(cfg.host, port, metrics_port, instance_id)
         if self._consul is not None:

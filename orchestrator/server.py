@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from meshserve import __version__
 from meshserve.errors import InvalidInputError, MeshError
@@ -31,10 +30,12 @@ from meshserve.orchestrator.compiled import compile_plan
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.engine import Engine, EngineConfig
 from meshserve.orchestrator.learning_port import Learning, NullLearning
+from meshserve.orchestrator.plan_health import PlanHealth
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
 from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore
 from meshserve.orchestrator.traffic import TrafficTable
+from meshserve.reflection import enable_reflection
 from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
 from meshserve.serving import serve_until_signal
 from meshserve.telemetry import (
@@ -158,6 +159,7 @@ class OrchestratorServer:
         self._telemetry_config = telemetry or TelemetryConfig.from_env(buffer_max_traces=256)
         self._telemetry: Telemetry | None = None
         self._health = health_aio.HealthServicer()
+        self._plan_health: PlanHealth | None = None
         self._server: grpc.aio.Server | None = None
         self._registration: Any = None
         self.kv: KV | None = None
@@ -196,6 +198,9 @@ class OrchestratorServer:
         traffic = TrafficTable()
         self.store = PlanStore(self.kv, traffic, prefix=cfg.kv_prefix)
         await self.store.start()
+        store = self.store
+        plan_health = self._plan_health = PlanHealth(self._health, store.names)
+        store.on_change(plan_health.changed)
         self.election = LeaderElection(
             self.consul, cfg.kv_prefix + LEADER_LEAF, instance_id, cfg.leader_ttl_s
         )
@@ -235,20 +240,14 @@ class OrchestratorServer:
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (
-                ORCHESTRATOR_SERVICE,
-                ADMIN_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        enable_reflection(server, (ORCHESTRATOR_SERVICE, ADMIN_SERVICE))
         await server.start()
         self._server = server
         metrics_port = start_metrics_server(cfg.metrics_port, cfg.host)
         for service in ("", ORCHESTRATOR_SERVICE, ADMIN_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await plan_health.sync()
+        plan_health.start()
         self.bound = Bound(cfg.host, port, instance_id, metrics_port)
         if cfg.register:
             await self._register(self.bound)
@@ -314,6 +313,8 @@ class OrchestratorServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, deregister, stop accepting, finish in-flight within the grace period."""
         grace = self.config.grace_s if grace_s is None else grace_s
+        if self._plan_health is not None:
+            await self._plan_health.stop()
         await self._health.enter_graceful_shutdown()
         if self._registration is not None:
             with contextlib.suppress(MeshError):

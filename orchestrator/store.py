@@ -117,6 +117,7 @@ class PlanStore:
         self._parsed: dict[str, tuple[int, plan_pb2.Plan]] = {}  # key -> (modify index, plan)
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._lock = asyncio.Lock()
         self._store_id = ""  # the marker value of the KV state our view follows
         self._reconcile = asyncio.Event()
@@ -213,6 +214,7 @@ class PlanStore:
             self._parsed = {k: v for k, v in self._parsed.items() if k in keys}
             self._changed.set()
             self._changed = asyncio.Event()
+        self._notify()
 
     async def _reconcile_loop(self) -> None:
         """Write the state we serve back to a KV that lost it; retry until it sticks."""
@@ -321,12 +323,24 @@ class PlanStore:
         return plan
 
     def _names(self, limit: int = 20) -> str:
-        names = sorted(self._plans)
+        names = self.names()
         more = f" and {len(names) - limit} more" if len(names) > limit else ""
         return f"{names[:limit]}{more}"
 
     def exists(self, name: str) -> bool:
         return name in self._plans
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the loop, no arguments) whenever the set of plans may change."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    def names(self) -> list[str]:
+        """Names of every plan with an active version here, sorted."""
+        return sorted(self._plans)
 
     def infos(self) -> list[PlanInfo]:
         return [self._plans[n] for n in sorted(self._plans)]
@@ -390,6 +404,7 @@ class PlanStore:
         info = self._plans.setdefault(plan.name, PlanInfo(plan.name))
         info.versions[plan.version] = plan
         info.active = max(info.active, plan.version)
+        self._notify()
 
     async def apply_if_changed(self, plan: plan_pb2.Plan) -> int:
         """Apply `plan` unless the active version already has the same content."""
@@ -413,6 +428,7 @@ class PlanStore:
             raise NotFoundError(f"plan '{name}' does not exist (plans: {self._names()})")
         await self.kv.delete(kv_dir(self.plans_prefix, name), recurse=True)
         self._plans.pop(name, None)
+        self._notify()
         return len(versions)
 
     async def set_traffic(self, policy: TrafficPolicy) -> None:
