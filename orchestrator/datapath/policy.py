@@ -53,12 +53,16 @@ class Candidate(Protocol):
 C = TypeVar("C", bound=Candidate)
 
 
+_NONE_TRIED: frozenset[str] = frozenset()
+
+
 class CallInfo:
     """What the router knows of one call when it picks a replica for an attempt.
 
-    One per call, built by the router (model, version, routing key fixed); before each pick the
-    router sets `attempt` (1 for the first attempt), `now` (its clock) and adds the replicas
-    that failed to `tried`. Read-only to policies.
+    One per call, built by the router (model, version, routing key fixed; it replaces the
+    call's former `tried` set, so routing allocates nothing more than before); before each pick
+    the router sets `attempt` (1 for the first attempt), `now` (its clock) and `tried` (the
+    instance ids whose attempts failed, a frozenset). Read-only to policies.
     """
 
     __slots__ = ("attempt", "model", "now", "routing_key", "tried", "version")
@@ -69,7 +73,7 @@ class CallInfo:
         self.routing_key: Final = routing_key  # "" when the caller gave none (or a batch mixes)
         self.attempt = 0
         self.now = 0.0
-        self.tried: Final[set[str]] = set()  # instance ids of the attempts that failed
+        self.tried: frozenset[str] = _NONE_TRIED
 
 
 class PickerPolicy(Protocol):

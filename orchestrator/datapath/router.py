@@ -205,7 +205,6 @@ class ModelRouter:
     ) -> model_pb2.InferResponse:
         """Send `request` to a replica, retrying elsewhere as policy allows; raises MeshError."""
         call = CallInfo(self.model, version, routing_key)
-        tried = call.tried
         attempt = 0
         reason = ""
         last: AttemptError | None = None
@@ -219,7 +218,8 @@ class ModelRouter:
                     + (f" (last: {last.code.name}: {last.message})" if last else "")
                 )
             candidates = self.ready(version)
-            if tried:
+            if call.tried:
+                tried = call.tried
                 candidates = [r for r in candidates if r.instance_id not in tried]
             if not candidates:
                 if last is not None:
@@ -235,7 +235,7 @@ class ModelRouter:
                 return await self._attempt(replica, request, remaining, attempt, reason, links)
             except AttemptError as err:
                 last = err
-                tried.add(replica.instance_id)
+                call.tried = call.tried.union((replica.instance_id,))
                 delay = self._retry_delay(err, attempt, deadline)
                 if delay is None:
                     raise to_mesh_error(self.model, err) from None
