@@ -114,7 +114,7 @@ def _datapath(cfg: OrchestratorConfig) -> DataPathConfig:
         cfg.datapath or DataPathConfig(), default_timeout_s=cfg.default_timeout_s, tls=cfg.model_tls
     )
     if cfg.model_transport:
-        datapath = replace(datapath, transport=cfg.model_transport)  # type: ignore[arg-type]
+        datapath = replace(datapath, transport=cfg.model_transport)
     if cfg.client_batching is not None:
         datapath = datapath.with_batching(cfg.client_batching)
     return datapath

@@ -1,9 +1,11 @@
 """The orchestrator -> model data path: ``MeshCaller`` implements ``ModelCaller``.
 
-Modules: ``config`` (frozen settings), ``policy`` (picker policies), ``replica`` (the only thing
-touching a channel), ``ejection`` (outlier state), ``budget`` (retry budget), ``router`` (one
-model's replica set, retries, draining), ``batching`` (client-side micro-batches), ``stream``
-(bidi InferStream sessions), ``faults`` (fault injection), ``metrics``, ``mesh`` (MeshCaller).
+Modules: ``config`` (frozen settings), ``policy`` (the picker policy table), ``transport`` (the
+transport table: stream, unary), ``table`` (the named-table type of both), ``replica`` (the only
+thing touching a channel; owns one transport), ``ejection`` (outlier state), ``budget`` (retry
+budget), ``router`` (one model's replica set, picking, retries, draining), ``batching``
+(client-side micro-batches), ``stream`` (bidi InferStream sessions), ``faults`` (fault
+injection, a transport wrapper), ``metrics``, ``mesh`` (MeshCaller).
 """
 
 from meshserve.orchestrator.datapath.config import (
@@ -14,12 +16,17 @@ from meshserve.orchestrator.datapath.config import (
     RetryConfig,
 )
 from meshserve.orchestrator.datapath.mesh import MeshCaller
+from meshserve.orchestrator.datapath.policy import CallInfo, register_policy
+from meshserve.orchestrator.datapath.transport import register_transport
 
 __all__ = [
     "BatchConfig",
+    "CallInfo",
     "DataPathConfig",
     "EjectionConfig",
     "MeshCaller",
     "ModelPathConfig",
     "RetryConfig",
+    "register_policy",
+    "register_transport",
 ]

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from meshserve.errors import InvalidInputError
+from meshserve.orchestrator.datapath.policy import POLICIES, make_policy
+from meshserve.orchestrator.datapath.transport import TRANSPORTS
 from meshserve.tls import ClientTLS
 
 __all__ = [
@@ -30,7 +33,7 @@ __all__ = [
     "load_datapath_config",
 ]
 
-Transport = Literal["stream", "unary"]
+Transport = str  # a name in transport.TRANSPORTS ("stream", "unary")
 
 
 @dataclass(frozen=True)
@@ -91,23 +94,31 @@ class BatchConfig:
 
 @dataclass(frozen=True)
 class ModelPathConfig:
-    """Per-model overrides (None keeps the DataPathConfig default)."""
+    """Per-model overrides (None keeps the DataPathConfig default).
+
+    `policy_options` without `policy` apply to the default policy; a `policy` without
+    `policy_options` starts from no options.
+    """
 
     batch: BatchConfig | None = None
     transport: Transport | None = None
     timeout_s: float | None = None
+    policy: str | None = None
+    policy_options: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class DataPathConfig:
     """How the orchestrator calls models.
 
-    transport: "stream" (long-lived bidi InferStream per endpoint) or "unary" (one Infer per
-    batch). `policy`: "p2c" (power of two choices) or "round_robin".
+    transport: a name in ``transport.TRANSPORTS``: "stream" (long-lived bidi InferStream per
+    endpoint) or "unary" (one Infer per batch). `policy`: a name in ``policy.POLICIES``: "p2c"
+    (power of two choices) or "round_robin"; `policy_options` are passed to its constructor.
     """
 
     transport: Transport = "stream"
-    policy: Literal["p2c", "round_robin"] = "p2c"
+    policy: str = "p2c"
+    policy_options: Mapping[str, Any] = field(default_factory=dict)
     default_timeout_s: float = 30.0
     discovery_timeout_s: float = 2.0
     stream_max_in_flight: int = 64
@@ -123,11 +134,9 @@ class DataPathConfig:
     tls: ClientTLS | None = None  # dial model replicas with TLS
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.transport not in ("stream", "unary"):
-            problems.append(f"transport={self.transport!r} (expected 'stream' or 'unary')")
-        if self.policy not in ("p2c", "round_robin"):
-            problems.append(f"policy={self.policy!r} (expected 'p2c' or 'round_robin')")
+        problems = self._path_problems("", None)
+        for model, override in self.models.items():
+            problems.extend(self._path_problems(f"models[{model!r}].", override))
         for name in ("default_timeout_s", "discovery_timeout_s", "latency_ewma_half_life_s",
                      "latency_idle_half_life_s"):  # fmt: skip
             if not getattr(self, name) > 0:
@@ -150,6 +159,42 @@ class DataPathConfig:
             )
         if problems:
             raise ValueError("invalid DataPathConfig: " + "; ".join(problems))
+
+    def _path_problems(self, label: str, override: ModelPathConfig | None) -> list[str]:
+        """Transport and policy of the defaults (`override` None) or of one model's override,
+        checked against their tables; a policy's options by building one."""
+        problems = []
+        transport = self.transport if override is None else override.transport
+        if transport is not None and transport not in TRANSPORTS:
+            problems.append(f"{label}transport={transport!r} (expected {TRANSPORTS.expected()})")
+        if override is None:
+            name, options = self.policy, self.policy_options
+        elif override.policy is None and override.policy_options is None:
+            return problems  # the defaults, checked once
+        else:
+            name, options = self._policy_of(override)
+        if name not in POLICIES:
+            problems.append(f"{label}policy={name!r} (expected {POLICIES.expected()})")
+        else:
+            try:
+                make_policy(name, options, random.Random(0))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{label}policy_options: {exc}")
+        return problems
+
+    def _policy_of(self, override: ModelPathConfig) -> tuple[str, Mapping[str, Any]]:
+        if override.policy is not None:
+            return override.policy, override.policy_options or {}
+        if override.policy_options is not None:
+            return self.policy, override.policy_options
+        return self.policy, self.policy_options
+
+    def policy_for(self, model: str) -> tuple[str, Mapping[str, Any]]:
+        """(policy name, options) of `model`: its override, else the defaults."""
+        override = self.models.get(model)
+        if override is None:
+            return self.policy, self.policy_options
+        return self._policy_of(override)
 
     def batch_for(self, model: str) -> BatchConfig:
         override = self.models.get(model)
@@ -187,6 +232,9 @@ def _value(raw: Any, default: Any, where: str) -> Any:
     elif isinstance(default, tuple):
         ok = isinstance(raw, list | tuple) and all(isinstance(v, str) for v in raw)
         raw = tuple(raw) if ok else raw
+    elif isinstance(default, Mapping):
+        ok = isinstance(raw, Mapping) and all(isinstance(k, str) for k in raw)
+        raw = dict(raw) if ok else raw
     else:
         ok = isinstance(raw, str)
     if not ok:
@@ -197,7 +245,12 @@ def _value(raw: Any, default: Any, where: str) -> Any:
 
 
 # Type samples of the fields whose default is None (per-model overrides).
-_OPTIONAL_SAMPLES: dict[str, Any] = {"transport": "", "timeout_s": 0.0}
+_OPTIONAL_SAMPLES: dict[str, Any] = {
+    "transport": "",
+    "timeout_s": 0.0,
+    "policy": "",
+    "policy_options": {},
+}
 
 
 def _section(cls: type, raw: Any, where: str, skip: Mapping[str, str] | None = None) -> Any:
@@ -221,7 +274,9 @@ def _section(cls: type, raw: Any, where: str, skip: Mapping[str, str] | None = N
                 str(m): _section(ModelPathConfig, v, f"{name}.{m}") for m, v in value.items()
             }
         else:
-            default = fields[key].default
+            f = fields[key]
+            factory = f.default_factory
+            default = f.default if factory is dataclasses.MISSING else factory()
             sample = _OPTIONAL_SAMPLES[key] if default is None else default
             kwargs[key] = _value(value, sample, name)
     return cls(**kwargs)

@@ -4,22 +4,33 @@ A fault delays (`delay_ms` with probability `delay_rate`) and/or aborts (with pr
 `abort_rate`, status `abort_code`) attempts toward its target for `duration_s`, then expires by
 itself (judged with the injected clock on every lookup; no timers). An injected abort is seen by
 the router exactly like the replica failing with that status.
+
+Faults act in one place: ``FaultInjectingTransport`` wraps each replica's real transport, asks
+the injector for every attempt and delays or aborts it before (instead of) sending it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
 
 from meshserve.errors import InvalidInputError
 from meshserve.grpc_errors import code_from_int
 from meshserve.orchestrator.caller import FaultSpec
 from meshserve.orchestrator.datapath.attempt import AttemptError
+from meshserve.v1 import model_pb2
 
-__all__ = ["FaultDecision", "FaultInjector"]
+if TYPE_CHECKING:
+    from meshserve.orchestrator.datapath.transport import Transport
+
+__all__ = ["FaultDecision", "FaultInjectingTransport", "FaultInjector"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,54 @@ class FaultInjector:
         now = self._clock()
         for fid in [fid for fid, (_, until) in self._faults.items() if until <= now]:
             del self._faults[fid]
+
+
+class FaultInjectingTransport:
+    """A transport applying the injector's faults toward `model`/`instance_id` around `inner`.
+
+    Per attempt: no matching fault -> the inner transport's own awaitable (no extra coroutine);
+    a delay sleeps min(delay, timeout) and fails with DEADLINE_EXCEEDED when it used the whole
+    timeout; an abort raises its AttemptError (after the delay, if both) without sending.
+    """
+
+    def __init__(
+        self, inner: Transport, faults: FaultInjector, model: str, instance_id: str
+    ) -> None:
+        self.inner = inner
+        self._faults = faults
+        self._model = model
+        self._instance_id = instance_id
+
+    def infer(
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Awaitable[model_pb2.InferResponse]:
+        fault = self._faults.decide(self._model, self._instance_id)
+        if fault is NO_FAULT:
+            return self.inner.infer(request, timeout_s, metadata)
+        return self._faulted(fault, request, timeout_s, metadata)
+
+    async def _faulted(
+        self,
+        fault: FaultDecision,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]],
+    ) -> model_pb2.InferResponse:
+        if fault.delay_s:
+            await asyncio.sleep(min(fault.delay_s, timeout_s))
+            if fault.delay_s >= timeout_s:
+                raise AttemptError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in injected delay"
+                )
+        if fault.abort is not None:
+            raise fault.abort
+        return await self.inner.infer(request, timeout_s, metadata)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 def _validate(fault: FaultSpec) -> None:

@@ -138,7 +138,7 @@ class MeshCaller:
         router = ModelRouter(
             model,
             self.config,
-            make_policy(self.config.policy, random.Random(self._rng.random())),
+            make_policy(*self.config.policy_for(model), rng=random.Random(self._rng.random())),
             self._faults,
             self._counters,
             self._clock,
@@ -179,8 +179,9 @@ class MeshCaller:
         timeout_s: float | None = None,
         output_names: Sequence[str] = (),
     ) -> dict[str, np.ndarray]:
-        """Run `model` on `inputs` (see ModelCaller.infer). `routing_key` is accepted for the
-        protocol; the p2c policy does not use affinity."""
+        """Run `model` on `inputs` (see ModelCaller.infer). `routing_key` reaches the picker
+        policy (``CallInfo.routing_key``) when the call is not batched: a micro-batch mixes
+        callers and carries none."""
         start = self._clock()
         self._counters.calls_total += 1
         if timeout_s is not None and timeout_s <= 0:
@@ -218,7 +219,7 @@ class MeshCaller:
             if state.batcher is not None:
                 result = await state.batcher.submit(entry)
             else:
-                await self._send_batch(state, [entry])
+                await self._send_batch(state, [entry], routing_key)
                 result = entry.future.result()
             outcome = "ok"
             return result
@@ -234,7 +235,9 @@ class MeshCaller:
                 CALLS.labels(model, outcome).inc()
                 CALL_LATENCY.labels(model).observe(elapsed_s)
 
-    async def _send_batch(self, state: _Model, entries: list[BatchEntry]) -> None:
+    async def _send_batch(
+        self, state: _Model, entries: list[BatchEntry], routing_key: str = ""
+    ) -> None:
         """Send one micro-batch through the router and settle every entry's future."""
         live = [e for e in entries if not e.future.done()]
         if not live:
@@ -250,8 +253,8 @@ class MeshCaller:
             response = await state.router.call(
                 request,
                 deadline=max(e.deadline for e in live),
-                transport=self.config.transport_for(model),
                 version=live[0].version,
+                routing_key=routing_key,
                 # Always link the callers: a batch may be flushed outside any caller's context.
                 links=[e.link for e in live if e.link is not None],
             )

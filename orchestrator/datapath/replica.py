@@ -7,24 +7,26 @@ and outlier-ejection state (``OutlierState``), plus whether it is draining.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from meshserve.orchestrator.caller import EndpointSnapshot
 from meshserve.orchestrator.datapath.attempt import AttemptError, attempt_error_from_rpc
-from meshserve.orchestrator.datapath.config import DataPathConfig, Transport
+from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.datapath.ejection import OutlierState
-from meshserve.orchestrator.datapath.faults import FaultDecision
+from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
 from meshserve.orchestrator.datapath.metrics import IN_FLIGHT
-from meshserve.orchestrator.datapath.stream import StreamSession
+from meshserve.orchestrator.datapath.transport import TRANSPORTS, Transport
 from meshserve.tls import open_channel
 from meshserve.v1 import model_pb2, model_pb2_grpc
+
+if TYPE_CHECKING:
+    from meshserve.v1.model_pb2_grpc import ModelServiceAsyncStub
 
 __all__ = ["EndpointInfo", "Replica"]
 
@@ -43,7 +45,12 @@ class EndpointInfo(Protocol):
 
 
 class Replica:
-    """A replica of `model` at `endpoint.target` with its channel and statistics."""
+    """A replica of `model` at `endpoint.target` with its channel, transport and statistics.
+
+    It owns one transport (the model's ``transport_for``, from ``transport.TRANSPORTS``),
+    opened with the channel on first use and wrapped in ``FaultInjectingTransport`` when
+    `faults` is given.
+    """
 
     def __init__(
         self,
@@ -51,6 +58,7 @@ class Replica:
         endpoint: EndpointInfo,
         config: DataPathConfig,
         clock: Callable[[], float] = time.monotonic,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.model = model
         self.endpoint = endpoint
@@ -68,8 +76,9 @@ class Replica:
         self._has_sample = False
         self._gauge = IN_FLIGHT.labels(model, endpoint.instance_id)
         self._channel: grpc.aio.Channel | None = None
-        self._stub: model_pb2_grpc.ModelServiceStub | None = None
-        self._stream: StreamSession | None = None
+        self._faults = faults
+        self._stub: ModelServiceAsyncStub | None = None
+        self._transport: Transport | None = None
 
     # ----- load / health signals ---------------------------------------------------------------
     def latency_score_ms(self, now: float) -> float:
@@ -122,7 +131,7 @@ class Replica:
         )
 
     # ----- transport -------------------------------------------------------------------------
-    def _ensure_stub(self) -> model_pb2_grpc.ModelServiceStub:
+    def _ensure_stub(self) -> ModelServiceAsyncStub:
         if self._stub is None:
             size = self._config.max_message_bytes
             self._channel = open_channel(
@@ -139,43 +148,35 @@ class Replica:
             self._stub = model_pb2_grpc.ModelServiceStub(self._channel)
         return self._stub
 
+    def _connect(self) -> Transport:
+        """The model's configured transport over this replica's channel."""
+        cls = TRANSPORTS.get(self._config.transport_for(self.model))
+        return cls(self._ensure_stub(), self.endpoint.target, self._config)
+
+    def _open_transport(self) -> Transport:
+        transport = self._connect()
+        if self._faults is not None:
+            transport = FaultInjectingTransport(
+                transport, self._faults, self.model, self.instance_id
+            )
+        self._transport = transport
+        return transport
+
     async def infer(
         self,
         request: model_pb2.InferRequest,
         *,
-        transport: Transport,
         timeout_s: float,
         metadata: Sequence[tuple[str, str]] = (),
-        fault: FaultDecision | None = None,
     ) -> model_pb2.InferResponse:
         """One attempt; raises AttemptError. Updates in-flight and totals (not the EWMA)."""
-        stub = self._ensure_stub()
+        transport = self._transport or self._open_transport()
         self.in_flight += 1
         self.requests_total += 1
         self._gauge.inc()
         self.outlier.on_start()
         try:
-            if fault is not None:
-                if fault.delay_s:
-                    await asyncio.sleep(min(fault.delay_s, timeout_s))
-                    if fault.delay_s >= timeout_s:
-                        raise AttemptError(
-                            grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in injected delay"
-                        )
-                if fault.abort is not None:
-                    raise fault.abort
-            if transport == "stream":
-                # The item's own budget: the server drops it if it expires in its queue.
-                request.timeout_ms = max(1, int(timeout_s * 1000))
-                if self._stream is None:
-                    self._stream = StreamSession(
-                        stub, self.endpoint.target, self._config.stream_max_in_flight
-                    )
-                return await self._stream.infer(request, timeout_s)
-            try:
-                return await stub.Infer(request, timeout=timeout_s, metadata=tuple(metadata))
-            except grpc.aio.AioRpcError as exc:
-                raise attempt_error_from_rpc(exc) from None
+            return await transport.infer(request, timeout_s, metadata)
         except AttemptError:
             self.failures_total += 1
             raise
@@ -191,13 +192,13 @@ class Replica:
             raise attempt_error_from_rpc(exc) from None
 
     async def close(self) -> None:
-        """Close the stream and the channel (in-flight requests should be done by now)."""
-        stream, channel = self._stream, self._channel
-        self._stream = None
+        """Close the transport and the channel (in-flight requests should be done by now)."""
+        transport, channel = self._transport, self._channel
+        self._transport = None
         self._channel = None
         self._stub = None
-        if stream is not None:
-            await stream.close()
+        if transport is not None:
+            await transport.close()
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()

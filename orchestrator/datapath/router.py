@@ -10,15 +10,20 @@
 - Replica faults (UNAVAILABLE/INTERNAL/UNKNOWN, broken stream) count toward outlier ejection; a
   fast RESOURCE_EXHAUSTED records a latency penalty (not a fast success).
 - No available replica: fail fast with UnavailableError (counted), never queue.
+- Strategies are passed in: a picker policy (``policy.POLICIES``) chooses among the candidates
+  and sees the call (``CallInfo``); each replica owns its transport (``transport.TRANSPORTS``),
+  wrapped in fault injection (``faults.FaultInjectingTransport``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,8 +32,8 @@ from opentelemetry import trace
 from meshserve.errors import DeadlineExceededError, MeshError, UnavailableError
 from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
 from meshserve.orchestrator.datapath.budget import RetryBudget
-from meshserve.orchestrator.datapath.config import DataPathConfig, Transport
-from meshserve.orchestrator.datapath.faults import FaultDecision, FaultInjector
+from meshserve.orchestrator.datapath.config import DataPathConfig
+from meshserve.orchestrator.datapath.faults import FaultInjector
 from meshserve.orchestrator.datapath.metrics import (
     ATTEMPTS,
     EJECTIONS,
@@ -36,7 +41,7 @@ from meshserve.orchestrator.datapath.metrics import (
     RETRIES,
     SERVER_BATCH_ROWS,
 )
-from meshserve.orchestrator.datapath.policy import PickerPolicy
+from meshserve.orchestrator.datapath.policy import CallInfo, PickerPolicy
 from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
 from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.telemetry import traceparent_of
@@ -60,7 +65,17 @@ class RouterCounters:
     batch_rows: dict[str, list[int]] = field(default_factory=dict)  # model -> [rows, batches]
 
 
-ReplicaFactory = Callable[[str, EndpointInfo, DataPathConfig, Callable[[], float]], Replica]
+ReplicaFactory = Callable[
+    [str, EndpointInfo, DataPathConfig, Callable[[], float], FaultInjector], Replica
+]
+
+_NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()
+_NO_METADATA: tuple[tuple[str, str], ...] = ()
+
+
+def _traceparent_metadata(span: trace.Span) -> tuple[tuple[str, str], ...]:
+    ctx = span.get_span_context()
+    return (("traceparent", traceparent_of(ctx)),) if ctx.is_valid else _NO_METADATA
 
 
 class ModelRouter:
@@ -114,7 +129,7 @@ class ModelRouter:
             if current is not None:
                 self._retire(current)
             self._replicas[ep.instance_id] = self._new_replica(
-                self.model, ep, self._config, self._clock
+                self.model, ep, self._config, self._clock, self._faults
             )
             log.info("model %s: replica %s at %s added", self.model, ep.instance_id, ep.target)
         for rid, replica in list(self._replicas.items()):
@@ -184,12 +199,12 @@ class ModelRouter:
         request: model_pb2.InferRequest,
         *,
         deadline: float,
-        transport: Transport,
         version: str = "",
+        routing_key: str = "",
         links: Sequence[trace.Link] = (),
     ) -> model_pb2.InferResponse:
         """Send `request` to a replica, retrying elsewhere as policy allows; raises MeshError."""
-        tried: set[str] = set()
+        call = CallInfo(self.model, version, routing_key)
         attempt = 0
         reason = ""
         last: AttemptError | None = None
@@ -203,23 +218,24 @@ class ModelRouter:
                     + (f" (last: {last.code.name}: {last.message})" if last else "")
                 )
             candidates = self.ready(version)
-            if tried:
+            if call.tried:
+                tried = call.tried
                 candidates = [r for r in candidates if r.instance_id not in tried]
             if not candidates:
                 if last is not None:
                     raise to_mesh_error(self.model, last)
                 raise self._no_endpoint(version)
-            replica = self._policy.pick(candidates, now)
             attempt += 1
+            call.attempt = attempt
+            call.now = now
+            replica = self._policy.pick(candidates, call)
             self._counters.attempts_total += 1
             self._attempts.inc()
             try:
-                return await self._attempt(
-                    replica, request, remaining, transport, attempt, reason, links
-                )
+                return await self._attempt(replica, request, remaining, attempt, reason, links)
             except AttemptError as err:
                 last = err
-                tried.add(replica.instance_id)
+                call.tried = call.tried.union((replica.instance_id,))
                 delay = self._retry_delay(err, attempt, deadline)
                 if delay is None:
                     raise to_mesh_error(self.model, err) from None
@@ -234,60 +250,45 @@ class ModelRouter:
         replica: Replica,
         request: model_pb2.InferRequest,
         remaining: float,
-        transport: Transport,
         attempt: int,
         reason: str,
         links: Sequence[trace.Link],
     ) -> model_pb2.InferResponse:
-        fault = self._faults.decide(self.model, replica.instance_id)
-        if not (self._own_tracer or spans_wanted()):
-            return await self._send(replica, request, remaining, transport, fault, ())
+        """One attempt on `replica` (in a span when spans are wanted), with its latency, health
+        and batch-size bookkeeping. With tracing off it costs one no-op ``with``."""
+        scope: AbstractContextManager[trace.Span | None] = _NO_SPAN
+        if self._own_tracer or spans_wanted():  # the router's one tracing check
+            scope = self._attempt_span(replica, attempt, reason, links)
+        with scope as span:
+            metadata = _NO_METADATA if span is None else _traceparent_metadata(span)
+            start = self._clock()
+            try:
+                resp = await replica.infer(request, timeout_s=remaining, metadata=metadata)
+            except AttemptError as err:
+                self._on_failure(replica, err, (self._clock() - start) * 1000.0)
+                if span is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
+                raise
+            finally:
+                self._maybe_close(replica)
+            replica.record_latency((self._clock() - start) * 1000.0)
+            replica.outlier.on_success()
+            if resp.stats.batch_size:
+                self._server_rows.observe(resp.stats.batch_size)
+            return resp
+
+    def _attempt_span(
+        self, replica: Replica, attempt: int, reason: str, links: Sequence[trace.Link]
+    ) -> AbstractContextManager[trace.Span]:
         attrs: dict[str, str | int] = {
             "meshserve.endpoint": replica.instance_id,
             "meshserve.attempt": attempt,
         }
         if reason:
             attrs["meshserve.retry_reason"] = reason
-        with self._tracer.start_as_current_span(
+        return self._tracer.start_as_current_span(
             f"model.call {self.model}", links=links, attributes=attrs
-        ) as span:
-            ctx = span.get_span_context()
-            metadata = (("traceparent", traceparent_of(ctx)),) if ctx.is_valid else ()
-            try:
-                return await self._send(replica, request, remaining, transport, fault, metadata)
-            except AttemptError as err:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
-                raise
-
-    async def _send(
-        self,
-        replica: Replica,
-        request: model_pb2.InferRequest,
-        remaining: float,
-        transport: Transport,
-        fault: FaultDecision | None,
-        metadata: Sequence[tuple[str, str]],
-    ) -> model_pb2.InferResponse:
-        """One attempt on `replica`, with its latency, health and batch-size bookkeeping."""
-        start = self._clock()
-        try:
-            resp = await replica.infer(
-                request,
-                transport=transport,
-                timeout_s=remaining,
-                metadata=metadata,
-                fault=fault,
-            )
-        except AttemptError as err:
-            self._on_failure(replica, err, (self._clock() - start) * 1000.0)
-            raise
-        finally:
-            self._maybe_close(replica)
-        replica.record_latency((self._clock() - start) * 1000.0)
-        replica.outlier.on_success()
-        if resp.stats.batch_size:
-            self._server_rows.observe(resp.stats.batch_size)
-        return resp
+        )
 
     def _on_failure(self, replica: Replica, err: AttemptError, elapsed_ms: float) -> None:
         if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED:

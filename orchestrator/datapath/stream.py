@@ -16,31 +16,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 
 from meshserve.orchestrator.datapath.attempt import AttemptError
-from meshserve.v1 import model_pb2, model_pb2_grpc
+from meshserve.v1 import model_pb2
+
+if TYPE_CHECKING:
+    from meshserve.v1.model_pb2_grpc import ModelServiceAsyncStub
 
 __all__ = ["StreamSession"]
 
 log = logging.getLogger(__name__)
 
+_Call: TypeAlias = "grpc.aio.StreamStreamCall[model_pb2.InferRequest, model_pb2.InferResponse]"
+
 
 class StreamSession:
     """Multiplexes requests over one InferStream call (re-opened after a break)."""
 
-    def __init__(self, stub: model_pb2_grpc.ModelServiceStub, target: str, max_in_flight: int):
+    def __init__(self, stub: ModelServiceAsyncStub, target: str, max_in_flight: int) -> None:
         self._stub = stub
         self._target = target
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._call: _Call | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
         self._write_lock = asyncio.Lock()
         self._closed = False
 
-    def _open(self) -> grpc.aio.StreamStreamCall:
+    def _open(self) -> _Call:
         call = self._stub.InferStream(wait_for_ready=False)
         pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
         self._pending = pending
@@ -50,15 +56,15 @@ class StreamSession:
 
     async def _read(
         self,
-        call: grpc.aio.StreamStreamCall,
+        call: _Call,
         pending: dict[str, asyncio.Future[model_pb2.InferResponse]],
     ) -> None:
         reason = "stream ended by the server"
         try:
             while True:
                 resp = await call.read()
-                if resp is grpc.aio.EOF:
-                    break
+                if not isinstance(resp, model_pb2.InferResponse):
+                    break  # grpc.aio.EOF
                 fut = pending.pop(resp.id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(resp)
@@ -74,7 +80,7 @@ class StreamSession:
 
     def _break(
         self,
-        call: grpc.aio.StreamStreamCall,
+        call: _Call,
         pending: dict[str, asyncio.Future[model_pb2.InferResponse]],
         reason: str,
     ) -> None:

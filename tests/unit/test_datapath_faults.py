@@ -1,15 +1,19 @@
-"""Fault injector: targeting, rates with an injected rng, expiry with an injected clock."""
+"""Fault injector: targeting, rates with an injected rng, expiry with an injected clock; the
+fault-injecting transport wrapper around a recording inner transport."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import grpc
 import pytest
 
 from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath.faults import FaultInjector
+from meshserve.orchestrator.datapath.attempt import AttemptError
+from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
+from meshserve.v1 import model_pb2
 
 
 class Clock:
@@ -65,3 +69,53 @@ def test_abort_code_and_clear() -> None:
 def test_bad_fault_specs_are_rejected_with_a_precise_message(spec: FaultSpec, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         FaultInjector(Clock()).inject(spec)
+
+
+class Inner:
+    """A transport that records what reached it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, float]] = []
+        self.closed = False
+
+    async def infer(
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> model_pb2.InferResponse:
+        self.sent.append((request.id, timeout_s))
+        return model_pb2.InferResponse(id=request.id)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_wrapper_passes_unfaulted_attempts_straight_to_the_inner_transport() -> None:
+    inner = Inner()
+    faults = FaultInjector(Clock(), random.Random(4))
+    wrapped = FaultInjectingTransport(inner, faults, "m", "a")
+    faults.inject(FaultSpec(model="m", instance_id="b", abort_rate=1.0, duration_s=10))
+    pending = wrapped.infer(model_pb2.InferRequest(id="r1"), 1.0)
+    assert getattr(pending, "__qualname__", "") == "Inner.infer"  # no wrapper coroutine
+    assert (await pending).id == "r1"
+    await wrapped.close()
+    assert inner.sent == [("r1", 1.0)] and inner.closed
+
+
+async def test_the_wrapper_aborts_without_sending_and_delays_within_the_timeout() -> None:
+    inner = Inner()
+    faults = FaultInjector(Clock(), random.Random(5))
+    wrapped = FaultInjectingTransport(inner, faults, "m", "a")
+    faults.inject(FaultSpec(model="m", abort_rate=1.0, abort_code=8, duration_s=10))
+    with pytest.raises(AttemptError) as aborted:
+        await wrapped.infer(model_pb2.InferRequest(id="r1"), 1.0)
+    assert aborted.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert aborted.value.reason == "fault_injected"
+    faults.clear()
+    faults.inject(FaultSpec(model="m", instance_id="a", delay_ms=2, duration_s=10))
+    assert (await wrapped.infer(model_pb2.InferRequest(id="r2"), 1.0)).id == "r2"
+    with pytest.raises(AttemptError) as late:
+        await wrapped.infer(model_pb2.InferRequest(id="r3"), 0.001)
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert inner.sent == [("r2", 1.0)]

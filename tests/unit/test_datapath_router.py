@@ -1,10 +1,11 @@
-"""ModelRouter logic with in-memory replicas (above the replica interface), injected clock/rng."""
+"""ModelRouter logic with real replica wrappers over scripted in-memory transports (no channel),
+injected clock/rng. Faults go through the real FaultInjectingTransport."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -18,10 +19,11 @@ from meshserve.errors import InvalidInputError, OverloadedError, UnavailableErro
 from meshserve.orchestrator.caller import FaultSpec
 from meshserve.orchestrator.datapath.attempt import AttemptError
 from meshserve.orchestrator.datapath.config import DataPathConfig, RetryConfig
-from meshserve.orchestrator.datapath.faults import FaultDecision, FaultInjector
-from meshserve.orchestrator.datapath.policy import RoundRobin
+from meshserve.orchestrator.datapath.faults import FaultInjector
+from meshserve.orchestrator.datapath.policy import PickerPolicy, RoundRobin
 from meshserve.orchestrator.datapath.replica import Replica
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
+from meshserve.orchestrator.datapath.transport import Transport
 from meshserve.v1 import model_pb2
 
 
@@ -41,25 +43,35 @@ SCRIPT: dict[str, list[AttemptError | None]] = {}
 GATES: dict[str, asyncio.Event] = {}
 
 
-class FakeReplica(Replica):
+class ScriptedTransport:
+    """Plays SCRIPT[instance_id]; waits on GATES[instance_id] when there is one."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+
     async def infer(
-        self, request: model_pb2.InferRequest, *, fault: FaultDecision | None = None, **_: object
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> model_pb2.InferResponse:
-        self.in_flight += 1
-        self.requests_total += 1
-        try:
-            if self.instance_id in GATES:
-                await GATES[self.instance_id].wait()
-            if fault is not None and fault.abort is not None:
-                raise fault.abort
-            script = SCRIPT.get(self.instance_id, [])
-            outcome = script.pop(0) if script else None
-            if outcome is not None:
-                self.failures_total += 1
-                raise outcome
-            return model_pb2.InferResponse(id=request.id, instance_id=self.instance_id)
-        finally:
-            self.in_flight -= 1
+        if self.instance_id in GATES:
+            await GATES[self.instance_id].wait()
+        script = SCRIPT.get(self.instance_id, [])
+        outcome = script.pop(0) if script else None
+        if outcome is not None:
+            raise outcome
+        return model_pb2.InferResponse(id=request.id, instance_id=self.instance_id)
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeReplica(Replica):
+    """The real replica wrapper (in-flight, totals, fault wrapper) over a ScriptedTransport."""
+
+    def _connect(self) -> Transport:
+        return ScriptedTransport(self.instance_id)
 
     async def close(self) -> None:
         self.closed = True
@@ -77,6 +89,7 @@ def make_router(
     config: DataPathConfig | None = None,
     clock: Callable[[], float] | None = None,
     tracer: trace.Tracer | None = None,
+    policy: PickerPolicy | None = None,
 ) -> tuple[ModelRouter, RouterCounters, FaultInjector]:
     SCRIPT.clear()
     GATES.clear()
@@ -84,7 +97,7 @@ def make_router(
     clk = clock or Clock()
     faults = FaultInjector(clk, random.Random(1))
     router = ModelRouter(
-        "m", config or DataPathConfig(), RoundRobin(), faults, counters, clk,
+        "m", config or DataPathConfig(), policy or RoundRobin(), faults, counters, clk,
         random.Random(2), replica_factory=FakeReplica, tracer=tracer,
     )  # fmt: skip
     return router, counters, faults
@@ -94,9 +107,13 @@ def unavailable() -> AttemptError:
     return AttemptError(grpc.StatusCode.UNAVAILABLE, "connection refused")
 
 
-async def call(router: ModelRouter, clock: Clock | None = None) -> model_pb2.InferResponse:
+async def call(
+    router: ModelRouter, clock: Clock | None = None, routing_key: str = ""
+) -> model_pb2.InferResponse:
     now = clock.now if clock else 1000.0
-    return await router.call(model_pb2.InferRequest(id="r"), deadline=now + 5.0, transport="unary")
+    return await router.call(
+        model_pb2.InferRequest(id="r"), deadline=now + 5.0, routing_key=routing_key
+    )
 
 
 async def test_unavailable_is_retried_on_a_different_replica() -> None:

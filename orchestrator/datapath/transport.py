@@ -1,0 +1,116 @@
+"""Transports: how a replica's attempts travel over its channel ("stream" or "unary").
+
+The table ``TRANSPORTS`` maps a config name (``DataPathConfig.transport``, per-model
+``ModelPathConfig.transport``, ``--model-transport``) to a transport class. Contract:
+
+- ``cls(stub, target, config)`` builds the transport of one replica from the replica's stub
+  (its channel is the replica's: it opens and closes it), its ``host:port`` target (for
+  messages) and the data path config. Constructing does no I/O.
+- ``infer(request, timeout_s, metadata)`` sends one attempt and returns an awaitable of the
+  ``InferResponse``; every failure is raised as ``AttemptError`` (status code kept, a broken
+  stream as ``reason="stream_broken"`` so the router may retry it elsewhere). `metadata` (the
+  attempt span's traceparent, or empty) goes with the call where the wire allows.
+- ``close()`` releases what the transport holds (outstanding attempts fail as broken).
+
+Wrappers (``faults.FaultInjectingTransport``) implement the same protocol around a real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Final, Protocol
+
+import grpc
+
+from meshserve.orchestrator.datapath.attempt import attempt_error_from_rpc
+from meshserve.orchestrator.datapath.stream import StreamSession
+from meshserve.orchestrator.datapath.table import Table
+from meshserve.v1 import model_pb2
+
+if TYPE_CHECKING:
+    from meshserve.orchestrator.datapath.config import DataPathConfig
+    from meshserve.v1.model_pb2_grpc import ModelServiceAsyncStub
+
+__all__ = [
+    "TRANSPORTS",
+    "StreamTransport",
+    "Transport",
+    "TransportClass",
+    "UnaryTransport",
+    "register_transport",
+]
+
+
+class Transport(Protocol):
+    def infer(
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Awaitable[model_pb2.InferResponse]:
+        """Send one attempt; the awaitable raises AttemptError."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TransportClass(Protocol):
+    def __call__(
+        self, stub: ModelServiceAsyncStub, target: str, config: DataPathConfig
+    ) -> Transport: ...
+
+
+class UnaryTransport:
+    """One ``Infer`` call per attempt, with the attempt's timeout and metadata."""
+
+    def __init__(self, stub: ModelServiceAsyncStub, target: str, config: DataPathConfig) -> None:
+        self._call = stub.Infer
+
+    async def infer(
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> model_pb2.InferResponse:
+        try:
+            return await self._call(request, timeout=timeout_s, metadata=tuple(metadata))
+        except grpc.aio.AioRpcError as exc:
+            raise attempt_error_from_rpc(exc) from None
+
+    async def close(self) -> None:
+        return None
+
+
+class StreamTransport:
+    """Attempts multiplexed over one long-lived ``InferStream`` (``stream.StreamSession``).
+
+    Each item carries its own budget (``timeout_ms``): the server drops it if it expires in its
+    queue. Metadata is not sent per item (the stream is shared by many calls).
+    """
+
+    def __init__(self, stub: ModelServiceAsyncStub, target: str, config: DataPathConfig) -> None:
+        self._session = StreamSession(stub, target, config.stream_max_in_flight)
+
+    def infer(
+        self,
+        request: model_pb2.InferRequest,
+        timeout_s: float,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Awaitable[model_pb2.InferResponse]:
+        request.timeout_ms = max(1, int(timeout_s * 1000))
+        return self._session.infer(request, timeout_s)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+TRANSPORTS: Final[Table[TransportClass]] = Table("transport")
+
+
+def register_transport(name: str, cls: TransportClass) -> None:
+    """Make `cls` the transport of config name `name` (see the module docstring's contract)."""
+    TRANSPORTS.register(name, cls)
+
+
+register_transport("stream", StreamTransport)
+register_transport("unary", UnaryTransport)
