@@ -46,6 +46,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         values = [v for k, v in metadata if k == "authorization"]
         if not values:
             return "missing 'authorization: Bearer <token>' metadata"
+        if len(values) > 1:
+            return f"{len(values)} 'authorization' headers: send exactly one ('Bearer <token>')"
         value = values[0]
         given = value.encode() if isinstance(value, str) else bytes(value)
         if not hmac.compare_digest(given, self._expected):
