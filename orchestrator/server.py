@@ -12,6 +12,7 @@ import importlib
 import logging
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -280,18 +281,21 @@ class OrchestratorServer:
         return hub
 
     async def _apply_startup_plans(self) -> None:
-        """--plans files and --python-plan entries, stored when their content changed."""
+        """--plans files and --python-plan entries seed the store (`PlanStore.seed`)."""
         assert self.store is not None and self.engine is not None
-        plans: list[plan_pb2.Plan] = [
-            load_plan_file(str(p)) for p in _plan_files(self.config.plan_files)
+        started_ms = int(time.time() * 1000)  # timestamps only, compared with created_unix_ms
+        plans: list[tuple[plan_pb2.Plan, int]] = [
+            (load_plan_file(str(p)), int(p.stat().st_mtime * 1000))
+            for p in _plan_files(self.config.plan_files)
         ]
         for name, target in self.config.python_plans:
-            plans.append(plan_pb2.Plan(name=name, python=target, description=f"python {target}"))
-        for plan in plans:
+            plan = plan_pb2.Plan(name=name, python=target, description=f"python {target}")
+            plans.append((plan, started_ms))
+        for plan, written_ms in plans:
             # structure and imports only: models may come up later
             compile_plan(plan, (self.engine.models_handles, self.engine.plans_handles))
-            version = await self.store.apply_if_changed(plan)
-            log.info("startup plan %s is at version %d", plan.name, version)
+            version, decision = await self.store.seed(plan, written_ms)
+            log.info("startup plan %s: %s (active version %d)", plan.name, decision, version)
 
     async def _register(self, bound: Bound) -> None:
         from meshserve.registry import Registration, ServiceInstance

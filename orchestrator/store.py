@@ -406,12 +406,25 @@ class PlanStore:
         info.active = max(info.active, plan.version)
         self._notify()
 
-    async def apply_if_changed(self, plan: plan_pb2.Plan) -> int:
-        """Apply `plan` unless the active version already has the same content."""
+    async def seed(self, plan: plan_pb2.Plan, written_unix_ms: int) -> tuple[int, str]:
+        """Apply a startup plan (``--plans`` file, ``--python-plan``) without overriding anyone.
+
+        It is applied only when no version of that plan has the same content and the active
+        version is older than `written_unix_ms` (the file's modification time; the process start
+        for a flag). So a restart never re-applies a file over what an operator applied since,
+        and an edited file still rolls out. Returns (active version, what was decided).
+        """
         info = self._plans.get(plan.name)
-        if info is not None and _same_content(info.active_plan(), plan):
-            return info.active
-        return await self.apply(plan)
+        if info is not None:
+            same = [v for v, stored in info.versions.items() if _same_content(stored, plan)]
+            if same:
+                return info.active, f"kept: the content is already version {max(same)}"
+            active = info.active_plan()
+            if active.created_unix_ms >= written_unix_ms:
+                return info.active, (
+                    f"kept: active version {info.active} is newer than the startup plan"
+                )
+        return await self.apply(plan), "applied"
 
     async def rollback(self, name: str, to_version: int) -> int:
         """Store version `to_version`'s content as a new, active version."""
