@@ -118,6 +118,8 @@ class PlanStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._pending: dict[str, set[int]] = {}  # versions we wrote, not yet seen in a snapshot
+        self._deleted: dict[str, int] = {}  # plans we deleted -> when (wall-clock ms)
         self._lock = asyncio.Lock()
         self._store_id = ""  # the marker value of the KV state our view follows
         self._reconcile = asyncio.Event()
@@ -195,6 +197,7 @@ class PlanStore:
             for name, info in plans.items():
                 active = actives.get(name, 0)
                 info.active = active if active in info.versions else max(info.versions)
+            self._keep_local_writes(plans)
             if not self._authoritative(marker):
                 # The KV lost (or never had) our state: keep serving what we hold, merged with
                 # what it has, and write ours back.
@@ -215,6 +218,35 @@ class PlanStore:
             self._changed.set()
             self._changed = asyncio.Event()
         self._notify()
+
+    def _keep_local_writes(self, plans: dict[str, PlanInfo]) -> None:
+        """Read-your-writes: a watch snapshot read before one of our own applies or deletes
+        reached Consul must not undo it. Versions we wrote stay (and stay active) until a
+        snapshot holds them with its active pointer there; plans we deleted stay gone while a
+        snapshot shows only versions created before the delete."""
+        for name, versions in list(self._pending.items()):
+            held = self._plans.get(name)
+            info = plans.setdefault(name, PlanInfo(name))
+            for version in sorted(versions):
+                if version in info.versions and info.active >= version:
+                    versions.discard(version)  # the snapshot has it, and as active (or newer)
+                    continue
+                if version not in info.versions and held is not None and version in held.versions:
+                    info.versions[version] = held.versions[version]
+                if version in info.versions:
+                    info.active = max(info.active, version)
+            if not versions:
+                del self._pending[name]
+            if not info.versions:
+                del plans[name]
+        for name, deleted_ms in list(self._deleted.items()):
+            info = plans.get(name)
+            if info is None:
+                del self._deleted[name]
+            elif all(p.created_unix_ms <= deleted_ms for p in info.versions.values()):
+                del plans[name]  # a snapshot from before our delete
+            else:
+                del self._deleted[name]  # applied again (here or elsewhere) since
 
     async def _reconcile_loop(self) -> None:
         """Write the state we serve back to a KV that lost it; retry until it sticks."""
@@ -374,6 +406,8 @@ class PlanStore:
                         f"plan '{name}' version {stored.version} was created concurrently"
                     )
                 continue
+            self._pending.setdefault(name, set()).add(stored.version)
+            self._deleted.pop(name, None)
             await self._set_active(name, stored.version)
             self._remember(stored)
             return stored.version
@@ -441,6 +475,8 @@ class PlanStore:
             raise NotFoundError(f"plan '{name}' does not exist (plans: {self._names()})")
         await self.kv.delete(kv_dir(self.plans_prefix, name), recurse=True)
         self._plans.pop(name, None)
+        self._pending.pop(name, None)
+        self._deleted[name] = self._wall_clock_ms()
         self._notify()
         return len(versions)
 
