@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meshserve.errors import InvalidInputError
+from meshserve.errors import InvalidInputError, MeshError, error_for_status
 from meshserve.grpc_errors import code_from_int
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath.attempt import AttemptError
 
 __all__ = ["FaultDecision", "FaultInjector"]
 
@@ -25,7 +24,7 @@ __all__ = ["FaultDecision", "FaultInjector"]
 @dataclass(frozen=True)
 class FaultDecision:
     delay_s: float = 0.0
-    abort: AttemptError | None = None
+    abort: MeshError | None = None
 
 
 NO_FAULT = FaultDecision()
@@ -72,12 +71,12 @@ class FaultInjector:
         if not self._faults:
             return NO_FAULT
         delay_s = 0.0
-        abort: AttemptError | None = None
+        abort: MeshError | None = None
         for fault in self._matching(model, instance_id):
             if fault.delay_ms and self._rng.random() < fault.delay_rate:
                 delay_s = max(delay_s, fault.delay_ms / 1000.0)
             if abort is None and fault.abort_rate and self._rng.random() < fault.abort_rate:
-                abort = AttemptError(
+                abort = error_for_status(
                     code_from_int(fault.abort_code),
                     f"fault injected toward {model}/{instance_id or '*'}",
                     reason="fault_injected",

@@ -16,8 +16,9 @@ from typing import Protocol
 
 import grpc
 
+from meshserve.errors import DeadlineExceededError, MeshError
+from meshserve.grpc_errors import from_rpc_error
 from meshserve.orchestrator.caller import EndpointSnapshot
-from meshserve.orchestrator.datapath.attempt import AttemptError, attempt_error_from_rpc
 from meshserve.orchestrator.datapath.config import DataPathConfig, Transport
 from meshserve.orchestrator.datapath.ejection import OutlierState
 from meshserve.orchestrator.datapath.faults import FaultDecision
@@ -148,7 +149,7 @@ class Replica:
         metadata: Sequence[tuple[str, str]] = (),
         fault: FaultDecision | None = None,
     ) -> model_pb2.InferResponse:
-        """One attempt; raises AttemptError. Updates in-flight and totals (not the EWMA)."""
+        """One attempt; raises MeshError. Updates in-flight and totals (not the EWMA)."""
         stub = self._ensure_stub()
         self.in_flight += 1
         self.requests_total += 1
@@ -159,9 +160,7 @@ class Replica:
                 if fault.delay_s:
                     await asyncio.sleep(min(fault.delay_s, timeout_s))
                     if fault.delay_s >= timeout_s:
-                        raise AttemptError(
-                            grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in injected delay"
-                        )
+                        raise DeadlineExceededError("deadline passed in injected delay")
                 if fault.abort is not None:
                     raise fault.abort
             if transport == "stream":
@@ -175,8 +174,8 @@ class Replica:
             try:
                 return await stub.Infer(request, timeout=timeout_s, metadata=tuple(metadata))
             except grpc.aio.AioRpcError as exc:
-                raise attempt_error_from_rpc(exc) from None
-        except AttemptError:
+                raise from_rpc_error(exc) from None
+        except MeshError:
             self.failures_total += 1
             raise
         finally:
@@ -188,7 +187,7 @@ class Replica:
         try:
             return await stub.GetMetadata(model_pb2.GetMetadataRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise attempt_error_from_rpc(exc) from None
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         """Close the stream and the channel (in-flight requests should be done by now)."""
