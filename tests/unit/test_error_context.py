@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import grpc
 import numpy as np
 import pytest
 
-from meshserve.errors import InvalidInputError, MeshError, NotFoundError, UnavailableError
+from meshserve.errors import (
+    InvalidInputError,
+    MeshError,
+    NotFoundError,
+    UnavailableError,
+    error_for_status,
+)
 from meshserve.orchestrator.engine import Engine, ExecuteCall
 from meshserve.orchestrator.logic import register_logic, unregister_logic
 from meshserve.orchestrator.plans.parse import parse_plan_text
 from meshserve.v1 import plan_pb2
+from tests.unit.test_datapath_router import SCRIPT, Ep, call, make_router
 
 REPLICA = "mlp-127.0.0.1-4567"
 
@@ -71,6 +79,17 @@ outputs: {label: sub.label}
 """
 
 X = {"input": np.zeros((2, 64), np.float32)}
+
+
+async def test_the_router_raises_the_replicas_error_naming_model_and_replica() -> None:
+    router, _, _ = make_router()
+    router.update_endpoints([Ep("a")])
+    error = error_for_status(grpc.StatusCode.INVALID_ARGUMENT, "input 'input': bad dtype")
+    SCRIPT["a"] = [error]
+    with pytest.raises(InvalidInputError) as info:
+        await call(router)
+    assert info.value is error
+    assert info.value.message == "model 'm' replica 'a': input 'input': bad dtype"
 
 
 def _replica_error() -> MeshError:

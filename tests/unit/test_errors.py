@@ -144,7 +144,7 @@ def _expected(code: grpc.StatusCode) -> tuple[type[MeshError], str, int | None]:
     return (
         ERROR_CLASSES[code],
         f"plan 'p' step 's' model 'm' replica 'm-1': {code.name} detail",
-        (PUSHBACK.get(code)),
+        PUSHBACK.get(code),
     )
 
 
