@@ -26,7 +26,7 @@ from google.protobuf import json_format
 
 from meshserve.clients.local_state import add_token_flags, orchestrator_target
 from meshserve.clients.sdk import MeshServeClient
-from meshserve.errors import MeshError, MeshServeError
+from meshserve.errors import MeshError
 
 __all__ = ["parse_input", "register", "render_table"]
 
@@ -92,11 +92,11 @@ def _run(
 
         try:
             print(asyncio.run(go()))
-        except MeshServeError as exc:
+        except MeshError as exc:  # the server's status, or a local check of the same kind
             print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
             return 1
-        except (ValueError, OSError, MeshError) as exc:
-            print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
 

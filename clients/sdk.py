@@ -4,8 +4,10 @@
         result = await client.execute("digits-pipeline", {"input": x})
         result.outputs["label"]
 
-Every failed call raises ``meshserve.errors.MeshServeError`` carrying the gRPC status code and
-the server's message. TLS: pass ``tls_ca_file`` (PEM of the CA that signed the server).
+Every failed call raises the ``meshserve.errors`` class for its status (``InvalidInputError``
+for INVALID_ARGUMENT, ``OverloadedError`` with ``retry_pushback_ms``...; all are
+``MeshError``, alias ``MeshServeError``) with ``code`` and the server's ``message``.
+TLS: pass ``tls_ca_file`` (PEM of the CA that signed the server).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from meshserve.errors import MeshServeError
-from meshserve.grpc_errors import code_from_int, from_rpc_error
+from meshserve.errors import MeshError
+from meshserve.grpc_errors import error_from_status, from_rpc_error
 from meshserve.telemetry import client_interceptors
 from meshserve.tensors import from_numpy_map, to_numpy_map
 from meshserve.tls import ClientTLS, open_channel
@@ -138,19 +140,17 @@ class MeshServeClient:
 
     async def execute_stream(
         self, requests: AsyncIterable[orchestrator_pb2.ExecuteRequest]
-    ) -> AsyncIterator[ExecuteResult | MeshServeError]:
+    ) -> AsyncIterator[ExecuteResult | MeshError]:
         """Many executions over one stream; yields results (or per-item errors) as they finish.
 
         Build requests with `request()`; every one needs a unique `id` to correlate.
         """
-        call = self._orchestrator.ExecuteStream(requests)
+        call = self._orchestrator.ExecuteStream(aiter(requests))
         try:
             async for response in call:
                 if response.HasField("status") and response.status.code != 0:
-                    err = MeshServeError(
-                        code_from_int(response.status.code), response.status.message
-                    )
-                    err.request_id = response.id  # type: ignore[attr-defined]
+                    err = error_from_status(response.status)
+                    err.request_id = response.id
                     yield err
                 else:
                     yield _result(response)

@@ -25,7 +25,7 @@ import grpc
 
 from meshserve.clients.local_state import add_token_flags, orchestrator_target
 from meshserve.clients.sdk import MeshServeClient
-from meshserve.errors import MeshServeError
+from meshserve.errors import MeshError
 from meshserve.telemetry.convert import spans_from_proto, summaries_from_proto
 from meshserve.telemetry.jsonl import read_spans, read_trace
 from meshserve.telemetry.records import SpanRecord, TraceSummary, start_order, summarize
@@ -58,12 +58,12 @@ def fetch_trace(
 ) -> list[SpanRecord]:
     """Spans of `trace_id` from the orchestrator at `address` and/or the files in `trace_dir`."""
     spans: dict[tuple[str, str], SpanRecord] = {}
-    remote_error: MeshServeError | None = None
+    remote_error: MeshError | None = None
     if address:
         try:
             message = asyncio.run(_call(address, token, timeout_s, lambda c: c.get_trace(trace_id)))
             spans.update({(s.trace_id, s.span_id): s for s in spans_from_proto(message)})
-        except MeshServeError as exc:
+        except MeshError as exc:
             if not trace_dir or exc.code not in (
                 grpc.StatusCode.NOT_FOUND,
                 grpc.StatusCode.UNAVAILABLE,
@@ -120,7 +120,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
             print(render_waterfall(args.trace_id.strip().lower(), spans, bar_width=args.width))
         else:
             print(render_slowest(fetch_slowest(args.slowest, **common)))
-    except MeshServeError as exc:
+    except MeshError as exc:
         print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
         return 1
     return 0

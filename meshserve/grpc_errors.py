@@ -1,4 +1,11 @@
-"""The one place where meshserve errors become gRPC statuses (and back)."""
+"""The one place where meshserve errors become gRPC statuses (and back).
+
+Servers: ``map_errors`` / ``map_stream_errors`` decorate servicer methods, ``abort_with`` aborts
+a call, ``error_to_status`` fills a failed stream item's in-band status. Any exception that is
+not a ``MeshError`` becomes INTERNAL naming only its type (never a traceback).
+Clients: ``from_rpc_error`` and ``error_from_status`` rebuild the same ``MeshError`` class from
+a call's status or an item's in-band status (``meshserve.errors.error_for_status``).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from meshserve.errors import MeshError, MeshServeError
+from meshserve.errors import MeshError, error_for_status
 from meshserve.v1 import tensor_pb2
 
 __all__ = [
     "RETRY_PUSHBACK_KEY",
     "abort_with",
     "code_from_int",
+    "error_from_status",
     "error_to_status",
     "from_rpc_error",
     "map_errors",
@@ -30,6 +38,7 @@ _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def code_from_int(value: int) -> grpc.StatusCode:
@@ -41,8 +50,6 @@ def status_from_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, int
     """(code, message, retry_pushback_ms) for any exception; unknown ones become INTERNAL."""
     if isinstance(exc, MeshError):
         return exc.code, exc.message, exc.retry_pushback_ms
-    if isinstance(exc, MeshServeError):
-        return exc.code, exc.message, None
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code(), exc.details() or "", _pushback_of(exc)
     log.error("unexpected error", exc_info=exc)
@@ -55,7 +62,7 @@ def error_to_status(exc: BaseException) -> tensor_pb2.Status:
     return tensor_pb2.Status(code=code.value[0], message=message, retry_pushback_ms=pushback or 0)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def abort_with(context: Context, exc: BaseException) -> None:
     """Abort the call with the status for `exc` (and retry pushback trailer when set)."""
     code, message, pushback = status_from_exception(exc)
     if pushback is not None:
@@ -64,12 +71,12 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> N
 
 
 def map_errors(
-    method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    method: Callable[[Any, Req, Context], Awaitable[Resp]],
+) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
     """Decorate a unary servicer method so exceptions become precise gRPC statuses."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
@@ -82,14 +89,12 @@ def map_errors(
 
 
 def map_stream_errors(
-    method: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    method: Callable[[Any, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, Context], AsyncIterator[Resp]]:
     """Like map_errors, for response-streaming servicer methods (async generators)."""
 
     @functools.wraps(method)
-    async def wrapper(
-        self: Any, request: Req, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Resp]:
+    async def wrapper(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
         try:
             async for item in method(self, request, context):
                 yield item
@@ -106,11 +111,20 @@ def _pushback_of(exc: grpc.aio.AioRpcError) -> int | None:
         if key == RETRY_PUSHBACK_KEY:
             try:
                 return int(value)
-            except ValueError:
+            except (TypeError, ValueError):
                 return None
     return None
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError) -> MeshServeError:
-    """Client-side: the MeshServeError for a failed call."""
-    return MeshServeError(exc.code(), exc.details() or "")
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> MeshError:
+    """Client side: the MeshError class for a failed call's status, pushback trailer kept."""
+    return error_for_status(exc.code(), exc.details() or "", retry_pushback_ms=_pushback_of(exc))
+
+
+def error_from_status(status: tensor_pb2.Status) -> MeshError:
+    """Client side: the MeshError for a stream item's in-band status."""
+    return error_for_status(
+        code_from_int(status.code),
+        status.message,
+        retry_pushback_ms=status.retry_pushback_ms or None,
+    )

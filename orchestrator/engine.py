@@ -7,8 +7,10 @@ step becomes a task that first awaits the tasks of the steps it is wired to, so 
 steps run concurrently and a step starts as soon as its own inputs exist. Spans are created only
 while a tracer provider is installed (``tracing.spans_wanted``). One deadline per request
 (monotonic seconds) bounds every model and logic call. The first failing step fails the
-request: its error keeps its status code and its message names the step (and the model), e.g.
-``INVALID_ARGUMENT "step 'mlp' (model mlp): ..."``; the other steps are cancelled.
+request: its error (created once, where it failed) keeps its status code and gains the plan
+and step in place (``MeshError.add_context``), so its message names plan, step, model and
+replica, e.g. ``INVALID_ARGUMENT "plan 'p' step 'mlp' model 'mlp' replica 'r1': ..."``; the
+other steps are cancelled.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from meshserve.orchestrator.plans.validate import format_spec
 from meshserve.orchestrator.programmatic import Handles, PlanContext, current_run
 from meshserve.orchestrator.stats import StatsRecorder
 from meshserve.orchestrator.steps import EXECUTORS
-from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext, annotate
+from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext
 from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.v1 import plan_pb2
@@ -332,12 +334,15 @@ class Engine:
                 raise DeadlineExceededError("the request deadline passed before it started")
             return await EXECUTORS[sp.kind](ctx, inputs)
         except MeshError as exc:
-            raise annotate(exc, f"step '{sp.name}'") from None
+            exc.add_context(plan=ctx.run.plan, step=sp.name)
+            raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
             log.exception("step %s of plan %s failed", sp.name, ctx.run.plan)
-            raise InternalError(f"step '{sp.name}': internal error ({type(exc).__name__})") from exc
+            raise InternalError(f"internal error ({type(exc).__name__})").add_context(
+                plan=ctx.run.plan, step=sp.name
+            ) from exc
 
     async def _run_python(
         self, compiled: CompiledPlan, inputs: Mapping[str, np.ndarray], run: RunContext
@@ -355,7 +360,8 @@ class Engine:
             result = compiled.python(dict(inputs), ctx)
             if inspect.isawaitable(result):
                 result = await result
-        except MeshError:
+        except MeshError as exc:
+            exc.add_context(plan=compiled.name)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise

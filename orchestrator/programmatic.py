@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError, MeshError
-from meshserve.orchestrator.steps.base import Outputs, RunContext, annotate, infer_model
+from meshserve.orchestrator.steps.base import Outputs, RunContext, infer_model
 
 if TYPE_CHECKING:
     from meshserve.orchestrator.engine import Engine
@@ -93,7 +93,8 @@ class PlanHandle:
         try:
             return await self._engine.run_plan(self.plan, inputs, run)
         except MeshError as exc:
-            raise annotate(exc, f"(plan {self.plan})") from None
+            exc.add_context(plan=self.plan)
+            raise
 
 
 class Handles(Mapping[str, Any]):

@@ -19,12 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
-
-from meshserve.errors import InvalidInputError
+from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError, error_for_status
 from meshserve.grpc_errors import code_from_int
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath.attempt import AttemptError
 from meshserve.v1 import model_pb2
 
 if TYPE_CHECKING:
@@ -36,7 +33,7 @@ __all__ = ["FaultDecision", "FaultInjectingTransport", "FaultInjector"]
 @dataclass(frozen=True)
 class FaultDecision:
     delay_s: float = 0.0
-    abort: AttemptError | None = None
+    abort: MeshError | None = None
 
 
 NO_FAULT = FaultDecision()
@@ -83,12 +80,12 @@ class FaultInjector:
         if not self._faults:
             return NO_FAULT
         delay_s = 0.0
-        abort: AttemptError | None = None
+        abort: MeshError | None = None
         for fault in self._matching(model, instance_id):
             if fault.delay_ms and self._rng.random() < fault.delay_rate:
                 delay_s = max(delay_s, fault.delay_ms / 1000.0)
             if abort is None and fault.abort_rate and self._rng.random() < fault.abort_rate:
-                abort = AttemptError(
+                abort = error_for_status(
                     code_from_int(fault.abort_code),
                     f"fault injected toward {model}/{instance_id or '*'}",
                     reason="fault_injected",
@@ -116,7 +113,7 @@ class FaultInjectingTransport:
 
     Per attempt: no matching fault -> the inner transport's own awaitable (no extra coroutine);
     a delay sleeps min(delay, timeout) and fails with DEADLINE_EXCEEDED when it used the whole
-    timeout; an abort raises its AttemptError (after the delay, if both) without sending.
+    timeout; an abort raises its MeshError (after the delay, if both) without sending.
     """
 
     def __init__(
@@ -148,9 +145,7 @@ class FaultInjectingTransport:
         if fault.delay_s:
             await asyncio.sleep(min(fault.delay_s, timeout_s))
             if fault.delay_s >= timeout_s:
-                raise AttemptError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in injected delay"
-                )
+                raise DeadlineExceededError("deadline passed in injected delay")
         if fault.abort is not None:
             raise fault.abort
         return await self.inner.infer(request, timeout_s, metadata)

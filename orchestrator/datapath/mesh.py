@@ -27,7 +27,6 @@ from meshserve.errors import (
 )
 from meshserve.names import quote
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
-from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
 from meshserve.orchestrator.datapath.batching import (
     BatchEntry,
     MicroBatcher,
@@ -260,9 +259,9 @@ class MeshCaller:
             )
             results = split_response(model, response, live)
         except MeshError as exc:
-            for entry in live:
+            for entry in live:  # one error per caller: each adds its own plan and step
                 if not entry.future.done():
-                    entry.future.set_exception(exc)
+                    entry.future.set_exception(exc if len(live) == 1 else exc.copy())
             return
         for entry, result in zip(live, results, strict=True):
             if not entry.future.done():
@@ -277,14 +276,14 @@ class MeshCaller:
                 + (f" version '{version}'" if version else "")
                 + " has no ready replica in Consul"
             )
-        last: AttemptError | None = None
+        last: MeshError | None = None
         for replica in replicas:
             try:
                 return await replica.get_metadata(timeout_s=self.config.discovery_timeout_s)
-            except AttemptError as err:
-                last = err
+            except MeshError as err:
+                last = err.add_context(model=model, replica=replica.instance_id)
         assert last is not None
-        raise to_mesh_error(model, last)
+        raise last
 
     def models(self) -> Sequence[str]:
         return sorted(self._models)

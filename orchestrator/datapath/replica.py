@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
+from meshserve.errors import MeshError
+from meshserve.grpc_errors import from_rpc_error
 from meshserve.orchestrator.caller import EndpointSnapshot
-from meshserve.orchestrator.datapath.attempt import AttemptError, attempt_error_from_rpc
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.datapath.ejection import OutlierState
 from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
@@ -169,7 +170,7 @@ class Replica:
         timeout_s: float,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> model_pb2.InferResponse:
-        """One attempt; raises AttemptError. Updates in-flight and totals (not the EWMA)."""
+        """One attempt; raises MeshError. Updates in-flight and totals (not the EWMA)."""
         transport = self._transport or self._open_transport()
         self.in_flight += 1
         self.requests_total += 1
@@ -177,7 +178,7 @@ class Replica:
         self.outlier.on_start()
         try:
             return await transport.infer(request, timeout_s, metadata)
-        except AttemptError:
+        except MeshError:
             self.failures_total += 1
             raise
         finally:
@@ -189,7 +190,7 @@ class Replica:
         try:
             return await stub.GetMetadata(model_pb2.GetMetadataRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise attempt_error_from_rpc(exc) from None
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         """Close the transport and the channel (in-flight requests should be done by now)."""

@@ -30,7 +30,7 @@ import grpc
 from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, MeshError, UnavailableError
-from meshserve.orchestrator.datapath.attempt import AttemptError, to_mesh_error
+from meshserve.orchestrator.datapath.attempt import is_replica_fault
 from meshserve.orchestrator.datapath.budget import RetryBudget
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.datapath.faults import FaultInjector
@@ -207,7 +207,7 @@ class ModelRouter:
         call = CallInfo(self.model, version, routing_key)
         attempt = 0
         reason = ""
-        last: AttemptError | None = None
+        last: MeshError | None = None
         self.budget.record_attempt()
         while True:
             now = self._clock()
@@ -215,7 +215,7 @@ class ModelRouter:
             if remaining <= 0:
                 raise DeadlineExceededError(
                     f"model '{self.model}': deadline passed after {attempt} attempt(s)"
-                    + (f" (last: {last.code.name}: {last.message})" if last else "")
+                    + (f" (last: {last.code.name}: {last.detail})" if last else "")
                 )
             candidates = self.ready(version)
             if call.tried:
@@ -223,7 +223,7 @@ class ModelRouter:
                 candidates = [r for r in candidates if r.instance_id not in tried]
             if not candidates:
                 if last is not None:
-                    raise to_mesh_error(self.model, last)
+                    raise last
                 raise self._no_endpoint(version)
             attempt += 1
             call.attempt = attempt
@@ -233,12 +233,12 @@ class ModelRouter:
             self._attempts.inc()
             try:
                 return await self._attempt(replica, request, remaining, attempt, reason, links)
-            except AttemptError as err:
-                last = err
+            except MeshError as err:
+                last = err.add_context(model=self.model, replica=replica.instance_id)
                 call.tried = call.tried.union((replica.instance_id,))
                 delay = self._retry_delay(err, attempt, deadline)
                 if delay is None:
-                    raise to_mesh_error(self.model, err) from None
+                    raise err from None
                 reason = err.reason
                 self._counters.retries_total += 1
                 RETRIES.labels(self.model, reason).inc()
@@ -264,7 +264,7 @@ class ModelRouter:
             start = self._clock()
             try:
                 resp = await replica.infer(request, timeout_s=remaining, metadata=metadata)
-            except AttemptError as err:
+            except MeshError as err:
                 self._on_failure(replica, err, (self._clock() - start) * 1000.0)
                 if span is not None:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
@@ -290,14 +290,14 @@ class ModelRouter:
             f"model.call {self.model}", links=links, attributes=attrs
         )
 
-    def _on_failure(self, replica: Replica, err: AttemptError, elapsed_ms: float) -> None:
+    def _on_failure(self, replica: Replica, err: MeshError, elapsed_ms: float) -> None:
         if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             replica.record_latency(max(elapsed_ms, self._config.ejection.overload_penalty_ms))
             return
         if err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
             replica.record_latency(elapsed_ms)
             return
-        if not err.is_replica_fault:
+        if not is_replica_fault(err):
             return  # the request's fault (INVALID_ARGUMENT...), not the replica's
         if replica.outlier.on_failure(may_eject=self._may_eject()):
             self._counters.ejections_total += 1
@@ -314,7 +314,7 @@ class ModelRouter:
         ejected = sum(1 for r in live if r.outlier.is_ejected)
         return ejected + 1 <= self._config.ejection.max_ejected_fraction * len(live)
 
-    def _retry_delay(self, err: AttemptError, attempt: int, deadline: float) -> float | None:
+    def _retry_delay(self, err: MeshError, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before retrying `err`, or None when it must not be retried."""
         retry = self._config.retry
         if err.reason != "stream_broken" and err.code not in self._retry_codes:

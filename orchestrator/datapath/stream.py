@@ -4,9 +4,9 @@ Contract:
 - Requests carry a unique id; responses may come back in any order and are matched by id.
 - At most `max_in_flight` requests are outstanding on the stream; further ones wait for a slot
   (backpressure) within their own timeout.
-- An item answered with an in-band status fails only that item (``AttemptError`` with its code).
+- An item answered with an in-band status fails only that item (the ``MeshError`` for its status).
 - When the stream breaks (read/write error, server end), every outstanding item fails with
-  ``AttemptError(UNAVAILABLE, reason="stream_broken")`` so the router can retry it elsewhere;
+  ``UnavailableError(reason="stream_broken")`` so the router can retry it elsewhere;
   the next request re-opens the stream. Ids make a resubmission on another stream idempotent.
 - A request whose timeout passes is abandoned; its late answer is dropped.
 """
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 
-from meshserve.orchestrator.datapath.attempt import AttemptError
+from meshserve.errors import DeadlineExceededError, UnavailableError
+from meshserve.grpc_errors import error_from_status
 from meshserve.v1 import model_pb2
 
 if TYPE_CHECKING:
@@ -94,11 +95,7 @@ class StreamSession:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(
-                    AttemptError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"{reason} ({self._target})",
-                        reason="stream_broken",
-                    )
+                    UnavailableError(f"{reason} ({self._target})", reason="stream_broken")
                 )
         pending.clear()
         call.cancel()
@@ -106,9 +103,9 @@ class StreamSession:
     async def infer(
         self, request: model_pb2.InferRequest, timeout_s: float
     ) -> model_pb2.InferResponse:
-        """Send `request` (id set) and await its answer; raises AttemptError."""
+        """Send `request` (id set) and await its answer; raises the MeshError for its status."""
         if self._closed:
-            raise AttemptError(grpc.StatusCode.UNAVAILABLE, "stream session closed")
+            raise UnavailableError("stream session closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -117,9 +114,8 @@ class StreamSession:
             else:
                 await self._slots.acquire()
         except TimeoutError:
-            raise AttemptError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"no free stream slot to {self._target} within the deadline",
+            raise DeadlineExceededError(
+                f"no free stream slot to {self._target} within the deadline"
             ) from None
         try:
             call = self._call or self._open()
@@ -137,10 +133,8 @@ class StreamSession:
                     fut.exception()
                 if self._call is call:
                     self._break(call, pending, f"write failed: {type(exc).__name__}")
-                raise AttemptError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"stream to {self._target} broken on write",
-                    reason="stream_broken",
+                raise UnavailableError(
+                    f"stream to {self._target} broken on write", reason="stream_broken"
                 ) from None
             # A timer fails the item at its deadline (cheaper than asyncio.wait_for).
             timer = loop.call_at(deadline, self._expire, pending, request.id, fut)
@@ -151,9 +145,7 @@ class StreamSession:
         finally:
             self._slots.release()
         if resp.HasField("status") and resp.status.code != 0:
-            raise AttemptError.from_status(
-                resp.status.code, resp.status.message, resp.status.retry_pushback_ms
-            )
+            raise error_from_status(resp.status)
         return resp
 
     def _expire(
@@ -166,10 +158,7 @@ class StreamSession:
             del pending[request_id]
         if not fut.done():
             fut.set_exception(
-                AttemptError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no answer from {self._target} within the deadline",
-                )
+                DeadlineExceededError(f"no answer from {self._target} within the deadline")
             )
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ The table ``TRANSPORTS`` maps a config name (``DataPathConfig.transport``, per-m
   (its channel is the replica's: it opens and closes it), its ``host:port`` target (for
   messages) and the data path config. Constructing does no I/O.
 - ``infer(request, timeout_s, metadata)`` sends one attempt and returns an awaitable of the
-  ``InferResponse``; every failure is raised as ``AttemptError`` (status code kept, a broken
+  ``InferResponse``; every failure is raised as the ``MeshError`` of its status (code kept, a broken
   stream as ``reason="stream_broken"`` so the router may retry it elsewhere). `metadata` (the
   attempt span's traceparent, or empty) goes with the call where the wire allows.
 - ``close()`` releases what the transport holds (outstanding attempts fail as broken).
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import grpc
 
-from meshserve.orchestrator.datapath.attempt import attempt_error_from_rpc
+from meshserve.grpc_errors import from_rpc_error
 from meshserve.orchestrator.datapath.stream import StreamSession
 from meshserve.orchestrator.datapath.table import Table
 from meshserve.v1 import model_pb2
@@ -48,7 +48,7 @@ class Transport(Protocol):
         timeout_s: float,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> Awaitable[model_pb2.InferResponse]:
-        """Send one attempt; the awaitable raises AttemptError."""
+        """Send one attempt; the awaitable raises the MeshError of the failure."""
         ...
 
     async def close(self) -> None: ...
@@ -75,7 +75,7 @@ class UnaryTransport:
         try:
             return await self._call(request, timeout=timeout_s, metadata=tuple(metadata))
         except grpc.aio.AioRpcError as exc:
-            raise attempt_error_from_rpc(exc) from None
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         return None

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from meshserve.errors import InvalidInputError, NotFoundError, UnavailableError
+from meshserve.errors import InvalidInputError, MeshError, NotFoundError, UnavailableError
 from meshserve.orchestrator.logic import LogicContext, logic
 
 __all__ = [
@@ -188,9 +188,9 @@ class FeatureLookup:
             self.backend_queries += 1
             rows = await asyncio.to_thread(self.backend.fetch, keys)
         except Exception as exc:
-            for future in batch.values():
+            for future in batch.values():  # one error per caller: each adds its own context
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(exc.copy() if isinstance(exc, MeshError) else exc)
             return
         now = self._clock()
         for key, future in batch.items():

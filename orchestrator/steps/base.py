@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from google.protobuf import json_format
 
-from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError, MeshServeError
+from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError
 from meshserve.orchestrator.caller import ModelCaller
 from meshserve.orchestrator.compiled import CompiledPlan
 from meshserve.orchestrator.learning_port import Learning
@@ -26,7 +26,6 @@ __all__ = [
     "Services",
     "StepContext",
     "StepExecutor",
-    "annotate",
     "call_model",
     "infer_model",
     "run_target",
@@ -90,23 +89,6 @@ class StepContext:
 StepExecutor = Callable[[StepContext, Mapping[str, np.ndarray]], Awaitable[Outputs]]
 
 
-def annotate(exc: MeshError, prefix: str) -> MeshError:
-    """The same kind of error with `prefix` in front of its message (code kept)."""
-    sep = " " if exc.message.startswith("(") else ": "
-    new = MeshError.__new__(type(exc))
-    MeshError.__init__(new, f"{prefix}{sep}{exc.message}", retry_pushback_ms=exc.retry_pushback_ms)
-    if "code" in exc.__dict__:
-        new.code = exc.code
-    return new
-
-
-def as_mesh_error(exc: MeshServeError) -> MeshError:
-    """A client-side MeshServeError as a MeshError with the same status code."""
-    err = MeshError(exc.message)
-    err.code = exc.code
-    return err
-
-
 async def call_model(
     ctx: StepContext, model: plan_pb2.ModelStep, inputs: Mapping[str, np.ndarray]
 ) -> Outputs:
@@ -133,12 +115,14 @@ async def infer_model(
 ) -> Outputs:
     """One ModelCaller call within request `run` (None: no request): the version from the
     traffic table unless pinned, what is left of the deadline (at most `timeout_cap_s`) as the
-    timeout, errors annotated with the model."""
+    timeout; a failure names the model (``MeshError.add_context``)."""
     routing_key = run.routing_key if run else ""
     version = version or services.traffic.choose_version(model, routing_key)
     timeout_s = run.remaining_s(services.clock) if run else None
     if timeout_s is not None and timeout_s <= 0:
-        raise DeadlineExceededError(f"(model {model}): the request deadline passed before the call")
+        raise DeadlineExceededError("the request deadline passed before the call").add_context(
+            model=model
+        )
     if timeout_cap_s:
         timeout_s = min(timeout_s if timeout_s is not None else math.inf, timeout_cap_s)
     try:
@@ -151,9 +135,8 @@ async def infer_model(
             output_names=output_names,
         )
     except MeshError as exc:
-        raise annotate(exc, f"(model {model})") from None
-    except MeshServeError as exc:
-        raise annotate(as_mesh_error(exc), f"(model {model})") from None
+        exc.add_context(model=model)
+        raise
 
 
 async def call_logic(
@@ -175,7 +158,8 @@ async def call_logic(
     try:
         result = await run_logic(logic.function, dict(inputs), lctx)
     except MeshError as exc:
-        raise annotate(exc, f"(logic {logic.function})") from None
+        exc.add_context(logic=logic.function)
+        raise
     return {key: np.asarray(value) for key, value in result.items()}
 
 
@@ -190,11 +174,12 @@ async def run_target(
         return await call_logic(ctx, branch.target.logic, inputs)
     if kind == "plan":
         if ctx.run.depth >= MAX_PLAN_DEPTH:
-            raise InvalidInputError(
-                f"(plan {branch.target.plan}): plans nest deeper than {MAX_PLAN_DEPTH} levels"
+            raise InvalidInputError(f"plans nest deeper than {MAX_PLAN_DEPTH} levels").add_context(
+                plan=branch.target.plan
             )
         try:
             return await ctx.services.run_plan(branch.target.plan, inputs, ctx.run)
         except MeshError as exc:
-            raise annotate(exc, f"(plan {branch.target.plan})") from None
+            exc.add_context(plan=branch.target.plan)
+            raise
     raise InvalidInputError(f"branch '{branch.name}': target has no model, logic or plan")

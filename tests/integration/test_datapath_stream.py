@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from meshserve.orchestrator.datapath.attempt import AttemptError
+from meshserve.errors import DeadlineExceededError, InvalidInputError, UnavailableError
 from meshserve.orchestrator.datapath.stream import StreamSession
 from meshserve.v1 import model_pb2, model_pb2_grpc, tensor_pb2
 
@@ -75,7 +75,7 @@ async def test_answers_are_matched_by_id_and_item_errors_stay_in_band(
             session.infer(model_pb2.InferRequest(id="hold-b"), 5),
         )
         assert (a.id, b.id) == ("hold-a", "hold-b")  # answered in reverse, matched by id
-        with pytest.raises(AttemptError) as info:
+        with pytest.raises(InvalidInputError) as info:
             await session.infer(model_pb2.InferRequest(id="bad-1"), 5)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert (await session.infer(model_pb2.InferRequest(id="ok-1"), 5)).id == "ok-1"
@@ -91,9 +91,9 @@ async def test_broken_stream_fails_outstanding_items_and_reopens(
         session = StreamSession(model_pb2_grpc.ModelServiceStub(channel), target, 8)
         waiting = asyncio.ensure_future(session.infer(model_pb2.InferRequest(id="hold-x"), 5))
         await asyncio.sleep(0.05)
-        with pytest.raises(AttemptError) as died:
+        with pytest.raises(UnavailableError) as died:
             await session.infer(model_pb2.InferRequest(id="die"), 5)
-        with pytest.raises(AttemptError) as lost:
+        with pytest.raises(UnavailableError) as lost:
             await waiting
         for err in (died.value, lost.value):
             assert err.code == grpc.StatusCode.UNAVAILABLE and err.reason == "stream_broken"
@@ -111,7 +111,7 @@ async def test_in_flight_is_bounded_and_a_late_answer_times_out(
         first = asyncio.ensure_future(session.infer(model_pb2.InferRequest(id="hold-1"), 5))
         await asyncio.sleep(0.05)
         # The only slot is taken by hold-1, so hold-2 waits for it and gives up in time.
-        with pytest.raises(AttemptError) as info:
+        with pytest.raises(DeadlineExceededError) as info:
             await session.infer(model_pb2.InferRequest(id="hold-2"), 0.1)
         assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert servicer.max_outstanding == 1

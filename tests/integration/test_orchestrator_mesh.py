@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from meshserve.clients.sdk import MeshServeClient
-from meshserve.errors import MeshServeError
+from meshserve.errors import InvalidInputError, MeshError, NotFoundError
 from meshserve.v1 import admin_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
 
@@ -67,7 +67,7 @@ async def _apply(client: MeshServeClient, file: str, deadline_s: float = 20.0) -
     while True:
         try:
             return (await client.apply_plan(text))[1]
-        except MeshServeError as exc:
+        except MeshError as exc:
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT or "unknown model" not in exc.message:
                 raise
             if time.monotonic() > end:
@@ -113,7 +113,7 @@ async def test_traces_and_dry_run(mesh, digits):
                 names = {s.name for s in trace.spans}
                 if {"plan digits-pipeline", "step scaler", "step mlp"} <= names:
                     break
-            except MeshServeError as exc:
+            except MeshError as exc:
                 if exc.code != grpc.StatusCode.NOT_FOUND:
                     raise
             assert time.monotonic() < end, "trace never complete"
@@ -221,18 +221,18 @@ steps:
 outputs: {x: a.scaled}
 """
     async with MeshServeClient(mesh, token=TOKEN) as client:
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(InvalidInputError) as err:
             await client.apply_plan(bad)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.message == (
             "step 'scaler' input 'input': expects float32 [-1,64], wired to 'input.input' "
             "float64 [-1,64]"
         )
-        with pytest.raises(MeshServeError, match="step 'first': unknown model 'no-such-model'"):
+        with pytest.raises(InvalidInputError, match="step 'first': unknown model 'no-such-model'"):
             await client.apply_plan(missing)
-        with pytest.raises(MeshServeError, match="cycle: a -> b -> a"):
+        with pytest.raises(InvalidInputError, match="cycle: a -> b -> a"):
             await client.apply_plan(cycle)
-        with pytest.raises(MeshServeError, match="neither valid YAML nor JSON"):
+        with pytest.raises(InvalidInputError, match="neither valid YAML nor JSON"):
             await client.apply_plan("name: [unclosed")
         names = {p.name for p in await client.list_plans()}
     assert not names & {"bad-dtype", "bad-model", "bad-cycle"}
@@ -242,11 +242,11 @@ async def test_execute_errors_and_stream(mesh, digits):
     x, _ = digits
     async with MeshServeClient(mesh, token=TOKEN) as client:
         await _apply(client, "pipeline.yaml")
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(InvalidInputError) as err:
             await client.execute("digits-pipeline", {"input": x[:, :10]})
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "expects float32 [-1,64], got float32 [64, 10]" in err.value.message
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(NotFoundError) as err:
             await client.execute("no-such-plan", {"input": x})
         assert err.value.code == grpc.StatusCode.NOT_FOUND
 
@@ -257,10 +257,11 @@ async def test_execute_errors_and_stream(mesh, digits):
 
         results = [r async for r in client.execute_stream(requests())]
     assert len(results) == 20
-    errors = [r for r in results if isinstance(r, MeshServeError)]
-    assert len(errors) == 1 and errors[0].code == grpc.StatusCode.INVALID_ARGUMENT
+    errors = [r for r in results if isinstance(r, MeshError)]
+    assert len(errors) == 1 and isinstance(errors[0], InvalidInputError)
+    assert errors[0].code == grpc.StatusCode.INVALID_ARGUMENT
     assert errors[0].request_id == "r7"
-    ok = {r.request_id for r in results if not isinstance(r, MeshServeError)}
+    ok = {r.request_id for r in results if not isinstance(r, MeshError)}
     assert ok == {f"r{i}" for i in range(20)} - {"r7"}
 
 
@@ -302,7 +303,7 @@ async def test_list_models_and_traffic_policy(mesh, digits):
         assert [(p.model, dict(p.version_weights)) for p in policies] == [("mlp", {"1": 1.0})]
         result = await client.execute("digits-pipeline", {"input": x[:2]})
         assert result.outputs["label"].shape == (2,)
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(InvalidInputError) as err:
             await client.set_traffic_split("mlp", {"1": -1.0})
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -368,16 +369,16 @@ async def test_bandit_and_feedback(mesh, digits):
                 try:
                     applied = await client.feedback(f"bandit-{i}", reward=1.0)
                     break
-                except MeshServeError as exc:
+                except MeshError as exc:
                     if exc.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > end:
                         raise
                     await asyncio.sleep(0.2)
             assert applied == ["digits-bandit/chooser"]
         assert arms <= {"mlp", "logreg"}
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(NotFoundError) as err:
             await client.feedback("bandit-0", reward=1.0)  # already rated
         assert err.value.code == grpc.StatusCode.NOT_FOUND
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(InvalidInputError) as err:
             await client.feedback("bandit-1", reward=3.0)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
         stats = await client.stats()

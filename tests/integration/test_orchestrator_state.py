@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from meshserve.clients.sdk import MeshServeClient
-from meshserve.errors import MeshServeError
+from meshserve.errors import CheckAndSetError, NotFoundError
 from meshserve.registry import KV, ConsulConfig
 from meshserve.v1 import plan_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
@@ -53,7 +53,7 @@ async def test_restart_keeps_every_plan_and_version(procs: Procs, consul_addr: s
     async with MeshServeClient(first.address, token=TOKEN) as client:
         for i in range(3):
             assert (await client.apply_plan(_py_plan("state-restart", f"v{i + 1}")))[1] == i + 1
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(CheckAndSetError) as err:
             await client.apply_plan(_py_plan("state-restart", "stale"), expected_version=2)
         assert err.value.code == grpc.StatusCode.ABORTED
         assert await client.rollback_plan("state-restart", 1) == 4
@@ -67,7 +67,7 @@ async def test_restart_keeps_every_plan_and_version(procs: Procs, consul_addr: s
         assert (active.version, active.description) == (4, "v1")
         assert (await client.get_plan("state-restart", 3)).description == "v3"
         assert await client.delete_plan("state-restart") == 4
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(NotFoundError) as err:
             await client.get_plan("state-restart")
         assert err.value.code == grpc.StatusCode.NOT_FOUND
     second.stop()

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from meshserve.clients.sdk import MeshServeClient
-from meshserve.errors import MeshServeError
+from meshserve.errors import UnavailableError
 from meshserve.registry import ConsulConfig, EndpointWatcher
 from tests.certs import self_signed
 from tests.integration.orchestrator_helpers import TOKEN, Procs
@@ -70,6 +70,6 @@ async def test_every_hop_speaks_tls(
         await client.delete_plan("tls-scale")
 
     async with MeshServeClient(orch.address, token=TOKEN, timeout_s=3) as plaintext:
-        with pytest.raises(MeshServeError) as err:
+        with pytest.raises(UnavailableError) as err:
             await plaintext.list_plans()
         assert err.value.code == grpc.StatusCode.UNAVAILABLE

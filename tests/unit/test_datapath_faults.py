@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import grpc
 import pytest
 
-from meshserve.errors import InvalidInputError
+from meshserve.errors import DeadlineExceededError, InvalidInputError, OverloadedError
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath.attempt import AttemptError
 from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
 from meshserve.v1 import model_pb2
 
@@ -108,14 +107,14 @@ async def test_the_wrapper_aborts_without_sending_and_delays_within_the_timeout(
     faults = FaultInjector(Clock(), random.Random(5))
     wrapped = FaultInjectingTransport(inner, faults, "m", "a")
     faults.inject(FaultSpec(model="m", abort_rate=1.0, abort_code=8, duration_s=10))
-    with pytest.raises(AttemptError) as aborted:
+    with pytest.raises(OverloadedError) as aborted:
         await wrapped.infer(model_pb2.InferRequest(id="r1"), 1.0)
     assert aborted.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert aborted.value.reason == "fault_injected"
     faults.clear()
     faults.inject(FaultSpec(model="m", instance_id="a", delay_ms=2, duration_s=10))
     assert (await wrapped.infer(model_pb2.InferRequest(id="r2"), 1.0)).id == "r2"
-    with pytest.raises(AttemptError) as late:
+    with pytest.raises(DeadlineExceededError) as late:
         await wrapped.infer(model_pb2.InferRequest(id="r3"), 0.001)
     assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert inner.sent == [("r2", 1.0)]

@@ -15,9 +15,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from meshserve.errors import InvalidInputError, OverloadedError, UnavailableError
+from meshserve.errors import (
+    InvalidInputError,
+    MeshError,
+    OverloadedError,
+    UnavailableError,
+    error_for_status,
+)
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath.attempt import AttemptError
 from meshserve.orchestrator.datapath.config import DataPathConfig, RetryConfig
 from meshserve.orchestrator.datapath.faults import FaultInjector
 from meshserve.orchestrator.datapath.policy import PickerPolicy, RoundRobin
@@ -38,8 +43,8 @@ class Ep:
         return f"{self.instance_id}:1"
 
 
-# instance id -> list of outcomes (an AttemptError to raise, or None for success), consumed in order
-SCRIPT: dict[str, list[AttemptError | None]] = {}
+# instance id -> list of outcomes (a MeshError to raise, or None for success), consumed in order
+SCRIPT: dict[str, list[MeshError | None]] = {}
 GATES: dict[str, asyncio.Event] = {}
 
 
@@ -103,8 +108,8 @@ def make_router(
     return router, counters, faults
 
 
-def unavailable() -> AttemptError:
-    return AttemptError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+def unavailable() -> MeshError:
+    return error_for_status(grpc.StatusCode.UNAVAILABLE, "connection refused")
 
 
 async def call(
@@ -128,8 +133,8 @@ async def test_unavailable_is_retried_on_a_different_replica() -> None:
 async def test_errors_of_the_request_are_not_retried() -> None:
     router, counters, _ = make_router()
     router.update_endpoints([Ep("a"), Ep("b")])
-    SCRIPT["a"] = [AttemptError(grpc.StatusCode.INVALID_ARGUMENT, "input 'input': bad dtype")]
-    with pytest.raises(InvalidInputError, match="model 'm': input 'input': bad dtype"):
+    SCRIPT["a"] = [error_for_status(grpc.StatusCode.INVALID_ARGUMENT, "input 'input': bad dtype")]
+    with pytest.raises(InvalidInputError, match="model 'm' replica 'a': input 'input': bad dtype"):
         await call(router)
     assert counters.attempts_total == 1
 
@@ -210,7 +215,7 @@ async def test_retry_pushback_is_honoured_or_refused_past_the_deadline() -> None
     router, counters, _ = make_router()
     router.update_endpoints([Ep("a"), Ep("b")])
     SCRIPT["a"] = [
-        AttemptError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", retry_pushback_ms=20)
+        error_for_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", retry_pushback_ms=20)
     ]
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -220,7 +225,7 @@ async def test_retry_pushback_is_honoured_or_refused_past_the_deadline() -> None
     router, counters, _ = make_router()
     router.update_endpoints([Ep("a"), Ep("b")])
     SCRIPT["a"] = [
-        AttemptError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", retry_pushback_ms=60_000)
+        error_for_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", retry_pushback_ms=60_000)
     ]
     with pytest.raises(OverloadedError, match="queue full") as info:
         await call(router)

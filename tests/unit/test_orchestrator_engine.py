@@ -189,7 +189,7 @@ outputs: {label: mlp.label}
     )
     with pytest.raises(InvalidInputError) as err:
         await _engine(caller, plan).execute(ExecuteCall("wrong", {"input": x[:, :10]}))
-    assert err.value.message.startswith("step 'mlp' (model mlp): ")
+    assert err.value.message.startswith("plan 'wrong' step 'mlp': model 'mlp' input 'input': ")
 
 
 async def test_deadline_is_enforced(caller, digits):
