@@ -34,7 +34,6 @@ from meshserve.orchestrator.learning_port import Learning, NullLearning
 from meshserve.orchestrator.plans.validate import format_spec
 from meshserve.orchestrator.programmatic import Handles, PlanContext, current_run
 from meshserve.orchestrator.stats import StatsRecorder
-from meshserve.orchestrator.steps import EXECUTORS
 from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext, annotate
 from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.orchestrator.traffic import TrafficTable
@@ -330,7 +329,7 @@ class Engine:
             deadline = ctx.run.deadline
             if deadline is not None and deadline - self.clock() <= 0:
                 raise DeadlineExceededError("the request deadline passed before it started")
-            return await EXECUTORS[sp.kind](ctx, inputs)
+            return await sp.execute(ctx, inputs)
         except MeshError as exc:
             raise annotate(exc, f"step '{sp.name}'") from None
         except (asyncio.CancelledError, KeyboardInterrupt):

@@ -10,7 +10,7 @@ from meshserve.errors import InvalidInputError, NotFoundError
 from meshserve.orchestrator.expr import compile_expression
 from meshserve.orchestrator.plans.parse import loads_json, parse_plan_text, plan_to_json
 from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan
-from meshserve.orchestrator.steps.ensemble import majority_vote, max_probability, weighted_mean
+from meshserve.orchestrator.steps.aggregations import majority_vote, max_probability, weighted_mean
 from meshserve.orchestrator.steps.shadow import agreement
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable, pick_weighted, stable_unit
 from meshserve.v1 import model_pb2, plan_pb2, tensor_pb2
