@@ -96,7 +96,7 @@ def _step(step: Any, index: int) -> Any:
     keys = [key for key in step if key not in _STEP_FIELDS]
     if len(keys) > 1:
         raise InvalidInputError(f"{where}: sets more than one kind ({', '.join(keys)})")
-    for key in keys:
+    for key in keys:  # at most one
         body = step.pop(key)
         if key == CUSTOM and isinstance(body, dict):
             kind = lookup_kind(str(body.get("kind", "")), where, custom=True)

@@ -14,6 +14,7 @@ import the table while the kinds import the shared checks from plans/.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,7 +50,7 @@ PROTO_KINDS = frozenset(
 )
 
 
-class StepKind:
+class StepKind(ABC):
     """One kind of plan node: how it is parsed, validated, compiled and executed.
 
     Subclass it, set `name`, override what the kind needs, register an instance with
@@ -60,7 +61,8 @@ class StepKind:
       ``"scaler"``). Return the proto3 JSON form of the kind's part: the message under
       ``Step.<name>`` for a member of the proto oneof, else the ``params`` object (any JSON
       object; stored as a google.protobuf.Struct). Raise InvalidInputError naming `where`.
-      Default: `body` unchanged. Plans given as protos (gRPC, stored JSON) skip this hook.
+      Default: `body` unchanged. It must accept what it returns (a plan's canonical JSON is
+      valid text form too). Plans given as protos (gRPC, stored JSON) skip this hook.
     - ``validate(step, check)``: on ApplyPlan (and for ``--plans`` at start), in topological
       order, after the wiring and cycle checks and after every step this one is wired to.
       `check` is the plan's ``PlanCheck`` (its ValidationContext with model metadata, known
@@ -86,17 +88,17 @@ class StepKind:
         """The proto3 JSON form of this kind's part of a step (see the class docstring)."""
         return body
 
+    @abstractmethod
     async def validate(self, step: plan_pb2.Step, check: PlanCheck) -> StepOutputs:
         """Check `step` before it is stored; returns its outputs (see the class docstring)."""
-        raise NotImplementedError
 
     def compile(self, step: plan_pb2.Step) -> Any:
         """What `execute` needs, resolved once per plan version (default: nothing)."""
         return None
 
+    @abstractmethod
     async def execute(self, ctx: StepContext, inputs: Mapping[str, np.ndarray]) -> Outputs:
         """Run the step for one request (see the class docstring)."""
-        raise NotImplementedError
 
 
 STEP_KINDS: dict[str, StepKind] = {}

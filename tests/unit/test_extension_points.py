@@ -210,7 +210,7 @@ def test_step_kind_registration_rules(scale_kind: StepKind) -> None:
     with pytest.raises(InvalidInputError, match="built in"):
         unregister_step_kind("model")
     with pytest.raises(InvalidInputError, match="other than 'custom'"):
-        register_step_kind(type("Custom", (StepKind,), {"name": "custom"})())
+        register_step_kind(type("Custom", (ScaleKind,), {"name": "custom"})())
 
 
 # ---- a test-only aggregation -------------------------------------------------------------------
