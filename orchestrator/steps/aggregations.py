@@ -89,7 +89,7 @@ _ENUM_NAMES = {
     if value.number != plan_pb2.AGGREGATION_UNSPECIFIED
 }
 _BUILT_IN = frozenset(_ENUM_NAMES.values())
-CUSTOM = _ENUM_NAMES[plan_pb2.AGGREGATION_CUSTOM]
+_CUSTOM = _ENUM_NAMES[plan_pb2.AGGREGATION_CUSTOM]
 
 
 def register_aggregation(aggregation: Aggregation, *, replace: bool = False) -> Aggregation:
@@ -137,7 +137,7 @@ def parse_aggregation(text: str, where: str) -> dict[str, str]:
 def aggregation_name(ens: plan_pb2.EnsembleStep) -> str:
     """The table name `ens` asks for ("" when its aggregation is unset or not an enum value)."""
     name = _ENUM_NAMES.get(ens.aggregation, "")
-    if name == CUSTOM and ens.aggregator in AGGREGATIONS and ens.aggregator not in _BUILT_IN:
+    if name == _CUSTOM and ens.aggregator in AGGREGATIONS and ens.aggregator not in _BUILT_IN:
         return ens.aggregator
     return name
 
@@ -308,7 +308,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
         Aggregation("weighted_mean", _weighted_mean, _check_weighted_mean),
         Aggregation("majority_vote", _majority_vote, _check_majority_vote),
         Aggregation("max_probability", _max_probability, _check_max_probability),
-        Aggregation(CUSTOM, _logic_aggregate, _check_logic, same_shape=False),
+        Aggregation(_CUSTOM, _logic_aggregate, _check_logic, same_shape=False),
     )
 }
 """Aggregation name -> Aggregation. Change it only with register/unregister_aggregation."""
