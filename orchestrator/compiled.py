@@ -1,9 +1,10 @@
-"""A plan ready to run: its graph, pre-parsed select expressions, or its Python entry point.
+"""A plan ready to run: its graph and what each step's kind prepared, or its Python entry point.
 
 Everything a request would otherwise recompute is resolved once per plan version here: the
-input specs as numpy dtypes, each step's kind and wiring in topological order, whether the
-steps form a chain (every wave of the graph holds one step, so the engine runs them inline
-without a task per step), and the plan outputs' wiring.
+input specs as numpy dtypes, each step's kind (looked up in ``STEP_KINDS``: its executor and
+what its ``compile`` hook prepared, e.g. parsed select expressions), its wiring in topological
+order, whether the steps form a chain (every wave of the graph holds one step, so the engine
+runs them inline without a task per step), and the plan outputs' wiring.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import importlib
 import inspect
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshserve.errors import InvalidInputError
-from meshserve.orchestrator.expr import Expression, compile_expression
-from meshserve.orchestrator.plans.graph import PlanGraph, Ref, step_kind
-from meshserve.orchestrator.plans.validate import SELECT_NAMES
+from meshserve.orchestrator.plans.graph import PlanGraph, Ref
+from meshserve.orchestrator.steps.registry import kind_name, kind_of
 from meshserve.tensors import DTYPE_TO_NUMPY
 from meshserve.v1 import plan_pb2, tensor_pb2
+
+if TYPE_CHECKING:
+    from meshserve.orchestrator.steps.base import StepExecutor
 
 __all__ = ["CompiledPlan", "InputSpec", "StepPlan", "compile_plan", "load_python_target"]
 
@@ -37,11 +40,13 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """One step, resolved: its kind, its wiring as (key, ref) pairs and the steps it awaits."""
+    """One step, resolved: its kind (name and executor), its wiring as (key, ref) pairs and the
+    steps it awaits."""
 
     name: str
     step: plan_pb2.Step
     kind: str
+    execute: StepExecutor
     wiring: tuple[tuple[str, Ref], ...]
     deps: tuple[str, ...]
 
@@ -52,7 +57,7 @@ class CompiledPlan:
 
     plan: plan_pb2.Plan
     graph: PlanGraph | None
-    expressions: dict[tuple[str, int], Expression] = field(default_factory=dict)
+    prepared: dict[str, Any] = field(default_factory=dict)  # step -> its kind's compile()
     python: Any = None  # the loaded function or class instance for programmatic plans
     inputs: tuple[InputSpec, ...] = ()
     schedule: tuple[StepPlan, ...] = ()  # every step, in topological order
@@ -90,7 +95,7 @@ def load_python_target(spec: str) -> Any:
 
 
 def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
-    """Compile `plan` (graph + expressions, or load the Python target).
+    """Compile `plan` (graph + what each kind prepares, or load the Python target).
 
     `handles` is passed to a class target's constructor as ``cls(models=..., plans=...)``.
     """
@@ -108,21 +113,14 @@ def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
                 ) from None
         return CompiledPlan(plan=plan, graph=None, python=target, inputs=_input_specs(plan))
     graph = PlanGraph(plan)
-    expressions: dict[tuple[str, int], Expression] = {}
-    for step in plan.steps:
-        if step.WhichOneof("kind") == "select":
-            for index, case in enumerate(step.select.cases):
-                try:
-                    expressions[(step.name, index)] = compile_expression(case.when, SELECT_NAMES)
-                except InvalidInputError as exc:
-                    raise InvalidInputError(
-                        f"step '{step.name}' select cases[{index}] when: {exc.message}"
-                    ) from None
+    kinds = {name: kind_of(step) for name, step in graph.steps.items()}
+    prepared = {name: kinds[name].compile(step) for name, step in graph.steps.items()}
     schedule = tuple(
         StepPlan(
             name=name,
             step=graph.steps[name],
-            kind=step_kind(graph.steps[name]),
+            kind=kind_name(graph.steps[name]),
+            execute=kinds[name].execute,
             wiring=tuple(graph.inputs[name].items()),
             deps=tuple(sorted(graph.deps[name])),
         )
@@ -131,7 +129,7 @@ def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
     return CompiledPlan(
         plan=plan,
         graph=graph,
-        expressions=expressions,
+        prepared=prepared,
         inputs=_input_specs(plan),
         schedule=schedule,
         chain=_is_chain(schedule),

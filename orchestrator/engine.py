@@ -36,7 +36,6 @@ from meshserve.orchestrator.learning_port import Learning, NullLearning
 from meshserve.orchestrator.plans.validate import format_spec
 from meshserve.orchestrator.programmatic import Handles, PlanContext, current_run
 from meshserve.orchestrator.stats import StatsRecorder
-from meshserve.orchestrator.steps import EXECUTORS
 from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext
 from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.orchestrator.traffic import TrafficTable
@@ -332,7 +331,7 @@ class Engine:
             deadline = ctx.run.deadline
             if deadline is not None and deadline - self.clock() <= 0:
                 raise DeadlineExceededError("the request deadline passed before it started")
-            return await EXECUTORS[sp.kind](ctx, inputs)
+            return await sp.execute(ctx, inputs)
         except MeshError as exc:
             exc.add_context(plan=ctx.run.plan, step=sp.name)
             raise

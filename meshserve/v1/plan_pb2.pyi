@@ -61,7 +61,7 @@ class Plan(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., python: _Optional[str] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "inputs", "model", "logic", "ensemble", "select", "split", "shadow", "bandit")
+    __slots__ = ("name", "inputs", "model", "logic", "ensemble", "select", "split", "shadow", "bandit", "custom")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class Step(_message.Message):
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     BANDIT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.ScalarMap[str, str]
     model: ModelStep
@@ -87,7 +88,16 @@ class Step(_message.Message):
     split: SplitStep
     shadow: ShadowStep
     bandit: BanditStep
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Mapping[str, str]] = ..., model: _Optional[_Union[ModelStep, _Mapping]] = ..., logic: _Optional[_Union[LogicStep, _Mapping]] = ..., ensemble: _Optional[_Union[EnsembleStep, _Mapping]] = ..., select: _Optional[_Union[SelectStep, _Mapping]] = ..., split: _Optional[_Union[SplitStep, _Mapping]] = ..., shadow: _Optional[_Union[ShadowStep, _Mapping]] = ..., bandit: _Optional[_Union[BanditStep, _Mapping]] = ...) -> None: ...
+    custom: CustomStep
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Mapping[str, str]] = ..., model: _Optional[_Union[ModelStep, _Mapping]] = ..., logic: _Optional[_Union[LogicStep, _Mapping]] = ..., ensemble: _Optional[_Union[EnsembleStep, _Mapping]] = ..., select: _Optional[_Union[SelectStep, _Mapping]] = ..., split: _Optional[_Union[SplitStep, _Mapping]] = ..., shadow: _Optional[_Union[ShadowStep, _Mapping]] = ..., bandit: _Optional[_Union[BanditStep, _Mapping]] = ..., custom: _Optional[_Union[CustomStep, _Mapping]] = ...) -> None: ...
+
+class CustomStep(_message.Message):
+    __slots__ = ("kind", "params")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    params: _struct_pb2.Struct
+    def __init__(self, kind: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ModelStep(_message.Message):
     __slots__ = ("model", "version", "timeout_ms")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from meshserve.errors import InvalidInputError
 from meshserve.v1 import plan_pb2
 
-__all__ = ["INPUT", "PlanGraph", "Ref", "parse_ref", "step_kind"]
+__all__ = ["INPUT", "PlanGraph", "Ref", "parse_ref"]
 
 INPUT = "input"
 
@@ -35,11 +35,6 @@ def parse_ref(text: str, where: str) -> Ref:
             f"{where}: reference '{text}' must look like 'input.<name>' or '<step>.<output>'"
         )
     return Ref(source, name)
-
-
-def step_kind(step: plan_pb2.Step) -> str:
-    """The step's kind ("model", "logic", ...) or "" when none is set."""
-    return step.WhichOneof("kind") or ""
 
 
 class PlanGraph:

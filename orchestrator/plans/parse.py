@@ -4,10 +4,15 @@ The text form is the proto's JSON form (``json_format``) with a few conveniences
 before parsing so there is exactly one schema:
 
 - dtypes as numpy names (``float32``) as well as enum names (``DATA_TYPE_FLOAT32``);
-- ``model: scaler`` for ``model: {model: scaler}`` and ``logic: fn`` for ``logic: {function: fn}``,
-  in steps and in branches; a branch may also write ``model``/``logic``/``plan`` without ``target``;
-- aggregations and bandit policies in lower case (``majority_vote``, ``thompson``);
-- ``inputs`` of a step may be a list ``[scaler.scaled]`` when the target takes the same names.
+- ``inputs`` of a step may be a list ``[scaler.scaled]`` when the target takes the same names;
+- beside ``name`` and ``inputs`` a step has one key, its kind, whose value the kind's
+  ``StepKind.parse`` expands (meshserve.orchestrator.steps.STEP_KINDS): ``model: scaler`` for
+  ``model: {model: scaler}``, ``logic: fn`` for ``logic: {function: fn}``, branches that write
+  ``model``/``logic``/``plan`` without ``target``, aggregations and bandit policies in lower case
+  (``majority_vote``, ``thompson``), ...;
+- a registered kind that is not a member of the proto ``Step`` oneof is written like the others,
+  ``<kind>: {...}``, and becomes ``custom: {kind: <kind>, params: {...}}`` (that form is accepted
+  too). A key that is no registered kind fails with the known kinds.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import yaml
 from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError
+from meshserve.orchestrator.steps.registry import CUSTOM, PROTO_KINDS, enum_form, lookup_kind
 from meshserve.v1 import plan_pb2
 
 __all__ = [
@@ -72,98 +78,34 @@ def plan_to_json(plan: plan_pb2.Plan) -> str:
 def _spec(spec: Any) -> Any:
     if isinstance(spec, dict) and isinstance(spec.get("dtype"), str):
         spec = dict(spec)
-        spec["dtype"] = _enum("DATA_TYPE_", spec["dtype"])
+        spec["dtype"] = enum_form("DATA_TYPE_", spec["dtype"])
     return spec
+
+
+_STEP_FIELDS = frozenset({"name", "inputs"})
 
 
 def _step(step: Any, index: int) -> Any:
     if not isinstance(step, dict):
         raise InvalidInputError(f"steps[{index}] must be a mapping, got {type(step).__name__}")
     step = dict(step)
+    where = f"step '{step['name']}'" if step.get("name") else f"steps[{index}]"
     inputs = step.get("inputs")
     if isinstance(inputs, list):
         step["inputs"] = {_last(ref): ref for ref in inputs}
-    if isinstance(step.get("model"), str):
-        step["model"] = {"model": step["model"]}
-    if isinstance(step.get("logic"), str):
-        step["logic"] = {"function": step["logic"]}
-    ensemble = step.get("ensemble")
-    if isinstance(ensemble, dict):
-        ensemble = dict(ensemble)
-        ensemble["members"] = [_branch(b) for b in ensemble.get("members") or []]
-        if isinstance(ensemble.get("aggregation"), str):
-            ensemble["aggregation"] = _enum("AGGREGATION_", ensemble["aggregation"])
-        step["ensemble"] = ensemble
-    select = step.get("select")
-    if isinstance(select, dict):
-        select = dict(select)
-        cases = []
-        for case in select.get("cases") or []:
-            if isinstance(case, dict) and "branch" in case:
-                case = {**case, "branch": _branch(case["branch"])}
-            cases.append(case)
-        select["cases"] = cases
-        if "default_branch" in select:
-            select["default_branch"] = _branch(select["default_branch"])
-        if "default" in select:
-            select["default_branch"] = _branch(select.pop("default"))
-        select["branches"] = [_branch(b) for b in select.get("branches") or []]
-        step["select"] = select
-    split = step.get("split")
-    if isinstance(split, dict):
-        step["split"] = {**split, "branches": [_branch(b) for b in split.get("branches") or []]}
-    shadow = step.get("shadow")
-    if isinstance(shadow, dict):
-        shadow = dict(shadow)
-        for key in ("primary", "candidate"):
-            if key in shadow:
-                shadow[key] = _branch(shadow[key])
-        step["shadow"] = shadow
-    bandit = step.get("bandit")
-    if isinstance(bandit, dict):
-        bandit = dict(bandit)
-        bandit["arms"] = [_branch(b) for b in bandit.get("arms") or []]
-        if isinstance(bandit.get("policy"), str):
-            bandit["policy"] = _enum("BANDIT_POLICY_", bandit["policy"])
-        step["bandit"] = bandit
+    keys = [key for key in step if key not in _STEP_FIELDS]
+    if len(keys) > 1:
+        raise InvalidInputError(f"{where}: sets more than one kind ({', '.join(keys)})")
+    for key in keys:  # at most one
+        body = step.pop(key)
+        if key == CUSTOM and isinstance(body, dict):
+            kind = lookup_kind(str(body.get("kind", "")), where, custom=True)
+            step[CUSTOM] = {**body, "params": kind.parse(body.get("params") or {}, where)}
+        elif key in PROTO_KINDS:
+            step[key] = lookup_kind(key, where).parse(body, where)
+        else:
+            step[CUSTOM] = {"kind": key, "params": lookup_kind(key, where).parse(body, where)}
     return step
-
-
-def _branch(branch: Any) -> Any:
-    if not isinstance(branch, dict):
-        return branch
-    branch = dict(branch)
-    target = dict(branch.get("target") or {})
-    for key in ("model", "logic", "plan"):
-        if key in branch:
-            target[key] = branch.pop(key)
-    if isinstance(target.get("model"), str):
-        target["model"] = {"model": target["model"]}
-    if isinstance(target.get("logic"), str):
-        target["logic"] = {"function": target["logic"]}
-    if target:
-        branch["target"] = target
-    if "name" not in branch:
-        name = _target_name(target)
-        if name:
-            branch["name"] = name
-    return branch
-
-
-def _target_name(target: dict[str, Any]) -> str:
-    model = target.get("model")
-    if isinstance(model, dict) and model.get("model"):
-        version = model.get("version")
-        return f"{model['model']}@{version}" if version else str(model["model"])
-    logic = target.get("logic")
-    if isinstance(logic, dict) and logic.get("function"):
-        return str(logic["function"])
-    return str(target.get("plan") or "")
-
-
-def _enum(prefix: str, value: str) -> str:
-    upper = value.upper()
-    return upper if upper.startswith(prefix) else prefix + upper
 
 
 def _last(ref: Any) -> str:

@@ -7,18 +7,20 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from google.protobuf import json_format
 
 from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError
 from meshserve.orchestrator.caller import ModelCaller
-from meshserve.orchestrator.compiled import CompiledPlan
 from meshserve.orchestrator.learning_port import Learning
 from meshserve.orchestrator.stats import StatsRecorder
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.v1 import plan_pb2
+
+if TYPE_CHECKING:
+    from meshserve.orchestrator.compiled import CompiledPlan
 
 __all__ = [
     "Outputs",

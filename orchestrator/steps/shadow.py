@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from meshserve.errors import MeshError
+from meshserve.errors import InvalidInputError, MeshError
+from meshserve.orchestrator.plans.validate import PlanCheck, StepOutputs
 from meshserve.orchestrator.steps.base import Outputs, StepContext, run_target
+from meshserve.orchestrator.steps.branches import check_branches, parse_branch
+from meshserve.orchestrator.steps.registry import StepKind
+from meshserve.v1 import plan_pb2
 
-__all__ = ["agreement", "execute"]
+__all__ = ["ShadowKind", "agreement"]
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +50,50 @@ def _compare_name(ctx: StepContext, primary: Outputs, candidate: Outputs) -> str
     return common[0] if common else None
 
 
-async def execute(ctx: StepContext, inputs: Mapping[str, np.ndarray]) -> Outputs:
-    shadow = ctx.step.shadow
-    services = ctx.services
-    rate = shadow.sample_rate or 1.0
-    mirror = rate >= 1.0 or services.rng.random() < rate
-    primary_done: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-    if mirror:
-        services.spawn_background(_candidate(ctx, dict(inputs), primary_done))
-    start = services.clock()
-    try:
-        out = await run_target(ctx, shadow.primary, inputs)
-    except BaseException:
-        primary_done.cancel()
-        raise
-    services.stats.shadow_primary(ctx.run.plan, ctx.step.name, (services.clock() - start) * 1000)
-    primary_done.set_result(out)
-    return out
+class ShadowKind(StepKind):
+    """``shadow: {primary: {model: a}, candidate: {model: b}, sample_rate: 0.5}``; the step's
+    outputs are the primary's."""
+
+    name = "shadow"
+
+    def parse(self, body: Any, where: str) -> Any:
+        if not isinstance(body, dict):
+            return body
+        body = dict(body)
+        for key in ("primary", "candidate"):
+            if key in body:
+                body[key] = parse_branch(body[key])
+        return body
+
+    async def validate(self, step: plan_pb2.Step, check: PlanCheck) -> StepOutputs:
+        sh = step.shadow
+        where = f"step '{step.name}' shadow"
+        if not sh.HasField("primary") or not sh.HasField("candidate"):
+            raise InvalidInputError(f"{where}: needs both 'primary' and 'candidate'")
+        if not 0.0 <= sh.sample_rate <= 1.0:
+            raise InvalidInputError(f"{where} sample_rate: {sh.sample_rate} is outside [0, 1]")
+        await check_branches(check, step, [sh.candidate], where)
+        return await check_branches(check, step, [sh.primary], where)
+
+    async def execute(self, ctx: StepContext, inputs: Mapping[str, np.ndarray]) -> Outputs:
+        shadow = ctx.step.shadow
+        services = ctx.services
+        rate = shadow.sample_rate or 1.0
+        mirror = rate >= 1.0 or services.rng.random() < rate
+        primary_done: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        if mirror:
+            services.spawn_background(_candidate(ctx, dict(inputs), primary_done))
+        start = services.clock()
+        try:
+            out = await run_target(ctx, shadow.primary, inputs)
+        except BaseException:
+            primary_done.cancel()
+            raise
+        services.stats.shadow_primary(
+            ctx.run.plan, ctx.step.name, (services.clock() - start) * 1000
+        )
+        primary_done.set_result(out)
+        return out
 
 
 async def _candidate(

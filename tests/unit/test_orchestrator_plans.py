@@ -10,7 +10,7 @@ from meshserve.errors import InvalidInputError, NotFoundError
 from meshserve.orchestrator.expr import compile_expression
 from meshserve.orchestrator.plans.parse import loads_json, parse_plan_text, plan_to_json
 from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan
-from meshserve.orchestrator.steps.ensemble import majority_vote, max_probability, weighted_mean
+from meshserve.orchestrator.steps.aggregations import majority_vote, max_probability, weighted_mean
 from meshserve.orchestrator.steps.shadow import agreement
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable, pick_weighted, stable_unit
 from meshserve.v1 import model_pb2, plan_pb2, tensor_pb2
@@ -108,6 +108,30 @@ outputs: {label: e.label}
          "step 'a' select cases[0] when: expression"),
         ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: label,"
          " members: [{model: mlp}]}}]\noutputs: {x: a.label}", "ensemble aggregation: required"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: label,"
+         " aggregation: median, members: [{model: mlp}]}}]\noutputs: {x: a.label}",
+         "step 'a' ensemble aggregation: unknown aggregation 'median' (known: custom, majority_vote, "),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: probabilities,"
+         " aggregation: weighted_mean, members: [{model: mlp}, {model: scaler}]}}]\noutputs: {x: a.probabilities}",
+         "step 'a' ensemble output: members do not all have output 'probabilities'"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: probabilities,"
+         " aggregation: weighted_mean, members: [{model: mlp}]}}]\noutputs: {x: a.probabilities}",
+         "step 'a' ensemble: member weights must sum to more than 0"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: probabilities,"
+         " aggregation: weighted_mean, members: [{model: mlp, weight: \"NaN\"}]}}]\noutputs: {x: a.probabilities}",
+         "step 'a' ensemble: member weights must be finite and not negative (member 'mlp' has nan)"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: probabilities,"
+         " aggregation: majority_vote, members: [{model: mlp}]}}]\noutputs: {x: a.probabilities}",
+         "step 'a' ensemble output 'probabilities': majority_vote needs integer labels, members return float32"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: label,"
+         " aggregation: max_probability, members: [{model: mlp}]}}]\noutputs: {x: a.label}",
+         "step 'a' ensemble output 'label': max_probability needs [rows, classes] outputs"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: label,"
+         " aggregation: custom, members: [{model: mlp}]}}]\noutputs: {x: a.label}",
+         "step 'a' ensemble aggregator: required with aggregation custom"),
+        ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: label,"
+         " aggregation: custom, aggregator: nope, members: [{model: mlp}]}}]\noutputs: {x: a.label}",
+         "step 'a' ensemble aggregator: no registered aggregation or logic function 'nope'"),
         ("name: p\nsteps: [{name: a, inputs: {input: input.input}, split: {branches:"
          " [{model: mlp, weight: 0}]}}]\noutputs: {x: a.label}", "branch weights must sum to more than 0"),
         ("name: p\nsteps: [{name: a, inputs: {input: input.input}, bandit: {arms: [{model: mlp}]}}]\n"
