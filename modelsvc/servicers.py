@@ -139,8 +139,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         request_iterator: AsyncIterator[model_pb2.InferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[model_pb2.InferResponse]:
-        """Every item runs concurrently (meshserve.streams.fan_out); responses go out as they
-        finish (any order); a failed item is answered with its id and an in-band status."""
+        """Items run concurrently (``meshserve.streams.fan_out``, at most STREAM_MAX_IN_FLIGHT),
+        answered as they finish; a failed item gets its id and an in-band Status."""
         stream_metadata = _metadata(context)
         call_timeout_s = _timeout_s(context)
 

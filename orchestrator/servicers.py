@@ -55,8 +55,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         request_iterator: AsyncIterator[orchestrator_pb2.ExecuteRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[orchestrator_pb2.ExecuteResponse]:
-        """Every item runs concurrently (meshserve.streams.fan_out); responses go out as they
-        finish (any order); a failed item is answered with its id and an in-band status."""
+        """One plan run per item, concurrently through ``meshserve.streams.fan_out``; a failed
+        run is answered with the item's id, its plan and an in-band Status."""
 
         async def one(request: orchestrator_pb2.ExecuteRequest) -> orchestrator_pb2.ExecuteResponse:
             if not request.id:

@@ -25,6 +25,10 @@ class Held:
         self.running = 0
         self.peak = 0
 
+    async def all_started(self) -> None:
+        for event in self.started.values():
+            await event.wait()
+
     async def handle(self, item: str) -> str:
         self.running += 1
         self.peak = max(self.peak, self.running)
@@ -61,8 +65,7 @@ async def test_replies_come_in_completion_order() -> None:
     held = Held("abc")
     stream = fan_out(items("abc"), held.handle, max_in_flight=8, on_error=failed)
     first = asyncio.ensure_future(anext(stream))
-    for event in held.started.values():
-        await event.wait()
+    await held.all_started()
     held.release["c"].set()
     got = [await first]
     for i in "ab":
@@ -143,8 +146,7 @@ async def test_cancelling_the_call_cancels_every_item_and_leaks_no_task() -> Non
     held = Held("abc")
     stream = fan_out(items("abc"), held.handle, max_in_flight=8, on_error=failed)
     consumer = asyncio.ensure_future(_collect(stream))
-    for event in held.started.values():
-        await event.wait()
+    await held.all_started()
     consumer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await consumer
