@@ -63,14 +63,6 @@ def _result(response: orchestrator_pb2.ExecuteResponse) -> ExecuteResult:
     )
 
 
-def _application_traces() -> bool:
-    """True when this process has an OpenTelemetry SDK tracer provider (ours or the app's)."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
-
-
 class MeshServeClient:
     """Async client of one orchestrator (Orchestrator + Admin services)."""
 
@@ -88,8 +80,9 @@ class MeshServeClient:
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
         ]
         tls = ClientTLS(ca_file=tls_ca_file, server_name=tls_server_name) if tls_ca_file else None
-        # Continue the caller's trace on the orchestrator when the application traces.
-        interceptors = client_interceptors(enabled=_application_traces())
+        # Continue the caller's trace on the orchestrator when the application traces (an SDK
+        # tracer provider is installed, ours or the app's: see telemetry.tracing_enabled).
+        interceptors = client_interceptors()
         self._channel = open_channel(target, tls, options=options, interceptors=interceptors)
         self._orchestrator = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)

@@ -10,6 +10,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from meshserve.modelsvc.batcher import BatchObserver, BatchStats, DynamicBatcher
 from meshserve.modelsvc.config import BatchingConfig
 from meshserve.modelsvc.handler import Handler, IdentityHandler
 from meshserve.modelsvc.validation import RequestValidator
-from meshserve.telemetry import tracing_enabled
+from meshserve.telemetry import NO_SPAN, tracing_enabled
 
 __all__ = ["InferOutput", "ModelCore", "ModelInfo"]
 
@@ -133,43 +134,33 @@ class ModelCore:
         """Validate, queue and run one request; returns only the requested outputs.
 
         `caller_links`: spans of further callers whose rows the request carries (a client-side
-        micro-batch); the request and batch spans link to them.
+        micro-batch); the request and batch spans link to them. The request runs inside a
+        ``modelsvc.request`` span while ``tracing_enabled()``.
 
         Raises InvalidInputError, OverloadedError, DeadlineExceededError, UnavailableError.
         """
-        if tracing_enabled() and _sampled_or_root():
-            return await self._traced_infer(inputs, output_names, timeout_s, caller_links)
-        rows = self._validate(inputs, output_names)
-        deadline = None if timeout_s is None else self._clock() + timeout_s
-        result = await self._batcher.submit(inputs, rows, deadline)
-        outputs = result.outputs
-        return InferOutput(
-            {n: outputs[n] for n in output_names or self._output_names}, result.stats
+        span_cm: AbstractContextManager[trace.Span | None] = (
+            tracer.start_as_current_span("modelsvc.request", links=caller_links)
+            if tracing_enabled()
+            else NO_SPAN
         )
-
-    async def _traced_infer(
-        self,
-        inputs: Mapping[str, np.ndarray],
-        output_names: Sequence[str],
-        timeout_s: float | None,
-        caller_links: Sequence[trace.Link],
-    ) -> InferOutput:
-        """`infer` inside a ``modelsvc.request`` span (only while tracing is on: spans cost even
-        as no-ops)."""
-        with tracer.start_as_current_span("modelsvc.request", links=caller_links) as span:
+        with span_cm as span:
             rows = self._validate(inputs, output_names)
             deadline = None if timeout_s is None else self._clock() + timeout_s
             result = await self._batcher.submit(
                 inputs,
                 rows,
                 deadline,
-                span_context=span.get_span_context(),
-                caller_links=caller_links,
+                # Untraced (or sampled out): the batch span links to neither.
+                span_context=None if span is None else span.get_span_context(),
+                caller_links=() if span is None else caller_links,
             )
-            span.set_attribute("meshserve.batch_size", result.stats.batch_size)
-            span.set_attribute("meshserve.batch_requests", result.stats.batch_requests)
-            span.set_attribute("meshserve.queue_wait_us", result.stats.queue_wait_us)
-            span.set_attribute("meshserve.compute_us", result.stats.compute_us)
+            if span is not None:
+                stats = result.stats
+                span.set_attribute("meshserve.batch_size", stats.batch_size)
+                span.set_attribute("meshserve.batch_requests", stats.batch_requests)
+                span.set_attribute("meshserve.queue_wait_us", stats.queue_wait_us)
+                span.set_attribute("meshserve.compute_us", stats.compute_us)
         outputs = result.outputs
         return InferOutput(
             {n: outputs[n] for n in output_names or self._output_names}, result.stats
@@ -180,9 +171,3 @@ class ModelCore:
         prepared = self._handler.preprocess(inputs)
         outputs = self._backend.run(prepared, self._output_names)
         return self._handler.postprocess(outputs)
-
-
-def _sampled_or_root() -> bool:
-    """False when the caller's trace is unsampled: its children would be dropped anyway."""
-    ctx = trace.get_current_span().get_span_context()
-    return not ctx.is_valid or ctx.trace_flags.sampled

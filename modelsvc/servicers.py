@@ -11,17 +11,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextvars import Token
+from typing import Any, Final
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
 from meshserve.modelsvc import converters
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
+from meshserve.streams import fan_out
 from meshserve.telemetry import links_from_traceparents, tracing_enabled
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Requests one InferStream may have in flight before the server stops reading from it.
 STREAM_MAX_IN_FLIGHT = 1024
+# A stream item's (token, links) while tracing is off: nothing attached, no links.
+_UNTRACED: Final[tuple[None, tuple[()]]] = (None, ())
 
 
 def _code_of(exc: BaseException) -> str:
@@ -54,28 +60,35 @@ def _observed(metrics: ModelMetrics, method: str) -> Iterator[None]:
     metrics.request_done(method, "OK", time.monotonic() - started)
 
 
-@contextlib.contextmanager
-def _trace_parent(carrier: dict[str, str]) -> Iterator[None]:
-    """Make the caller's W3C trace context current (no-op without a traceparent, or when the
-    tracing server interceptor already made its RPC span current)."""
+def _attach_caller(carrier: Mapping[str, str]) -> Token[Context] | None:
+    """Make the caller's W3C trace context in `carrier` current; returns the token to detach
+    (None: no traceparent, or the tracing server interceptor already made its RPC span
+    current). Only called while tracing_enabled()."""
     if "traceparent" not in carrier or trace.get_current_span().get_span_context().is_valid:
-        yield
-        return
-    token = otel_context.attach(propagate.extract(carrier))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+        return None
+    return otel_context.attach(propagate.extract(carrier))
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _attach_item(
+    request: model_pb2.InferRequest, stream_metadata: Mapping[str, str]
+) -> tuple[Token[Context] | None, Sequence[trace.Link]]:
+    """A stream item's trace context, while tracing_enabled(): a child of its first caller
+    (made current; the token to detach), linked to the others coalesced into the item."""
+    carrier = dict(stream_metadata)
+    if request.traceparents:
+        carrier["traceparent"] = request.traceparents[0]
+    links = links_from_traceparents(request.traceparents[1:])
+    return _attach_caller(carrier), links
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
     return {
         k: v if isinstance(v, str) else v.decode(errors="replace")
         for k, v in (context.invocation_metadata() or ())
     }
 
 
-def _timeout_s(context: grpc.aio.ServicerContext) -> float | None:
+def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     remaining = context.time_remaining()
     return remaining if remaining is not None and remaining < 1e9 else None
 
@@ -104,19 +117,19 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     @map_errors
     async def Infer(
-        self, request: model_pb2.InferRequest, context: grpc.aio.ServicerContext
+        self, request: model_pb2.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> model_pb2.InferResponse:
         # The hot path: no context managers, metadata read only while tracing is on.
         started = time.monotonic()
+        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
         try:
-            if tracing_enabled():
-                with _trace_parent(_metadata(context)):
-                    response = await self._infer(request, _timeout_s(context))
-            else:
-                response = await self._infer(request, _timeout_s(context))
+            response = await self._infer(request, _timeout_s(context))
         except BaseException as exc:
             self._metrics.request_done("Infer", _code_of(exc), time.monotonic() - started)
             raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         self._metrics.request_done("Infer", "OK", time.monotonic() - started)
         return response
 
@@ -124,78 +137,45 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def InferStream(
         self,
         request_iterator: AsyncIterator[model_pb2.InferRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[model_pb2.InferResponse]:
-        """Every item runs concurrently; responses go out as they finish (any order)."""
-        results: asyncio.Queue[model_pb2.InferResponse | BaseException | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(STREAM_MAX_IN_FLIGHT)
-        tasks: set[asyncio.Task[None]] = set()
+        """Items run concurrently (``meshserve.streams.fan_out``, at most STREAM_MAX_IN_FLIGHT),
+        answered as they finish; a failed item gets its id and an in-band Status."""
         stream_metadata = _metadata(context)
         call_timeout_s = _timeout_s(context)
 
-        async def one(request: model_pb2.InferRequest) -> None:
+        async def one(request: model_pb2.InferRequest) -> model_pb2.InferResponse:
             started = time.monotonic()
-            code = "OK"
             try:
                 if not request.id:
                     raise InvalidInputError("InferStream items need an id (field 'id')")
-                if tracing_enabled():
-                    carrier = dict(stream_metadata)
-                    if request.traceparents:
-                        carrier["traceparent"] = request.traceparents[0]
-                    # Child of the first caller, linked to the others coalesced into this item.
-                    links = links_from_traceparents(request.traceparents[1:])
-                    with _trace_parent(carrier):
-                        response = await self._infer(request, call_timeout_s, links)
-                else:
-                    response = await self._infer(request, call_timeout_s)
-            except asyncio.CancelledError:
-                self._metrics.request_done("InferStream", "CANCELLED", time.monotonic() - started)
-                raise
-            except Exception as exc:
-                code = _code_of(exc)
-                response = model_pb2.InferResponse(
-                    id=request.id,
-                    status=error_to_status(exc),
-                    instance_id=self._core.info.instance_id,
+                token, links = (
+                    _attach_item(request, stream_metadata) if tracing_enabled() else _UNTRACED
                 )
-            finally:
-                slots.release()
-            self._metrics.request_done("InferStream", code, time.monotonic() - started)
-            results.put_nowait(response)
-
-        async def reader() -> None:
-            try:
-                async for request in request_iterator:
-                    await slots.acquire()
-                    task = asyncio.get_running_loop().create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.wait(list(tasks))
-                await results.put(None)
-            except asyncio.CancelledError:
-                raise
+                try:
+                    response = await self._infer(request, call_timeout_s, links)
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
             except BaseException as exc:
-                await results.put(exc)
+                self._metrics.request_done("InferStream", _code_of(exc), time.monotonic() - started)
+                raise
+            self._metrics.request_done("InferStream", "OK", time.monotonic() - started)
+            return response
 
-        reader_task = asyncio.get_running_loop().create_task(reader())
-        try:
-            while True:
-                item = await results.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            reader_task.cancel()
-            for task in list(tasks):
-                task.cancel()
+        def failed(request: model_pb2.InferRequest, exc: Exception) -> model_pb2.InferResponse:
+            return model_pb2.InferResponse(
+                id=request.id, status=error_to_status(exc), instance_id=self._core.info.instance_id
+            )
+
+        async for response in fan_out(
+            request_iterator, one, max_in_flight=STREAM_MAX_IN_FLIGHT, on_error=failed
+        ):
+            yield response
 
     @map_errors
     async def GetMetadata(
-        self, request: model_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: model_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> model_pb2.ModelMetadata:
         return converters.metadata_to_proto(self._core.info)
 
@@ -222,26 +202,26 @@ class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
 
     @map_errors
     async def ServerLive(
-        self, request: v2.ServerLiveRequest, context: grpc.aio.ServicerContext
+        self, request: v2.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ServerLiveResponse:
         return v2.ServerLiveResponse(live=True)
 
     @map_errors
     async def ServerReady(
-        self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext
+        self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ServerReadyResponse:
         return v2.ServerReadyResponse(ready=self._core.ready)
 
     @map_errors
     async def ModelReady(
-        self, request: v2.ModelReadyRequest, context: grpc.aio.ServicerContext
+        self, request: v2.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelReadyResponse:
         self._check_model(request.name, request.version)
         return v2.ModelReadyResponse(ready=self._core.ready)
 
     @map_errors
     async def ServerMetadata(
-        self, request: v2.ServerMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: v2.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ServerMetadataResponse:
         from meshserve import __version__
 
@@ -249,20 +229,22 @@ class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
 
     @map_errors
     async def ModelMetadata(
-        self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelMetadataResponse:
         self._check_model(request.name, request.version)
         return converters.v2_metadata_to_proto(self._core.info)
 
     @map_errors
     async def ModelInfer(
-        self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelInferResponse:
-        caller = (
-            _trace_parent(_metadata(context)) if tracing_enabled() else contextlib.nullcontext()
-        )
-        with _observed(self._metrics, "ModelInfer"), caller:
-            self._check_model(request.model_name, request.model_version)
-            inputs, outputs, raw = converters.v2_request_from_proto(request, self._max_elements)
-            result = await self._core.infer(inputs, outputs, timeout_s=_timeout_s(context))
-            return converters.v2_response_to_proto(request, self._core.info, result, raw)
+        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
+        try:
+            with _observed(self._metrics, "ModelInfer"):
+                self._check_model(request.model_name, request.model_version)
+                inputs, outputs, raw = converters.v2_request_from_proto(request, self._max_elements)
+                result = await self._core.infer(inputs, outputs, timeout_s=_timeout_s(context))
+                return converters.v2_response_to_proto(request, self._core.info, result, raw)
+        finally:
+            if token is not None:
+                otel_context.detach(token)

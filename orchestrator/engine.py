@@ -4,8 +4,9 @@ Plans are compiled once per version (``compiled.py``): wiring, kinds, input spec
 schedule are resolved there, never per request. When the steps form a chain (each depends on
 the one before) they run inline in the request's own task, one after the other. Otherwise each
 step becomes a task that first awaits the tasks of the steps it is wired to, so independent
-steps run concurrently and a step starts as soon as its own inputs exist. Spans are created only
-while a tracer provider is installed (``tracing.spans_wanted``). One deadline per request
+steps run concurrently and a step starts as soon as its own inputs exist. Plan and step spans
+are created only while ``meshserve.telemetry.tracing_enabled()``; otherwise the one code path
+runs with ``NO_SPAN`` (no span, attribute dict or context attach). One deadline per request
 (monotonic seconds) bounds every model and logic call. The first failing step fails the
 request: its error (created once, where it failed) keeps its status code and gains the plan
 and step in place (``MeshError.add_context``), so its message names plan, step, model and
@@ -23,6 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,8 +39,8 @@ from meshserve.orchestrator.plans.validate import format_spec
 from meshserve.orchestrator.programmatic import Handles, PlanContext, current_run
 from meshserve.orchestrator.stats import StatsRecorder
 from meshserve.orchestrator.steps.base import Outputs, RunContext, StepContext
-from meshserve.orchestrator.tracing import spans_wanted
 from meshserve.orchestrator.traffic import TrafficTable
+from meshserve.telemetry import NO_SPAN, tracing_enabled
 from meshserve.v1 import plan_pb2
 
 __all__ = ["Engine", "EngineConfig", "ExecuteCall", "ExecutionResult", "PlanSource"]
@@ -139,26 +141,27 @@ class Engine:
             deadline=None if timeout_s is None else start + timeout_s,
         )
         ok = False
-        trace_id = ""
-        try:
-            if spans_wanted():
-                attrs: dict[str, str | int] = {
+        span_cm: AbstractContextManager[trace.Span | None] = (
+            _tracer.start_as_current_span(
+                f"plan {compiled.name}",
+                attributes={
                     "meshserve.plan": compiled.name,
                     "meshserve.plan_version": compiled.version,
                     "meshserve.request_id": request_id,
-                }
-                with _tracer.start_as_current_span(
-                    f"plan {compiled.name}", attributes=attrs
-                ) as span:
-                    trace_id = _trace_id(span)
-                    try:
-                        outputs = await self._run(compiled, call.inputs, run)
-                    except MeshError as exc:
-                        span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
-                        raise
-            else:
+                },
+            )
+            if tracing_enabled()
+            else NO_SPAN
+        )
+        try:
+            with span_cm as span:
                 trace_id = _trace_id(trace.get_current_span())
-                outputs = await self._run(compiled, call.inputs, run)
+                try:
+                    outputs = await self._run(compiled, call.inputs, run)
+                except MeshError as exc:
+                    if span is not None:
+                        span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                    raise
             ok = True
         finally:
             latency_ms = (self.clock() - start) * 1000
@@ -310,16 +313,22 @@ class Engine:
             step_inputs[key] = source[ref.name]
         upstream = {dep: values[dep] for dep in sp.deps}
         ctx = StepContext(self, run, compiled, sp.step, upstream)
-        if not spans_wanted():
-            return await self._execute_step(ctx, sp, step_inputs)
-        attrs = {"meshserve.step": sp.name, "meshserve.step_kind": sp.kind}
-        with _tracer.start_as_current_span(f"step {sp.name}", attributes=attrs) as span:
+        span_cm: AbstractContextManager[trace.Span | None] = (
+            _tracer.start_as_current_span(
+                f"step {sp.name}",
+                attributes={"meshserve.step": sp.name, "meshserve.step_kind": sp.kind},
+            )
+            if tracing_enabled()
+            else NO_SPAN
+        )
+        with span_cm as span:
             try:
                 out = await self._execute_step(ctx, sp, step_inputs)
             except MeshError as exc:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                if span is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
                 raise
-            if sp.name in run.decisions:
+            if span is not None and sp.name in run.decisions:
                 span.set_attribute("meshserve.branch", run.decisions[sp.name])
             return out
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -15,6 +14,7 @@ from meshserve.orchestrator import converters
 from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.engine import Engine
 from meshserve.orchestrator.learning_port import Learning
+from meshserve.streams import fan_out
 from meshserve.telemetry import trace_to_proto, traces_to_proto
 from meshserve.v1 import (
     admin_pb2,
@@ -29,7 +29,7 @@ __all__ = ["AdminServicer", "OrchestratorServicer"]
 log = logging.getLogger(__name__)
 
 
-def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+def _remaining(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None or remaining > 1e8 else max(0.0, remaining)
 
@@ -44,7 +44,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     @map_errors
     async def Execute(
-        self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.ExecuteResponse:
         call = converters.call_from_proto(request, _remaining(context))
         return converters.result_to_proto(await self.engine.execute(call))
@@ -53,53 +53,32 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def ExecuteStream(
         self,
         request_iterator: AsyncIterator[orchestrator_pb2.ExecuteRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[orchestrator_pb2.ExecuteResponse]:
-        queue: asyncio.Queue[orchestrator_pb2.ExecuteResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.stream_max_in_flight)
-        tasks: set[asyncio.Task[None]] = set()
+        """One plan run per item, concurrently through ``meshserve.streams.fan_out``; a failed
+        run is answered with the item's id, its plan and an in-band Status."""
 
-        async def one(request: orchestrator_pb2.ExecuteRequest) -> None:
-            try:
-                if not request.id:
-                    raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
-                call = converters.call_from_proto(request, _remaining(context))
-                response = converters.result_to_proto(await self.engine.execute(call))
-            except Exception as exc:
-                response = orchestrator_pb2.ExecuteResponse(
-                    id=request.id, plan=request.plan, status=error_to_status(exc)
-                )
-            finally:
-                slots.release()
-            await queue.put(response)
+        async def one(request: orchestrator_pb2.ExecuteRequest) -> orchestrator_pb2.ExecuteResponse:
+            if not request.id:
+                raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
+            call = converters.call_from_proto(request, _remaining(context))
+            return converters.result_to_proto(await self.engine.execute(call))
 
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await slots.acquire()
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*list(tasks), return_exceptions=True)
-            finally:
-                await queue.put(None)
+        def failed(
+            request: orchestrator_pb2.ExecuteRequest, exc: Exception
+        ) -> orchestrator_pb2.ExecuteResponse:
+            return orchestrator_pb2.ExecuteResponse(
+                id=request.id, plan=request.plan, status=error_to_status(exc)
+            )
 
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await queue.get()) is not None:
-                yield item
-            await reader
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        async for response in fan_out(
+            request_iterator, one, max_in_flight=self.stream_max_in_flight, on_error=failed
+        ):
+            yield response
 
     @map_errors
     async def Feedback(
-        self, request: orchestrator_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.FeedbackResponse:
         if not request.request_id:
             raise InvalidInputError("Feedback: 'request_id' is required")
@@ -131,7 +110,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def ApplyPlan(
-        self, request: admin_pb2.ApplyPlanRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ApplyPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ApplyPlanResponse:
         source = request.WhichOneof("source")
         name, version = await self.core.apply_plan(
@@ -144,13 +123,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def GetPlan(
-        self, request: admin_pb2.GetPlanRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.GetPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> plan_pb2.Plan:
         return self.core.get_plan(request.name, request.version)
 
     @map_errors
     async def ListPlans(
-        self, request: admin_pb2.ListPlansRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ListPlansRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ListPlansResponse:
         return admin_pb2.ListPlansResponse(
             plans=[converters.plan_summary_to_proto(i) for i in self.core.list_plans()]
@@ -158,7 +137,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def DeletePlan(
-        self, request: admin_pb2.DeletePlanRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.DeletePlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.DeletePlanResponse:
         return admin_pb2.DeletePlanResponse(
             versions_deleted=await self.core.delete_plan(request.name)
@@ -166,28 +145,30 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def RollbackPlan(
-        self, request: admin_pb2.RollbackPlanRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.RollbackPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ApplyPlanResponse:
         name, version = await self.core.rollback_plan(request.name, request.to_version)
         return admin_pb2.ApplyPlanResponse(name=name, version=version)
 
     @map_errors
     async def ListModels(
-        self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ListModelsResponse:
         views = await self.core.list_models(request.model)
         return admin_pb2.ListModelsResponse(models=[converters.model_to_proto(v) for v in views])
 
     @map_errors
     async def SetTrafficSplit(
-        self, request: admin_pb2.SetTrafficSplitRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.SetTrafficSplitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.SetTrafficSplitResponse:
         await self.core.set_traffic(converters.policy_from_proto(request.policy))
         return admin_pb2.SetTrafficSplitResponse()
 
     @map_errors
     async def ListTrafficPolicies(
-        self, request: admin_pb2.ListTrafficPoliciesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.ListTrafficPoliciesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> admin_pb2.ListTrafficPoliciesResponse:
         return admin_pb2.ListTrafficPoliciesResponse(
             policies=[converters.policy_to_proto(p) for p in self.core.traffic_policies()]
@@ -195,14 +176,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def DrainEndpoint(
-        self, request: admin_pb2.DrainEndpointRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.DrainEndpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.DrainEndpointResponse:
         in_flight = self.core.drain(request.model, request.instance_id, request.drain)
         return admin_pb2.DrainEndpointResponse(in_flight=in_flight)
 
     @map_errors
     async def GetStats(
-        self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.Stats:
         engine = self.core.engine
         stats_of = getattr(self.learning, "stats", None)
@@ -221,20 +202,20 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def InjectFault(
-        self, request: admin_pb2.InjectFaultRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.InjectFaultRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.InjectFaultResponse:
         fault_id = self.core.inject_fault(converters.fault_from_proto(request))
         return admin_pb2.InjectFaultResponse(fault_id=fault_id)
 
     @map_errors
     async def ClearFaults(
-        self, request: admin_pb2.ClearFaultsRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ClearFaultsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ClearFaultsResponse:
         return admin_pb2.ClearFaultsResponse(cleared=self.core.clear_faults(request.model))
 
     @map_errors
     async def GetTrace(
-        self, request: admin_pb2.GetTraceRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.GetTraceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.Trace:
         if not request.trace_id:
             raise InvalidInputError("GetTrace: 'trace_id' (32 hex digits) is required")
@@ -242,6 +223,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @map_errors
     async def ListTraces(
-        self, request: admin_pb2.ListTracesRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ListTracesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ListTracesResponse:
         return traces_to_proto(self.core.slowest_traces(request.slowest))

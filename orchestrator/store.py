@@ -240,10 +240,10 @@ class PlanStore:
             if not info.versions:
                 del plans[name]
         for name, deleted_ms in list(self._deleted.items()):
-            info = plans.get(name)
-            if info is None:
+            seen = plans.get(name)
+            if seen is None:
                 del self._deleted[name]
-            elif all(p.created_unix_ms <= deleted_ms for p in info.versions.values()):
+            elif all(p.created_unix_ms <= deleted_ms for p in seen.versions.values()):
                 del plans[name]  # a snapshot from before our delete
             else:
                 del self._deleted[name]  # applied again (here or elsewhere) since

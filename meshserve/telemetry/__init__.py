@@ -10,12 +10,13 @@ At a process edge::
     ...
     telemetry.shutdown()
 
-Everywhere else, only the OpenTelemetry API (``trace.get_tracer(__name__)``) and the helpers
+Everywhere else, only the OpenTelemetry API (``trace.get_tracer(__name__)``), the one tracing
+switch (``tracing_enabled()``, with ``NO_SPAN`` for the path where it is off) and the helpers
 for stream items and batches (``current_traceparent``, ``start_request_span``,
 ``start_batch_span``).
 """
 
-from meshserve.telemetry._state import tracing_enabled
+from meshserve.telemetry._state import EMPTY_CONTEXT, NO_SPAN, tracing_enabled
 from meshserve.telemetry.buffer import TraceBuffer, get_trace, slowest
 from meshserve.telemetry.config import TelemetryConfig
 from meshserve.telemetry.convert import (
@@ -47,7 +48,9 @@ from meshserve.telemetry.records import LinkRecord, SpanRecord, TraceSummary
 from meshserve.telemetry.render import render_slowest, render_waterfall
 
 __all__ = [
+    "EMPTY_CONTEXT",
     "METRICS_OFF",
+    "NO_SPAN",
     "JsonLinesSpanExporter",
     "LinkRecord",
     "SpanRecord",

@@ -27,7 +27,7 @@ Use them where servers and channels are built::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -36,7 +36,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from meshserve.telemetry._state import tracing_enabled
+from meshserve.telemetry._state import EMPTY_CONTEXT, tracing_enabled
 
 __all__ = ["UNTRACED_METHODS", "UNTRACED_SERVICES", "client_interceptors", "server_interceptors"]
 
@@ -82,7 +82,7 @@ def _traced(extra_untraced: Iterable[str] = ()) -> Callable[[str], bool]:
     return traced
 
 
-def _remote_parent(context: grpc.aio.ServicerContext) -> Context | None:
+def _remote_parent(context: grpc.aio.ServicerContext[Any, Any]) -> Context | None:
     """The caller's span from ``traceparent``/``tracestate`` metadata (None: no valid one)."""
     carrier: dict[str, str] | None = None
     for key, value in context.invocation_metadata() or ():
@@ -131,6 +131,9 @@ class _RpcSpan:
 
 
 Behavior = Callable[[Any, Any], Any]
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at runtime
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 
 def _unary_response(behavior: Behavior, name: str, attrs: dict[str, Any]) -> Behavior:
@@ -150,7 +153,7 @@ def _stream_response(behavior: Behavior, name: str, attrs: dict[str, Any]) -> Be
     return traced
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrap(handler: _Handler, method: str) -> _Handler:
     service, _, name = method.lstrip("/").partition("/")
     attrs: dict[str, Any] = {
         "rpc.system": "grpc",
@@ -159,13 +162,18 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         "rpc.grpc.status_code": grpc.StatusCode.OK.value[0],
     }
     wrap = _stream_response if handler.response_streaming else _unary_response
+    # At runtime a handler is grpc's _RpcMethodHandler namedtuple (the stubs declare an ABC).
+    fields: Any = handler
+    wrapped: _Handler
     if handler.request_streaming and handler.response_streaming:
-        return handler._replace(stream_stream=wrap(handler.stream_stream, method, attrs))
-    if handler.request_streaming:
-        return handler._replace(stream_unary=wrap(handler.stream_unary, method, attrs))
-    if handler.response_streaming:
-        return handler._replace(unary_stream=wrap(handler.unary_stream, method, attrs))
-    return handler._replace(unary_unary=wrap(handler.unary_unary, method, attrs))
+        wrapped = fields._replace(stream_stream=wrap(fields.stream_stream, method, attrs))
+    elif handler.request_streaming:
+        wrapped = fields._replace(stream_unary=wrap(fields.stream_unary, method, attrs))
+    elif handler.response_streaming:
+        wrapped = fields._replace(unary_stream=wrap(fields.unary_stream, method, attrs))
+    else:
+        wrapped = fields._replace(unary_unary=wrap(fields.unary_unary, method, attrs))
+    return wrapped
 
 
 class _ServerSpans(grpc.aio.ServerInterceptor):
@@ -174,13 +182,15 @@ class _ServerSpans(grpc.aio.ServerInterceptor):
     def __init__(self, traced: Callable[[str], bool]) -> None:
         self._traced = traced
         # method -> (the handler as served, the handler to return); methods are a closed set.
-        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._handlers: dict[str, tuple[_Handler, _Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -203,7 +213,7 @@ def server_interceptors(
     before setup_telemetry runs (e.g. when the instance id depends on the bound port): pass
     ``TelemetryConfig.from_env().active()``; the interceptors' tracer follows the global
     provider once it is installed."""
-    if not (tracing_enabled() if enabled is None else enabled):
+    if not (tracing_enabled(EMPTY_CONTEXT) if enabled is None else enabled):
         return []
     return [_ServerSpans(_traced(extra_untraced))]
 
@@ -213,9 +223,11 @@ def client_interceptors(
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio.*_channel(interceptors=...)``: one CLIENT span per RPC and the
     ``traceparent`` metadata that continues the trace on the server (`enabled`: as above)."""
-    if not (tracing_enabled() if enabled is None else enabled):
+    if not (tracing_enabled(EMPTY_CONTEXT) if enabled is None else enabled):
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+    # opentelemetry-instrumentation-grpc has no type hints: its documented signature.
+    interceptors_for: Callable[..., list[grpc.aio.ClientInterceptor]] = aio_client_interceptors
     traced = _traced(extra_untraced)
-    return list(aio_client_interceptors(filter_=lambda details: traced(_method_of(details))))
+    return list(interceptors_for(filter_=lambda details: traced(_method_of(details))))

@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from meshserve.telemetry._state import tracing_enabled
+from meshserve.telemetry._state import EMPTY_CONTEXT, tracing_enabled
 
 __all__ = [
     "context_from_traceparent",
@@ -98,7 +98,8 @@ def start_batch_span(
     (e.g. ``modelsvc.inference``) belong to the batch's trace.
     """
     tracer = tracer or trace.get_tracer(_TRACER_NAME)
-    links = links_from_traceparents(traceparents) if tracing_enabled() else []
+    # A root span: only whether an SDK is installed matters, not the current span's sampling.
+    links = links_from_traceparents(traceparents) if tracing_enabled(EMPTY_CONTEXT) else []
     attrs: dict[str, Any] = dict(attributes or {})
     attrs.setdefault("meshserve.batch_links", len(links))
     with tracer.start_as_current_span(

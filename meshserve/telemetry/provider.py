@@ -30,6 +30,8 @@ __all__ = ["Telemetry", "build_tracer_provider", "setup_telemetry", "tracing_ena
 
 logger = logging.getLogger(__name__)
 
+_installed: list[TracerProvider] = []  # what setup_telemetry installed (at most one)
+
 
 @dataclass(frozen=True)
 class Telemetry:
@@ -132,7 +134,7 @@ def setup_telemetry(
             "nothing to export to" if config.enabled else "OTEL_SDK_DISABLED / MESHSERVE_TRACING",
         )
         return Telemetry(config=config)
-    if tracing_enabled():
+    if _installed:
         logger.warning("setup_telemetry called twice in one process: keeping the first provider")
         return Telemetry(config=config)
     trace_file = config.trace_file
@@ -150,6 +152,7 @@ def setup_telemetry(
         config, resource, exporter=exporter, trace_file=trace_file
     )
     trace.set_tracer_provider(provider)
+    _installed.append(provider)
     set_buffer(buffer)
     set_tracing_enabled(True)
     logger.info(

@@ -39,10 +39,9 @@ from meshserve.orchestrator.datapath.faults import FaultInjector
 from meshserve.orchestrator.datapath.metrics import BATCH_ROWS, CALL_LATENCY, CALLS
 from meshserve.orchestrator.datapath.policy import make_policy
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
-from meshserve.orchestrator.tracing import spans_on
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import EndpointWatcher
-from meshserve.telemetry import traceparent_of
+from meshserve.telemetry import EMPTY_CONTEXT, traceparent_of, tracing_enabled
 from meshserve.v1 import model_pb2
 
 __all__ = ["MeshCaller"]
@@ -200,7 +199,7 @@ class MeshCaller:
             names = tuple(output_names)
             key, rows = entry_key(arrays, names, version)
             parent, link = "", None
-            if spans_on():
+            if tracing_enabled(EMPTY_CONTEXT):  # an SDK is installed (sampling aside)
                 span_ctx = trace.get_current_span().get_span_context()
                 if span_ctx.is_valid:
                     parent, link = traceparent_of(span_ctx), trace.Link(span_ctx)

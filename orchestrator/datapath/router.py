@@ -43,8 +43,7 @@ from meshserve.orchestrator.datapath.metrics import (
 )
 from meshserve.orchestrator.datapath.policy import CallInfo, PickerPolicy
 from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
-from meshserve.orchestrator.tracing import spans_wanted
-from meshserve.telemetry import traceparent_of
+from meshserve.telemetry import traceparent_of, tracing_enabled
 from meshserve.v1 import model_pb2
 
 __all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters"]
@@ -257,7 +256,7 @@ class ModelRouter:
         """One attempt on `replica` (in a span when spans are wanted), with its latency, health
         and batch-size bookkeeping. With tracing off it costs one no-op ``with``."""
         scope: AbstractContextManager[trace.Span | None] = _NO_SPAN
-        if self._own_tracer or spans_wanted():  # the router's one tracing check
+        if self._own_tracer or tracing_enabled():  # the router's one tracing check
             scope = self._attempt_span(replica, attempt, reason, links)
         with scope as span:
             metadata = _NO_METADATA if span is None else _traceparent_metadata(span)

@@ -20,13 +20,14 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, InvalidInputError, NotFoundError
-from meshserve.orchestrator.tracing import spans_wanted
+from meshserve.telemetry import NO_SPAN, tracing_enabled
 
 __all__ = [
     "LogicContext",
@@ -160,26 +161,28 @@ def _as_async(name: str, target: Any) -> LogicFunction:
         result = await asyncio.to_thread(target, inputs, ctx)
         if inspect.isawaitable(result):
             result = await result
-        outputs: dict[str, Any] = result
-        return outputs
+        out: dict[str, Any] = result  # checked by _call
+        return out
 
     log.debug("logic %s is synchronous; it runs in a thread", name)
     return in_thread
 
 
 async def run_logic(name: str, inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
-    """Call logic `name` inside a ``logic <name>`` span (while spans are wanted, see
-    ``tracing.spans_wanted``), bounded by ``ctx.deadline``.
+    """Call logic `name` inside a ``logic <name>`` span (while
+    ``meshserve.telemetry.tracing_enabled()``), bounded by ``ctx.deadline``.
 
     The result must be a mapping of output names; anything else is an InvalidInputError naming
     the function (a wiring bug in the plan or the function).
     """
     fn = get_logic(name)
-    if not spans_wanted():
-        return await _call(name, fn, inputs, ctx)
-    with _tracer.start_as_current_span(f"logic {name}") as span:
-        span.set_attribute("meshserve.plan", ctx.plan)
-        span.set_attribute("meshserve.step", ctx.step)
+    span_cm: AbstractContextManager[trace.Span | None] = (
+        _tracer.start_as_current_span(f"logic {name}") if tracing_enabled() else NO_SPAN
+    )
+    with span_cm as span:
+        if span is not None:
+            span.set_attribute("meshserve.plan", ctx.plan)
+            span.set_attribute("meshserve.step", ctx.step)
         return await _call(name, fn, inputs, ctx)
 
 
