@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
-from meshserve.orchestrator.datapath.table import Table
+from meshserve.orchestrator.tables import Table
 
 __all__ = [
     "POLICIES",
@@ -160,5 +160,5 @@ class RoundRobin:
         return choice
 
 
-register_policy("p2c", PowerOfTwoChoices)
-register_policy("round_robin", RoundRobin)
+POLICIES.register("p2c", PowerOfTwoChoices, builtin=True)
+POLICIES.register("round_robin", RoundRobin, builtin=True)

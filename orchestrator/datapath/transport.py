@@ -24,7 +24,7 @@ import grpc
 
 from meshserve.grpc_errors import from_rpc_error
 from meshserve.orchestrator.datapath.stream import StreamSession
-from meshserve.orchestrator.datapath.table import Table
+from meshserve.orchestrator.tables import Table
 from meshserve.v1 import model_pb2
 
 if TYPE_CHECKING:
@@ -112,5 +112,5 @@ def register_transport(name: str, cls: TransportClass) -> None:
     TRANSPORTS.register(name, cls)
 
 
-register_transport("stream", StreamTransport)
-register_transport("unary", UnaryTransport)
+TRANSPORTS.register("stream", StreamTransport, builtin=True)
+TRANSPORTS.register("unary", UnaryTransport, builtin=True)

@@ -30,6 +30,7 @@ import numpy as np
 from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.plans.validate import ValidationContext, format_spec
 from meshserve.orchestrator.steps.base import StepContext, call_logic
+from meshserve.orchestrator.tables import Table
 from meshserve.tensors import DTYPE_TO_NUMPY
 from meshserve.v1 import plan_pb2, tensor_pb2
 
@@ -99,26 +100,20 @@ def register_aggregation(aggregation: Aggregation, *, replace: bool = False) -> 
     Plans reach it with ``aggregation: custom, aggregator: <name>`` (YAML: ``aggregation:
     <name>``). Returns `aggregation`.
     """
-    name = aggregation.name
-    if not name or name in _BUILT_IN or name.upper().startswith("AGGREGATION_"):
+    if aggregation.name.upper().startswith("AGGREGATION_"):
         raise InvalidInputError(
-            f"aggregation name '{name}' must be set and not a built-in one ({_known()})"
+            f"aggregation name '{aggregation.name}' must not look like an enum value"
         )
-    if name in AGGREGATIONS and not replace:
-        raise InvalidInputError(f"aggregation '{name}' is already registered")
-    AGGREGATIONS[name] = aggregation
-    return aggregation
+    return AGGREGATIONS.register(aggregation.name, aggregation, replace=replace)
 
 
 def unregister_aggregation(name: str) -> None:
     """Remove a registered aggregation (the built-in ones stay)."""
-    if name in _BUILT_IN:
-        raise InvalidInputError(f"aggregation '{name}' is built in")
-    AGGREGATIONS.pop(name, None)
+    AGGREGATIONS.unregister(name)
 
 
 def _known() -> str:
-    return ", ".join(sorted(AGGREGATIONS))
+    return AGGREGATIONS.expected()
 
 
 def parse_aggregation(text: str, where: str) -> dict[str, str]:
@@ -148,7 +143,7 @@ def aggregation_of(ens: plan_pb2.EnsembleStep, where: str) -> Aggregation:
         raise InvalidInputError(f"{where} aggregation: required ({_known()})")
     if ens.aggregation == plan_pb2.AGGREGATION_CUSTOM and not ens.aggregator:
         raise InvalidInputError(f"{where} aggregator: required with aggregation custom")
-    found = AGGREGATIONS.get(aggregation_name(ens))
+    found = AGGREGATIONS.find(aggregation_name(ens))
     if found is None:
         raise InvalidInputError(
             f"{where} aggregation: unknown aggregation {ens.aggregation} (known: {_known()})"
@@ -301,14 +296,13 @@ def _max_probability(
     return max_probability(arrays)
 
 
-AGGREGATIONS: dict[str, Aggregation] = {
-    a.name: a
-    for a in (
-        Aggregation("mean", _mean, _check_mean),
-        Aggregation("weighted_mean", _weighted_mean, _check_weighted_mean),
-        Aggregation("majority_vote", _majority_vote, _check_majority_vote),
-        Aggregation("max_probability", _max_probability, _check_max_probability),
-        Aggregation(_CUSTOM, _logic_aggregate, _check_logic, same_shape=False),
-    )
-}
-"""Aggregation name -> Aggregation. Change it only with register/unregister_aggregation."""
+AGGREGATIONS: Table[Aggregation] = Table("aggregation")
+"""Aggregation name -> Aggregation (the enum members are built in; see orchestrator/tables.py)."""
+for _builtin in (
+    Aggregation("mean", _mean, _check_mean),
+    Aggregation("weighted_mean", _weighted_mean, _check_weighted_mean),
+    Aggregation("majority_vote", _majority_vote, _check_majority_vote),
+    Aggregation("max_probability", _max_probability, _check_max_probability),
+    Aggregation(_CUSTOM, _logic_aggregate, _check_logic, same_shape=False),
+):
+    AGGREGATIONS.register(_builtin.name, _builtin, builtin=True)

@@ -22,6 +22,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError
+from meshserve.orchestrator.tables import Table
 from meshserve.v1 import plan_pb2
 
 if TYPE_CHECKING:
@@ -101,37 +102,27 @@ class StepKind(ABC):
         """Run the step for one request (see the class docstring)."""
 
 
-STEP_KINDS: dict[str, StepKind] = {}
-"""Kind name -> StepKind. Read it freely; change it only with register/unregister_step_kind."""
+STEP_KINDS: Table[StepKind] = Table("step kind", reserved=(CUSTOM,))
+"""Kind name -> StepKind (the members of ``Step.kind`` are built in; see orchestrator/tables.py)."""
 
 
 def register_step_kind(kind: StepKind, *, replace: bool = False) -> StepKind:
     """Add `kind` to the table (at import time, before plans using it are compiled).
 
-    A name already registered is refused unless `replace`; ``custom`` is reserved.
+    A name already registered is refused unless `replace`; built-in kinds and ``custom`` never.
     Returns `kind`, so a module can write ``SCALE = register_step_kind(ScaleKind())``.
     """
-    name = kind.name
-    if not name or name == CUSTOM or not name.isidentifier():
-        raise InvalidInputError(
-            f"step kind name '{name}' must be an identifier other than '{CUSTOM}'"
-        )
-    if name in STEP_KINDS and not replace:
-        raise InvalidInputError(f"step kind '{name}' is already registered")
-    STEP_KINDS[name] = kind
-    return kind
+    return STEP_KINDS.register(kind.name, kind, replace=replace, builtin=kind.name in PROTO_KINDS)
 
 
 def unregister_step_kind(name: str) -> None:
     """Remove a registered kind outside the proto oneof (the built-in kinds stay)."""
-    if name in PROTO_KINDS:
-        raise InvalidInputError(f"step kind '{name}' is built in (a member of Step.kind)")
-    STEP_KINDS.pop(name, None)
+    STEP_KINDS.unregister(name)
 
 
 def known_kinds() -> str:
-    """The registered kind names, for messages: "bandit, ensemble, ..."."""
-    return ", ".join(sorted(STEP_KINDS))
+    """The registered kind names, for messages: "'bandit', 'ensemble' ... or 'split'"."""
+    return STEP_KINDS.expected()
 
 
 def kind_name(step: plan_pb2.Step) -> str:
@@ -146,7 +137,7 @@ def lookup_kind(name: str, where: str, *, custom: bool = False) -> StepKind:
     written as ``custom``."""
     if not name:
         raise InvalidInputError(f"{where}: no kind set (expected one of {known_kinds()})")
-    kind = STEP_KINDS.get(name)
+    kind = STEP_KINDS.find(name)
     if kind is None:
         raise InvalidInputError(
             f"{where}: unknown step kind '{name}' (known kinds: {known_kinds()})"

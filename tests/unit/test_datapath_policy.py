@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.datapath.policy import (
     CallInfo,
     PowerOfTwoChoices,
@@ -79,5 +80,5 @@ def test_round_robin_picks_each_exactly_k_times() -> None:
 
 def test_make_policy_rejects_unknown_names() -> None:
     assert isinstance(make_policy("round_robin"), RoundRobin)
-    with pytest.raises(ValueError, match="expected 'p2c' or 'round_robin'"):
+    with pytest.raises(InvalidInputError, match="expected 'p2c' or 'round_robin'"):
         make_policy("random")

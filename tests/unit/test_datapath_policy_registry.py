@@ -157,9 +157,9 @@ def test_unknown_policies_and_options_are_config_errors(values: dict, message: s
 
 def test_registering_a_taken_name_is_refused_and_unknown_names_list_the_table() -> None:
     register_policy(STICKY, RendezvousAffinity)  # the same class again: a no-op
-    with pytest.raises(ValueError, match="picker policy 'p2c' is already registered"):
+    with pytest.raises(InvalidInputError, match="picker policy 'p2c' is built-in"):
         register_policy("p2c", RendezvousAffinity)
-    with pytest.raises(ValueError, match="expected 'p2c', 'round_robin' or 'sticky_test'"):
+    with pytest.raises(InvalidInputError, match="expected 'p2c', 'round_robin' or 'sticky_test'"):
         make_policy("nearest")
     with pytest.raises(ValueError, match="policy_options"):
         DataPathConfig(models={"m": ModelPathConfig(policy_options={"depth": 2})})

@@ -61,7 +61,7 @@ def test_aggregations_cover_the_aggregation_enum() -> None:
 
 
 # ---- unknown kinds fail at parsing and validation, never per request ----------------------------
-KNOWN = "known kinds: bandit, ensemble, logic, model, select, shadow, split"
+KNOWN = "known kinds: 'bandit', 'ensemble', 'logic', 'model', 'select', 'shadow' or 'split'"
 ONE_STEP = "name: p\nsteps: [{name: a, %s, inputs: {input: input.input}}]\noutputs: {x: a.y}"
 
 

@@ -110,7 +110,7 @@ outputs: {label: e.label}
          " members: [{model: mlp}]}}]\noutputs: {x: a.label}", "ensemble aggregation: required"),
         ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: label,"
          " aggregation: median, members: [{model: mlp}]}}]\noutputs: {x: a.label}",
-         "step 'a' ensemble aggregation: unknown aggregation 'median' (known: custom, majority_vote, "),
+         "step 'a' ensemble aggregation: unknown aggregation 'median' (known: 'custom', 'majority_vote', "),
         ("name: p\nsteps: [{name: a, inputs: {input: input.input}, ensemble: {output: probabilities,"
          " aggregation: weighted_mean, members: [{model: mlp}, {model: scaler}]}}]\noutputs: {x: a.probabilities}",
          "step 'a' ensemble output: members do not all have output 'probabilities'"),
