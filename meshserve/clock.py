@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -40,15 +39,16 @@ class Timers(Protocol):
 
 
 class LoopTimers:
-    """`Timers` on the running asyncio loop; `when` is on ``time.monotonic``."""
+    """`Timers` on the running asyncio loop, whose clock is ``time.monotonic`` (asyncio's
+    ``BaseEventLoop.time``): `when` goes to ``loop.call_at`` as it is, no conversion."""
 
     __slots__ = ()
 
     def call_at(
         self, when: float, callback: Callable[..., object], *args: Any
     ) -> asyncio.TimerHandle:
-        """Same cost as ``loop.call_later(when - time.monotonic(), ...)``."""
-        return asyncio.get_running_loop().call_later(when - time.monotonic(), callback, *args)
+        """Arm `callback` on the running loop (one ``loop.call_at``, cheaper than call_later)."""
+        return asyncio.get_running_loop().call_at(when, callback, *args)
 
 
 LOOP_TIMERS = LoopTimers()

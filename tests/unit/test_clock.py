@@ -54,6 +54,8 @@ async def test_manual_sleep_wakes_only_when_the_clock_gets_there() -> None:
 
 
 async def test_loop_timers_fire_on_the_monotonic_clock() -> None:
+    before = time.monotonic()
+    assert before <= asyncio.get_running_loop().time() <= time.monotonic()  # one time base
     fired = asyncio.Event()
     handle = LOOP_TIMERS.call_at(time.monotonic() - 1.0, fired.set)  # in the past: runs soon
     await asyncio.wait_for(fired.wait(), 5.0)
