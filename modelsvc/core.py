@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry import trace
 
+from meshserve.clock import LOOP_TIMERS, Timers
 from meshserve.modelsvc.backend import ModelBackend, Signature
 from meshserve.modelsvc.batcher import BatchObserver, BatchStats, DynamicBatcher
 from meshserve.modelsvc.config import BatchingConfig
@@ -66,6 +67,7 @@ class ModelCore:
         executor: concurrent.futures.Executor | None = None,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timers: Timers = LOOP_TIMERS,
     ) -> None:
         self._backend = backend
         self._handler: Handler = handler or IdentityHandler()
@@ -91,6 +93,7 @@ class ModelCore:
             executor=executor,
             mergeable=backend.signature.batched,
             clock=clock,
+            timers=timers,
             observer=observer,
         )
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from meshserve.v1 import (
     plan_pb2,
     tensor_pb2,
 )
+from tests.waiting import wait_until
 
 PLAN_NAME = "scenario-digits"
 
@@ -92,24 +91,6 @@ async def model_endpoints(address: str, token: str, model: str) -> list[admin_pb
             admin_pb2.ListModelsRequest(model=model), metadata=admin_metadata(token), timeout=5
         )
     return [e for m in reply.models if m.name == model for e in m.endpoints]
-
-
-async def until(
-    check: Callable[[], Awaitable[Any]], timeout_s: float, what: str, interval_s: float = 0.1
-) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-        except (grpc.aio.AioRpcError, OSError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
 
 
 def passing_instances(consul: str, service: str) -> list[str]:
@@ -195,7 +176,7 @@ class Load:
         async def done() -> bool:
             return self.ok >= target
 
-        await until(done, timeout_s, f"{more} more successful requests (ok={self.ok})", 0.02)
+        await wait_until(done, timeout_s, f"{more} more successful requests (ok={self.ok})", 0.02)
 
 
 def require_servers() -> None:

@@ -7,10 +7,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.waiting import wait_until_sync
 
 READY_PATTERN = re.compile(r"MESHSERVE_READY (\S+)")
 
@@ -46,19 +47,23 @@ class ChildProcess:
             env=env,
             start_new_session=True,
         )
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
+        process = self.process
+
+        def ready() -> re.Match[str] | None:
             match = READY_PATTERN.search(self.log_path.read_text(errors="replace"))
-            if match:
-                self.address = match.group(1)
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.args} exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            time.sleep(0.05)
-        self.kill()
-        raise TimeoutError(f"{self.args} not ready in {ready_timeout_s}s:\n{self.tail()}")
+            if match is None and process.poll() is not None:
+                raise RuntimeError(f"{self.args} exited with {process.returncode}:\n{self.tail()}")
+            return match
+
+        try:
+            match = wait_until_sync(ready, ready_timeout_s, "MESHSERVE_READY", 0.05, retry_on=())
+        except AssertionError:
+            self.kill()
+            raise TimeoutError(
+                f"{self.args} not ready in {ready_timeout_s}s:\n{self.tail()}"
+            ) from None
+        self.address = match.group(1)
+        return self
 
     @property
     def pid(self) -> int:

@@ -21,6 +21,9 @@ Contract:
 - Inputs are stacked along the first dimension into one request that carries every caller's W3C
   traceparent; each output's rows are sliced back so every caller gets exactly its own rows
   (an output whose first dimension is not the batch's row count fails the batch, naming it).
+  The row rules are meshserve/rows.py, shared with the replica's batcher.
+- Time: an injected monotonic clock and timers on it (meshserve/clock.py); the deadline of
+  every call and the max-wait / linger wake-ups are timers.
 - A call cancelled or timed out before its batch is sent is skipped; one failing batch fails
   exactly its callers with the same error.
 """
@@ -39,8 +42,10 @@ from typing import Any
 import numpy as np
 from opentelemetry import trace
 
+from meshserve.clock import LOOP_TIMERS, Clock, TimerHandle, Timers
 from meshserve.errors import DeadlineExceededError, InternalError
 from meshserve.orchestrator.datapath.config import BatchConfig
+from meshserve.rows import check_rows, row_signature, split_rows, stack
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import model_pb2
 
@@ -74,31 +79,17 @@ def entry_key(
     inputs: Mapping[str, np.ndarray], output_names: Sequence[str], version: str
 ) -> tuple[Any, int]:
     """(compatibility key, rows); the key is None when the call cannot share a batch."""
-    rows = -1
-    parts = []
-    for name in sorted(inputs):
-        arr = inputs[name]
-        if arr.ndim == 0:
-            return None, 0
-        if rows == -1:
-            rows = int(arr.shape[0])
-        elif arr.shape[0] != rows:
-            return None, 0
-        parts.append((name, arr.dtype.str, arr.shape[1:]))
-    if rows <= 0:
-        return None, max(rows, 0)
-    return (tuple(parts), tuple(output_names), version), rows
+    signature, rows = row_signature(inputs)
+    if signature is None:
+        return None, rows
+    return (signature, tuple(output_names), version), rows
 
 
 def build_request(entries: Sequence[BatchEntry]) -> model_pb2.InferRequest:
     """One InferRequest with every entry's rows stacked in order."""
     first = entries[0]
     request = model_pb2.InferRequest(id=next_request_id(), output_names=first.output_names)
-    for name in first.inputs:
-        if len(entries) == 1:
-            stacked = first.inputs[name]
-        else:
-            stacked = np.concatenate([e.inputs[name] for e in entries], axis=0)
+    for name, stacked in stack(entries).items():
         request.inputs[name].CopyFrom(from_numpy(stacked))
     request.traceparents.extend(e.traceparent for e in entries if e.traceparent)
     return request
@@ -109,23 +100,14 @@ def split_response(
 ) -> list[dict[str, np.ndarray]]:
     """Every entry's own rows of every output, in entry order."""
     outputs = {name: to_numpy(t, name) for name, t in response.outputs.items()}
-    if len(entries) == 1:
-        return [outputs]
-    total = sum(e.rows for e in entries)
-    for name, arr in outputs.items():
-        if arr.ndim == 0 or arr.shape[0] != total:
-            raise InternalError(
-                f"model '{model}': output '{name}' has shape {list(arr.shape)} for a batch of "
-                f"{total} rows (expected first dimension {total}); disable client batching "
-                "for models whose outputs are not row-aligned"
-            )
-    results: list[dict[str, np.ndarray]] = []
-    offset = 0
-    for entry in entries:
-        end = offset + entry.rows
-        results.append({name: arr[offset:end] for name, arr in outputs.items()})
-        offset = end
-    return results
+    if len(entries) > 1:
+        check_rows(
+            outputs,
+            sum(e.rows for e in entries),
+            what=f"model '{model}': ",
+            hint="; disable client batching for models whose outputs are not row-aligned",
+        )
+    return split_rows(outputs, entries)
 
 
 SendBatch = Callable[[list[BatchEntry]], Awaitable[None]]
@@ -146,7 +128,8 @@ class MicroBatcher:
         send: SendBatch,
         eager_limit: Callable[[], int],
         rows_cap: Callable[[], int | None],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
+        timers: Timers = LOOP_TIMERS,
     ) -> None:
         self.model = model
         self._config = config
@@ -154,10 +137,11 @@ class MicroBatcher:
         self._eager_limit = eager_limit
         self._rows_cap = rows_cap
         self._clock = clock
+        self._timers = timers
         self._queues: dict[Any, list[BatchEntry]] = {}
         self._in_flight = 0
         self._flush_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: TimerHandle | None = None
         self._timer_at = math.inf
         self._pace = _Pace()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -168,13 +152,12 @@ class MicroBatcher:
 
     async def submit(self, entry: BatchEntry) -> dict[str, np.ndarray]:
         """Queue `entry` and await its rows of the outputs."""
-        loop = asyncio.get_running_loop()
         entry.enqueued = self._clock()
         self._pace.arrived(entry.enqueued)
         remaining = entry.deadline - entry.enqueued
         # A timer that fails the future at the deadline (a skipped entry from then on), rather
         # than asyncio.wait_for: one wake-up less per call.
-        timer = loop.call_later(max(remaining, 0.0), self._expire, entry.future, remaining)
+        timer = self._timers.call_at(entry.deadline, self._expire, entry.future, remaining)
         try:
             if entry.key is None:
                 self._dispatch([entry])
@@ -261,9 +244,7 @@ class MicroBatcher:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = wake_at
-            self._timer = asyncio.get_running_loop().call_later(
-                max(0.0, wake_at - now), self._on_timer
-            )
+            self._timer = self._timers.call_at(wake_at, self._on_timer)
         return solo
 
     def _on_timer(self) -> None:

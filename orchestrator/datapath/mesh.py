@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from opentelemetry import trace
 
+from meshserve.clock import LOOP_TIMERS, Timers
 from meshserve.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -75,7 +76,8 @@ class _Model:
 class MeshCaller:
     """Calls models by Consul service name over their passing replicas.
 
-    Safe to use concurrently from one event loop. `clock` and `rng` are injectable for tests.
+    Safe to use concurrently from one event loop. `clock`, `timers` (on that clock) and `rng`
+    are injectable for tests.
     """
 
     def __init__(
@@ -84,11 +86,13 @@ class MeshCaller:
         consul: ConsulConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        timers: Timers = LOOP_TIMERS,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config or DataPathConfig()
         self._consul = consul or ConsulConfig.from_env()
         self._clock = clock
+        self._timers = timers
         self._rng = rng or random.Random()
         self._faults = FaultInjector(clock, random.Random(self._rng.random()))
         self._counters = RouterCounters()
@@ -152,6 +156,7 @@ class MeshCaller:
                 lambda: max(1, batch.eager_batches_per_replica * len(router.ready())),
                 router.batch_max_hint,
                 self._clock,
+                self._timers,
             )
         return state
 

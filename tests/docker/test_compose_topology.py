@@ -28,8 +28,8 @@ from tests.meshload import (
     digits_plan,
     model_endpoints,
     passing,
-    until,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -114,14 +114,14 @@ async def test_model_container_stopped_under_load(topology: Topology, rows: np.n
     async def one_left() -> bool:
         return len(await passing(topology.consul, "mlp")) == 1
 
-    await until(one_left, 30, "Consul to drop the stopped mlp container")
+    await wait_until(one_left, 30, "Consul to drop the stopped mlp container")
     topology.docker("start", f"{topology.project}-mlp-1")
 
     async def two_again() -> bool:
         eps = await model_endpoints(target, TOKEN, "mlp")
         return len([e for e in eps if e.state == "passing"]) == 2
 
-    await until(two_again, 90, "the restarted mlp container back in rotation")
+    await wait_until(two_again, 90, "the restarted mlp container back in rotation")
 
 
 async def test_consul_container_restart(topology: Topology, rows: np.ndarray) -> None:
@@ -135,7 +135,7 @@ async def test_consul_container_restart(topology: Topology, rows: np.ndarray) ->
             async def back(service: str = service, ids: list[str] = ids) -> bool:
                 return await passing(topology.consul, service) == ids
 
-            await until(back, 60, f"{service} registrations back")
+            await wait_until(back, 60, f"{service} registrations back")
         await load.wait_ok(40)
     assert load.failures == [], load.failures[:5]
 
@@ -153,7 +153,7 @@ async def test_orchestrator_restart_keeps_plans(topology: Topology, rows: np.nda
                 admin_pb2.GetPlanRequest(name=PLAN_NAME), metadata=admin_metadata(TOKEN), timeout=5
             )
 
-    plan = await until(plan_back, 60, "the plan from a restarted orchestrator")
+    plan = await wait_until(plan_back, 60, "the plan from a restarted orchestrator")
     assert plan.version == version
     async with Load(target, rows, None, concurrency=2) as load:
         await load.wait_ok(20)

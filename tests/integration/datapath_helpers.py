@@ -14,6 +14,7 @@ import numpy as np
 from meshserve.errors import MeshError, UnavailableError
 from meshserve.orchestrator.datapath import MeshCaller
 from tests.procs import ChildProcess
+from tests.waiting import wait_until
 
 _names = itertools.count(1)
 
@@ -42,17 +43,15 @@ def rows(n: int, seed: int) -> np.ndarray:
 
 async def wait_passing(caller: MeshCaller, model: str, n: int, timeout_s: float = 15.0) -> None:
     """Call `model` until the caller tracks `n` passing replicas."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
+
+    async def passing() -> bool:
         try:
             await caller.infer(model, {"input": rows(1, 0)}, timeout_s=2)
         except UnavailableError:
             pass
-        if len([s for s in caller.snapshot(model) if s.state == "passing"]) >= n:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{model}: {caller.snapshot(model)} (expected {n} passing)")
+        return len([s for s in caller.snapshot(model) if s.state == "passing"]) >= n
+
+    await wait_until(passing, timeout_s, f"{n} passing replicas of {model}", 0.05, retry_on=())
 
 
 def requests_by_replica(caller: MeshCaller, model: str) -> dict[str, int]:

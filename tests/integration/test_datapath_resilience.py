@@ -24,6 +24,7 @@ from tests.integration.datapath_helpers import (
     wait_passing,
 )
 from tests.procs import ChildProcess
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,7 +43,7 @@ async def test_replica_killed_or_stopped_under_load_loses_no_request(
     try:
         await wait_passing(caller, name, 3)
         load = Load(caller, name, concurrency=12).start()
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: load.ok >= 50, 10, "the load to flow", 0.02)
         before = load.ok
         procs[0].signal(sig)
         await asyncio.sleep(2.5)
@@ -71,16 +72,16 @@ async def test_new_replica_gets_traffic_within_one_watch_cycle(
         await asyncio.to_thread(spawn, *serve_args(models_dir, consul_addr, name))
         loop = asyncio.get_running_loop()
         ready_at = loop.time()
+
         # One watch cycle: the blocking query returns on the change (registration + first
         # passing gRPC health check, interval 1 s).
-        while loop.time() - ready_at < 3.0:
+        def new_replica_served() -> bool:
             new = {k: v for k, v in requests_by_replica(caller, name).items() if k not in old}
-            if new and max(new.values()) > 0:
-                break
-            await asyncio.sleep(0.02)
+            return bool(new) and max(new.values()) > 0
+
+        await wait_until(new_replica_served, 3.0, f"traffic on the new replica of {name}", 0.02)
         took = loop.time() - ready_at
         await load.stop()
-        assert new and max(new.values()) > 0, caller.snapshot(name)
         assert took < 3.0
         assert load.failures == []
     finally:
@@ -157,13 +158,17 @@ async def test_every_replica_gone_fails_fast_with_unavailable(
         for proc in procs:
             proc.kill()
         loop = asyncio.get_running_loop()
+
         # Before Consul notices (dead endpoints, connection refused) and after (none passing).
-        for _ in range(40):
+        async def fails_fast_until_none_left() -> bool:
             start = loop.time()
             with pytest.raises(UnavailableError):
                 await caller.infer(name, {"input": rows(2, 3)}, timeout_s=10)
             assert loop.time() - start < 0.5
-            await asyncio.sleep(0.1)
-        assert caller.counters().no_endpoint_failures_total > 0
+            return caller.counters().no_endpoint_failures_total > 0
+
+        await wait_until(
+            fails_fast_until_none_left, 20, "Consul to drop the killed replicas", retry_on=()
+        )
     finally:
         await caller.close()

@@ -17,12 +17,19 @@ pytestmark = pytest.mark.integration
 
 class Scripted(model_pb2_grpc.ModelServiceServicer):
     """Answers ids in reverse order of arrival per pair; "bad*" ids get an in-band status;
-    "die" ends the stream with UNAVAILABLE; "hold*" ids wait for `release`."""
+    "die" ends the stream with UNAVAILABLE; "hold*" ids wait for `release`; `received(id)` waits
+    until a request arrived."""
 
     def __init__(self) -> None:
         self.streams = 0
         self.max_outstanding = 0
         self.release = asyncio.Event()
+        self._seen: set[str] = set()
+        self._arrived = asyncio.Condition()
+
+    async def received(self, request_id: str) -> None:
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: request_id in self._seen)
 
     async def InferStream(
         self,
@@ -32,6 +39,9 @@ class Scripted(model_pb2_grpc.ModelServiceServicer):
         self.streams += 1
         held: list[model_pb2.InferRequest] = []
         async for req in request_iterator:
+            async with self._arrived:
+                self._seen.add(req.id)
+                self._arrived.notify_all()
             if req.id == "die":
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "server going away")
             if req.id.startswith("bad"):
@@ -90,7 +100,7 @@ async def test_broken_stream_fails_outstanding_items_and_reopens(
     async with grpc.aio.insecure_channel(target) as channel:
         session = StreamSession(model_pb2_grpc.ModelServiceStub(channel), target, 8)
         waiting = asyncio.ensure_future(session.infer(model_pb2.InferRequest(id="hold-x"), 5))
-        await asyncio.sleep(0.05)
+        await servicer.received("hold-x")
         with pytest.raises(UnavailableError) as died:
             await session.infer(model_pb2.InferRequest(id="die"), 5)
         with pytest.raises(UnavailableError) as lost:
@@ -109,7 +119,7 @@ async def test_in_flight_is_bounded_and_a_late_answer_times_out(
     async with grpc.aio.insecure_channel(target) as channel:
         session = StreamSession(model_pb2_grpc.ModelServiceStub(channel), target, 1)
         first = asyncio.ensure_future(session.infer(model_pb2.InferRequest(id="hold-1"), 5))
-        await asyncio.sleep(0.05)
+        await servicer.received("hold-1")
         # The only slot is taken by hold-1, so hold-2 waits for it and gives up in time.
         with pytest.raises(DeadlineExceededError) as info:
             await session.infer(model_pb2.InferRequest(id="hold-2"), 0.1)

@@ -4,7 +4,6 @@ process that answers like the numpy weights."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -21,6 +20,7 @@ from meshserve.orchestrator.traffic_kv import TrafficPolicies
 from meshserve.registry import KV, ConsulConfig, EndpointWatcher, LeaderElection
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import model_pb2, model_pb2_grpc
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,13 +93,12 @@ async def test_only_the_leader_writes(kv, prefix, consul_addr):
         await follower.feedback("f1", reward=1.0)
     arm = await leader.choose_arm(**ARGS, context="", request_id="l1", seed=1)
     await leader.feedback("l1", reward=1.0)
+
     # the follower picks the leader's state up from KV
-    for _ in range(50):
-        alphas = {a.arm: a.alpha for s in follower.bandit_stats() for a in s.arms}
-        if alphas.get(arm) == 2.0:
-            break
-        await asyncio.sleep(0.1)
-    assert alphas.get(arm) == 2.0
+    def alpha() -> float | None:
+        return {a.arm: a.alpha for s in follower.bandit_stats() for a in s.arms}.get(arm)
+
+    await wait_until(lambda: alpha() == 2.0, 5, f"the follower to see alpha 2.0 (at {alpha()})")
     await follower.stop()
     await leader.stop()
     await second.stop()

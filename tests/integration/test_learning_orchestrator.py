@@ -5,8 +5,6 @@ feedback was acknowledged and the restarted one has the same posteriors and weig
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import yaml
 from meshserve.orchestrator.learning import SoftmaxRegression
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from tests.waiting import unless_unavailable, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,33 +47,26 @@ async def stats(address: str) -> admin_pb2.Stats:
 
 
 async def wait_stats(address: str, predicate, timeout_s: float) -> admin_pb2.Stats:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def satisfied() -> admin_pb2.Stats | None:
         current = await stats(address)
-        if predicate(current):
-            return current
-        if time.monotonic() > deadline:
-            raise AssertionError(f"stats never satisfied the condition: {current}")
-        await asyncio.sleep(0.25)
+        return current if predicate(current) else None
+
+    return await wait_until(satisfied, timeout_s, "stats satisfying the condition", 0.25)
 
 
 async def warm_up(address: str, plan: str, data: np.ndarray, timeout_s: float = 30) -> None:
     """Run `plan` until its models answer (replicas pass their Consul check a moment after
     they print READY)."""
-    deadline = time.monotonic() + timeout_s
+    request = orchestrator_pb2.ExecuteRequest(plan=plan, inputs={"input": from_numpy(data)})
     async with grpc.aio.insecure_channel(address) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
-        while True:
-            try:
-                await stub.Execute(
-                    orchestrator_pb2.ExecuteRequest(plan=plan, inputs={"input": from_numpy(data)}),
-                    timeout=10,
-                )
-                return
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.25)
+        await wait_until(
+            lambda: unless_unavailable(stub.Execute(request, timeout=10)),
+            timeout_s,
+            f"plan {plan} to answer",
+            0.25,
+            retry_on=(),
+        )
 
 
 def arms_of(s: admin_pb2.Stats, plan: str) -> list[tuple]:
@@ -290,19 +282,14 @@ async def test_online_learner_improves_deploys_and_survives_restart(
     await wait_stats(restarted.address, lambda s: s.leader, 60)
     async with grpc.aio.insecure_channel(restarted.address) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reply = await stub.Execute(
-                    orchestrator_pb2.ExecuteRequest(
-                        plan=serve_plan, inputs={"input": from_numpy(x[1300:])}
-                    ),
-                    timeout=10,
-                )
-                break
-            except grpc.aio.AioRpcError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-                await asyncio.sleep(0.5)
+        request = orchestrator_pb2.ExecuteRequest(
+            plan=serve_plan, inputs={"input": from_numpy(x[1300:])}
+        )
+        reply = await wait_until(
+            lambda: unless_unavailable(stub.Execute(request, timeout=10)),
+            60,
+            "the restarted orchestrator to serve the plan",
+            0.5,
+            retry_on=(),
+        )
     np.testing.assert_array_equal(to_numpy(reply.outputs["label"]), before)

@@ -5,8 +5,6 @@ and the orchestrator stays up."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import grpc
@@ -20,6 +18,7 @@ from meshserve.orchestrator.inprocess import InProcessCaller
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from tests.waiting import unless_unavailable, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,15 +59,14 @@ async def test_fraud_plan_through_the_mesh(spawn, consul_addr, models_dir, tmp_p
     )
     async with grpc.aio.insecure_channel(orch.address) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
-        deadline = time.monotonic() + 30
-        while True:  # replicas pass their Consul check a moment after READY
-            try:
-                reply = await stub.Execute(request, timeout=10)
-                break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.25)
+        # Replicas pass their Consul check a moment after READY.
+        reply = await wait_until(
+            lambda: unless_unavailable(stub.Execute(request, timeout=10)),
+            30,
+            "the plan to answer",
+            0.25,
+            retry_on=(),
+        )
         bad = dict(inputs, amount=np.array([-1.0, 2.0, 3.0], dtype=np.float32))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Execute(
@@ -85,15 +83,15 @@ async def test_fraud_plan_through_the_mesh(spawn, consul_addr, models_dir, tmp_p
         )
         async with grpc.aio.insecure_channel(orch.address) as admin_channel:
             admin = admin_pb2_grpc.AdminStub(admin_channel)
-            spans = []
-            for _ in range(40):  # spans are buffered when they end
+
+            async def spans_with_plan() -> list[str]:  # spans are buffered when they end
                 found = await admin.GetTrace(
                     admin_pb2.GetTraceRequest(trace_id=reply.trace_id), metadata=AUTH
                 )
-                spans = [s.name for s in found.spans]
-                if "plan fraud" in spans:
-                    break
-                await asyncio.sleep(0.1)
+                names = [s.name for s in found.spans]
+                return names if "plan fraud" in names else []
+
+            spans = await wait_until(spans_with_plan, 4, "the plan span", retry_on=())
 
     monkeypatch.setenv("MESHSERVE_FRAUD_DATA", str(data))
     reference = await Engine(

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from meshserve import tensors
 from meshserve.telemetry import check_metric_names
 from meshserve.v1 import model_pb2, model_pb2_grpc
 from tests.integration.datapath_helpers import unique_name
+from tests.waiting import wait_until_sync
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,13 @@ def _consul_services(consul_addr: str) -> dict:
 
 
 def _metrics_url(consul_addr: str, predicate, what: str, timeout_s: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def registered() -> str:
         for svc in _consul_services(consul_addr).values():
             if predicate(svc) and svc.get("Meta", {}).get("metrics_port", "-1") != "-1":
                 return f"http://{svc['Address']}:{svc['Meta']['metrics_port']}/metrics"
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not registered with a metrics_port within {timeout_s}s")
+        return ""
+
+    return wait_until_sync(registered, timeout_s, f"{what} registered with a metrics_port")
 
 
 def _scrape_and_validate(url: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import json
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,11 +15,13 @@ import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from meshserve import tensors
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc, tensor_pb2
+from tests.waiting import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +39,13 @@ def http_text(url: str) -> str:
         return reply.read().decode()
 
 
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+def metric(url: str, name: str, model: str) -> float:
+    """The value of sample `name` of `model` on the metrics page at `url` (0 when absent)."""
+    for family in text_string_to_metric_families(http_text(url)):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("model") == model:
+                return float(sample.value)
+    return 0.0
 
 
 def passing(consul_addr: str, service: str):
@@ -84,7 +84,7 @@ async def test_replica_serves_registers_batches_and_rejects_bad_input(
         "--version", "7", "--consul", consul_addr, "--batch-max", "64",
         "--batch-wait-us", "5000", "--max-message-bytes", str(MAX_MESSAGE_BYTES),
     )  # fmt: skip
-    entries = wait_until(lambda: passing(consul_addr, "wide-it"), 20, "a passing Consul check")
+    entries = wait_until_sync(lambda: passing(consul_addr, "wide-it"), 20, "a passing Consul check")
     service = entries[0]["Service"]
     host, port = proc.address.rsplit(":", 1)
     assert service["ID"] == f"wide-it-{host}-{port}"
@@ -219,9 +219,16 @@ async def test_sigterm_drains_in_flight_requests_and_deregisters(spawn, consul_a
     proc = spawn(
         "model", "serve", str(models_dir / "wide_mlp.onnx"), "--name", "wide-drain",
         "--consul", consul_addr, "--batch-max", "256", "--batch-wait-us", "400000",
-        "--max-concurrent-batches", "1", "--metrics-port", "-1", "--grace-s", "10",
+        "--max-concurrent-batches", "1", "--metrics-port", "0", "--grace-s", "10",
     )  # fmt: skip
-    wait_until(lambda: passing(consul_addr, "wide-drain"), 20, "a passing Consul check")
+    (entry,) = wait_until_sync(
+        lambda: passing(consul_addr, "wide-drain"), 20, "a passing Consul check"
+    )
+    metrics = f"http://127.0.0.1:{entry['Service']['Meta']['metrics_port']}/metrics"
+
+    def batcher(name: str) -> float:
+        return metric(metrics, f"meshserve_modelsvc_{name}", "wide-drain")
+
     rng = np.random.default_rng(3)
     payloads = [rng.standard_normal((4096, 64)).astype(np.float32)]
     payloads += [rng.standard_normal((2, 64)).astype(np.float32) for _ in range(40)]
@@ -229,9 +236,19 @@ async def test_sigterm_drains_in_flight_requests_and_deregisters(spawn, consul_a
         stub = model_pb2_grpc.ModelServiceStub(channel)
         await channel.channel_ready()
         calls = [asyncio.ensure_future(stub.Infer(request(payloads[0]), timeout=20))]
-        await asyncio.sleep(0.05)  # the long batch is running
+        await wait_until(  # the long batch left the queue: it is running
+            lambda: asyncio.to_thread(batcher, "queue_wait_seconds_count"),
+            10,
+            "the long batch",
+            0.02,
+        )
         calls += [asyncio.ensure_future(stub.Infer(request(p), timeout=20)) for p in payloads[1:]]
-        await asyncio.sleep(0.1)  # the small requests are now queued behind it
+        await wait_until(  # the small requests are queued behind it
+            lambda: asyncio.to_thread(lambda: batcher("queue_depth") == len(payloads) - 1),
+            10,
+            "the small requests queued",
+            0.02,
+        )
         assert not any(c.done() for c in calls)
         proc.signal(signal.SIGTERM)
         replies = await asyncio.gather(*calls)  # none may fail

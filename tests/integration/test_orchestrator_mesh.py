@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,6 +22,7 @@ from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError
 from meshserve.v1 import admin_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,16 +65,16 @@ def _ort(models_dir: Path, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
 async def _apply(client: MeshServeClient, file: str, deadline_s: float = 20.0) -> int:
     """Apply a plan file, waiting until its models are discoverable."""
     text = (PLANS / file).read_text()
-    end = time.monotonic() + deadline_s
-    while True:
+
+    async def applied() -> int | None:
         try:
             return (await client.apply_plan(text))[1]
         except MeshError as exc:
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT or "unknown model" not in exc.message:
                 raise
-            if time.monotonic() > end:
-                raise
-            await asyncio.sleep(0.2)
+            return None
+
+    return await wait_until(applied, deadline_s, f"{file}'s models discoverable", 0.2, retry_on=())
 
 
 async def test_pipeline_and_ensemble_match_in_process(mesh, digits, models_dir):
@@ -106,18 +108,19 @@ async def test_traces_and_dry_run(mesh, digits):
         after = {p.name: p.active_version for p in await client.list_plans()}
         assert after == before
         result = await client.execute("digits-pipeline", {"input": x[:4]})
-        end = time.monotonic() + 5
-        while True:
+
+        async def complete() -> bool:
             try:
                 trace = await client.get_trace(result.trace_id)
-                names = {s.name for s in trace.spans}
-                if {"plan digits-pipeline", "step scaler", "step mlp"} <= names:
-                    break
             except MeshError as exc:
                 if exc.code != grpc.StatusCode.NOT_FOUND:
                     raise
-            assert time.monotonic() < end, "trace never complete"
-            await asyncio.sleep(0.1)
+                return False
+            return {"plan digits-pipeline", "step scaler", "step mlp"} <= {
+                s.name for s in trace.spans
+            }
+
+        await wait_until(complete, 5, "the complete trace", retry_on=())
         slowest = await client.list_traces(5)
         assert 0 < len(slowest.traces) <= 5
 
@@ -189,10 +192,15 @@ async def test_shadow_records_agreement_and_ignores_slow_or_failing_candidate(me
         await client.inject_fault("forest", abort_rate=1.0, abort_code=14, duration_ms=20_000)
         failing = await client.execute("digits-shadow", {"input": x})
         np.testing.assert_array_equal(failing.outputs["label"], slow.outputs["label"])
-        await asyncio.sleep(0.8)  # the delayed candidate finishes in the background
+
+        async def delayed_candidate_done() -> Any:  # it finishes in the background
+            stats = await client.stats()
+            shadow = next((s for s in stats.shadows if s.plan == "digits-shadow"), None)
+            done = shadow is not None and shadow.compared >= 6 * len(x)
+            return shadow if done and shadow.candidate_errors >= 1 else None
+
+        shadow = await wait_until(delayed_candidate_done, 10, "the shadow comparisons", 0.1)
         await client.clear_faults("forest")
-        stats = await client.stats()
-    shadow = next(s for s in stats.shadows if s.plan == "digits-shadow")
     assert shadow.compared >= 6 * len(x)  # rows of every request with a healthy candidate
     assert 0.8 * shadow.compared <= shadow.agreed <= shadow.compared
     assert shadow.candidate_errors >= 1
@@ -364,15 +372,16 @@ async def test_bandit_and_feedback(mesh, digits):
                 attributes={"segment": "a"},
             )  # fmt: skip
             arms.add(result.decisions["chooser"])
-            end = time.monotonic() + 15
-            while True:  # the orchestrator needs the leader lock to accept feedback
-                try:
-                    applied = await client.feedback(f"bandit-{i}", reward=1.0)
-                    break
+
+            async def fed_back(request_id: str = f"bandit-{i}") -> list[str] | None:
+                try:  # the orchestrator needs the leader lock to accept feedback
+                    return list(await client.feedback(request_id, reward=1.0))
                 except MeshError as exc:
-                    if exc.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > end:
+                    if exc.code != grpc.StatusCode.UNAVAILABLE:
                         raise
-                    await asyncio.sleep(0.2)
+                    return None
+
+            applied = await wait_until(fed_back, 15, "feedback accepted", 0.2, retry_on=())
             assert applied == ["digits-bandit/chooser"]
         assert arms <= {"mlp", "logreg"}
         with pytest.raises(NotFoundError) as err:
@@ -397,10 +406,14 @@ async def test_a_second_orchestrator_serves_the_same_plans(mesh, mesh_procs, con
             got = await other.execute("digits-pipeline", {"input": x})
             np.testing.assert_array_equal(got.outputs["label"], want.outputs["label"])
             name, version = await other.apply_plan((PLANS / "ensemble.yaml").read_text())
-            end = time.monotonic() + 10
-            while {p.name: p.active_version for p in await first.list_plans()}.get(name) != version:
-                assert time.monotonic() < end, "the first orchestrator never saw the new version"
-                await asyncio.sleep(0.05)
+
+            async def first_sees_it() -> bool:
+                plans = {p.name: p.active_version for p in await first.list_plans()}
+                return plans.get(name) == version
+
+            await wait_until(
+                first_sees_it, 10, "the first orchestrator to see the new version", 0.05
+            )
             a = await first.execute(name, {"input": x})
             b = await other.execute(name, {"input": x})
             assert a.plan_version == b.plan_version == version

@@ -6,7 +6,6 @@ Uses python plans (no model replicas needed) and a dedicated plan-name prefix pe
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -17,6 +16,7 @@ from meshserve.errors import CheckAndSetError, NotFoundError
 from meshserve.registry import KV, ConsulConfig
 from meshserve.v1 import plan_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,13 +39,12 @@ def _py_plan(name: str, description: str) -> plan_pb2.Plan:
 async def _wait_plan(
     client: MeshServeClient, name: str, version: int, timeout_s: float = 10.0
 ) -> None:
-    end = time.monotonic() + timeout_s
-    while True:
+
+    async def active() -> bool:
         plans = {p.name: p for p in await client.list_plans()}
-        if name in plans and plans[name].active_version == version:
-            return
-        assert time.monotonic() < end, f"{name} v{version} never showed up: {plans.get(name)}"
-        await asyncio.sleep(0.05)
+        return name in plans and plans[name].active_version == version
+
+    await wait_until(active, timeout_s, f"{name} v{version}", 0.05, retry_on=())
 
 
 async def test_restart_keeps_every_plan_and_version(procs: Procs, consul_addr: str):
@@ -122,20 +121,18 @@ async def test_wiped_kv_is_re_persisted_and_deletes_still_propagate(procs: Procs
             want = {"plans/state-wiped/1", "plans/state-wiped/2", "plans/state-wiped/active"}
             return want <= keys and "traffic/wiped-model" in keys and "plans/.store" in keys
 
-        end = time.monotonic() + 15
-        while not await restored():
-            assert time.monotonic() < end, await kv.list(procs.kv_prefix)
-            await asyncio.sleep(0.1)
+        await wait_until(restored, 15, "the wiped KV state restored from memory", retry_on=())
         for client in (ca, cb):  # served from memory all along
             assert (await client.get_plan("state-wiped")).description == "v2"
             policies = await client.list_traffic_policies()
             assert [p.model for p in policies] == ["wiped-model"]
         assert (await ca.apply_plan(_py_plan("state-wiped", "v3")))[1] == 3  # no number reused
         await cb.delete_plan("state-doomed")
-        end = time.monotonic() + 10
-        while "state-doomed" in {p.name for p in await ca.list_plans()}:
-            assert time.monotonic() < end, "a deletion through b never reached a"
-            await asyncio.sleep(0.05)
+
+        async def deleted() -> bool:
+            return "state-doomed" not in {p.name for p in await ca.list_plans()}
+
+        await wait_until(deleted, 10, "a deletion through b to reach a", 0.05, retry_on=())
         await ca.delete_plan("state-wiped")
     a.stop()
     b.stop()

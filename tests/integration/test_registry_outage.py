@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -23,6 +23,7 @@ from meshserve.registry import (
     Registration,
     ServiceInstance,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,14 +47,6 @@ def own_agent(tmp_path: Path) -> Iterator[ConsulAgent]:
     yield agent
     agent.stop()
     assert agent.process is None
-
-
-async def poll(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_watch_serves_cache_during_outage_and_recovers(own_agent: ConsulAgent) -> None:
@@ -90,14 +83,14 @@ async def test_watch_serves_cache_during_outage_and_recovers(own_agent: ConsulAg
         old_session = leader.session_id
 
         await asyncio.to_thread(own_agent.stop)
-        await poll(lambda: watcher.failures >= 2, 10, "the watcher to notice the outage")
-        await poll(lambda: not reg.registered, 10, "the registration to notice the outage")
+        await wait_until(lambda: watcher.failures >= 2, 10, "the watcher to notice the outage")
+        await wait_until(lambda: not reg.registered, 10, "the registration to notice the outage")
         assert watcher.endpoints() == (before,)  # last known view still served
 
         restarted_at = time.monotonic()
         await asyncio.to_thread(own_agent.start)  # same ports, empty state
-        await poll(lambda: reg.registrations >= 2, 15, "re-registration after the restart")
-        await poll(
+        await wait_until(lambda: reg.registrations >= 2, 15, "re-registration after the restart")
+        await wait_until(
             lambda: (
                 (watcher.last_success_at or 0) > restarted_at
                 and len(watcher.endpoints()) == 1
@@ -108,7 +101,7 @@ async def test_watch_serves_cache_during_outage_and_recovers(own_agent: ConsulAg
         )
         (after,) = watcher.endpoints()
         # The new agent knows no sessions: the election makes a new one and leads again.
-        await poll(
+        await wait_until(
             lambda: leader.is_leader and leader.session_id not in ("", old_session),
             15,
             "leadership with a new session on the restarted agent",

@@ -33,9 +33,9 @@ from tests.meshload import (
     model_endpoints,
     passing,
     require_servers,
-    until,
 )
 from tests.procs import ChildProcess
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -115,7 +115,7 @@ async def _ready(mesh: LocalMesh, mlp_replicas: int) -> None:
         scaler = await model_endpoints(mesh.target, mesh.token, "scaler")
         return len(mlp) >= mlp_replicas and bool(scaler)
 
-    await until(seen, 30, f"{mlp_replicas} mlp replicas and a scaler seen by the orchestrator")
+    await wait_until(seen, 30, f"{mlp_replicas} mlp replicas and a scaler seen by the orchestrator")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -133,7 +133,7 @@ async def test_replica_stopped_under_load_loses_no_request(
                 eps = await model_endpoints(mesh.target, mesh.token, "mlp")
                 return len([e for e in eps if e.requests_total > 0]) >= 2
 
-            await until(both_served, 15, "traffic on both mlp replicas")
+            await wait_until(both_served, 15, "traffic on both mlp replicas")
             victim.signal(sig)
             victim.wait(15)
             await load.wait_ok(100)  # well past the stop, on the survivor only
@@ -144,7 +144,7 @@ async def test_replica_stopped_under_load_loses_no_request(
             ids = await passing(mesh.consul.address, "mlp")
             return len(ids) == 1
 
-        await until(victim_gone, 30, "Consul to drop the stopped replica")
+        await wait_until(victim_gone, 30, "Consul to drop the stopped replica")
     finally:
         victim.stop(timeout_s=10)
         survivor.stop(timeout_s=10)
@@ -168,18 +168,22 @@ async def test_consul_restart_keeps_serving_and_registrations_return(
                 async def back(service: str = service, ids: list[str] = ids) -> bool:
                     return await passing(mesh.consul.address, service) == ids
 
-                await until(back, 30, f"{service} registrations {ids} back in Consul")
+                await wait_until(back, 30, f"{service} registrations {ids} back in Consul")
 
             async def orchestrator_back() -> bool:
                 return bool(await passing(mesh.consul.address, "meshserve-orchestrator"))
 
-            await until(orchestrator_back, 30, "the orchestrator's registration back in Consul")
+            await wait_until(
+                orchestrator_back, 30, "the orchestrator's registration back in Consul"
+            )
 
             async def plan_back() -> bool:
                 keys = await kv_keys(mesh.consul.address, f"meshserve/plans/{PLAN_NAME}/")
                 return f"meshserve/plans/{PLAN_NAME}/active" in keys
 
-            await until(plan_back, 30, "the orchestrator to write its plans back into Consul KV")
+            await wait_until(
+                plan_back, 30, "the orchestrator to write its plans back into Consul KV"
+            )
             await load.wait_ok(20)
         assert load.failures == [], f"{len(load.failures)} requests lost: {load.failures[:5]}"
         assert load.wrong == [], load.wrong[:5]
@@ -219,4 +223,4 @@ async def _ready_without_apply(mesh: LocalMesh) -> None:
     async def seen() -> bool:
         return bool(await model_endpoints(mesh.target, mesh.token, "mlp"))
 
-    await until(seen, 30, "the restarted orchestrator to discover mlp")
+    await wait_until(seen, 30, "the restarted orchestrator to discover mlp")

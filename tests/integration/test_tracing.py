@@ -15,7 +15,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -26,6 +25,7 @@ from meshserve import tensors
 from meshserve.telemetry import SpanRecord, read_spans
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.integration.datapath_helpers import unique_name
+from tests.waiting import wait_until_sync
 
 pytestmark = [
     pytest.mark.integration,
@@ -137,13 +137,11 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
     )  # fmt: skip
 
     # Warm up until every replica is passing in Consul and the whole plan answers.
-    deadline = time.monotonic() + 30
-    while True:
-        warm = asyncio.run(_execute_all(orch.address, plan, bad_index=-1))
-        if all(isinstance(r, orchestrator_pb2.ExecuteResponse) for _, _, r in warm):
-            break
-        assert time.monotonic() < deadline, [r for _, _, r in warm]
-        time.sleep(0.2)
+    def warm() -> bool:
+        replies = asyncio.run(_execute_all(orch.address, plan, bad_index=-1))
+        return all(isinstance(r, orchestrator_pb2.ExecuteResponse) for _, _, r in replies)
+
+    wait_until_sync(warm, 30, "every replica passing and the whole plan answering", 0.2)
     results = asyncio.run(_execute_all(orch.address, plan, bad_index=3))
     ok = [(t, s) for t, s, r in results if isinstance(r, orchestrator_pb2.ExecuteResponse)]
     failed = [(t, s, r) for t, s, r in results if isinstance(r, grpc.aio.AioRpcError)]

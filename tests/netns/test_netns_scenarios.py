@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,9 @@ from tests.meshload import (
     model_endpoints,
     passing,
     require_servers,
-    until,
 )
 from tests.procs import ChildProcess
+from tests.waiting import wait_until, wait_until_sync
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
 
@@ -106,18 +105,20 @@ class NsProcess:
     address: str = ""
 
     def wait_ready(self, timeout_s: float = 60) -> NsProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def ready() -> re.Match[str] | None:
             match = READY.search(self.log.read_text(errors="replace"))
-            if match:
-                self.address = match.group(1)
-                return self
-            if self.popen.poll() is not None:
+            if match is None and self.popen.poll() is not None:
                 raise RuntimeError(
                     f"exited {self.popen.returncode}: {self.log.read_text()[-2000:]}"
                 )
-            time.sleep(0.05)
-        raise TimeoutError(self.log.read_text()[-2000:])
+            return match
+
+        try:
+            match = wait_until_sync(ready, timeout_s, "MESHSERVE_READY", 0.05, retry_on=())
+        except AssertionError:
+            raise TimeoutError(self.log.read_text()[-2000:]) from None
+        self.address = match.group(1)
+        return self
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -153,18 +154,17 @@ def _start_consul(slots: list[Slot], log: Path) -> tuple[subprocess.Popen[bytes]
     ]  # fmt: skip
     with log.open("ab") as out:
         popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{http}/v1/status/leader", timeout=1
-            ) as r:
-                if r.read().strip(b'"'):
-                    return popen, f"127.0.0.1:{http}"
-        except OSError:
-            time.sleep(0.1)
-    popen.kill()
-    raise TimeoutError("consul did not elect a leader")
+
+    def leader() -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v1/status/leader", timeout=1) as r:
+            return bytes(r.read().strip(b'"'))
+
+    try:
+        wait_until_sync(leader, 30, "a Consul leader", retry_on=(OSError,))
+    except AssertionError:
+        popen.kill()
+        raise TimeoutError("consul did not elect a leader") from None
+    return popen, f"127.0.0.1:{http}"
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,7 @@ async def test_replica_cut_off_under_load_loses_no_request(
         eps = await model_endpoints(mesh.orchestrator, mesh.token, "mlp")
         return len([e for e in eps if e.state == "passing"]) == REPLICAS
 
-    await until(both_passing, 30, "both namespaced mlp replicas in rotation")
+    await wait_until(both_passing, 30, "both namespaced mlp replicas in rotation")
     async with Load(mesh.orchestrator, X, expected, concurrency=4, timeout_s=10) as load:
         await load.wait_ok(40)
         _cut(victim, how)
@@ -259,10 +259,10 @@ async def test_replica_cut_off_under_load_loses_no_request(
             async def critical() -> bool:
                 return len(await passing(mesh.consul_address, "mlp")) == REPLICAS - 1
 
-            await until(critical, 30, "Consul to mark the cut-off replica critical")
+            await wait_until(critical, 30, "Consul to mark the cut-off replica critical")
         finally:
             _heal(victim, how)
-        await until(both_passing, 60, "the healed replica back in rotation")
+        await wait_until(both_passing, 60, "the healed replica back in rotation")
         await load.wait_ok(40)
     assert load.failures == [], f"{len(load.failures)} lost: {load.failures[:5]}"
     assert load.wrong == [], load.wrong[:5]

@@ -30,6 +30,7 @@ from meshserve.orchestrator.datapath.replica import Replica
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
 from meshserve.orchestrator.datapath.transport import Transport
 from meshserve.v1 import model_pb2
+from tests.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,8 @@ async def test_removed_replica_finishes_its_requests_before_closing() -> None:
     router.update_endpoints([Ep("a")])
     GATES["a"] = asyncio.Event()
     pending = asyncio.ensure_future(call(router))
-    await asyncio.sleep(0.01)
     replica = router.replicas()[0]
+    await wait_until(lambda: replica.in_flight == 1, 5, "the call to reach the replica", 0)
     router.update_endpoints([])
     assert replica.state == "draining" and not getattr(replica, "closed", False)
     with pytest.raises(UnavailableError, match="no ready replica"):

@@ -52,24 +52,22 @@ async def test_sync_function_runs_in_a_thread(names):
     names.append("t.sync")
     seen: list[int] = []
 
+    entered = threading.Event()
+    release = threading.Event()
+
     @logic("t.sync")
     def blocking(inputs, ctx):
         seen.append(threading.get_ident())
-        time.sleep(0.05)
+        entered.set()
+        assert release.wait(10), "the event loop never released the blocked function"
         return {"ok": True}
 
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        for _ in range(5):
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    out, _ = await asyncio.gather(run_logic("t.sync", {}, LogicContext()), ticker())
-    assert out == {"ok": True}
+    call = asyncio.ensure_future(run_logic("t.sync", {}, LogicContext()))
+    assert await asyncio.to_thread(entered.wait, 10)
+    assert not call.done()
+    release.set()  # the loop keeps running while the function blocks: it can release it
+    assert await call == {"ok": True}
     assert seen[0] != threading.get_ident()
-    assert ticks == 5  # the loop kept running while the function blocked
 
 
 async def test_class_with_async_call_is_instantiated_once(names):

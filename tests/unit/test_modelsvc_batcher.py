@@ -1,4 +1,5 @@
-"""The dynamic batcher's contract, driven with events (batches held open), never with sleeps."""
+"""The dynamic batcher's contract on a ManualClock: batches are held open with events, time (max
+wait, deadlines, the stop deadline) moves only when a test advances it; never a sleep."""
 
 from __future__ import annotations
 
@@ -10,24 +11,17 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from meshserve.clock import ManualClock
 from meshserve.errors import (
     DeadlineExceededError,
     InternalError,
     OverloadedError,
     UnavailableError,
 )
-from meshserve.modelsvc.batcher import DynamicBatcher
+from meshserve.modelsvc.batcher import DynamicBatcher, RunBatch
 from meshserve.modelsvc.config import BatchingConfig
 
 LONG_WAIT_US = 30_000_000  # batches only close by filling up (or by a request that won't fit)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Model:
@@ -57,6 +51,21 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def make(executor, clock: ManualClock):
+    """DynamicBatcher(config, run_batch) on the test's executor and ManualClock."""
+
+    def _make(config: BatchingConfig, run_batch: RunBatch) -> DynamicBatcher:
+        return DynamicBatcher(config, run_batch, executor=executor, clock=clock, timers=clock)
+
+    return _make
+
+
 def rows(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((n, 3)).astype(np.float32)}
 
@@ -74,11 +83,9 @@ async def wait_entered(model: Model) -> None:
     assert await asyncio.to_thread(model.entered.wait, 10)
 
 
-async def test_concurrent_requests_merge_and_each_gets_its_own_rows(executor) -> None:
+async def test_concurrent_requests_merge_and_each_gets_its_own_rows(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=8, max_wait_us=LONG_WAIT_US), model, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=8, max_wait_us=LONG_WAIT_US), model)
     rng = np.random.default_rng(7)
     sizes = [1, 3, 2, 2]  # 8 rows: the batch fills up and runs at once
     payloads = [rows(rng, n) for n in sizes]
@@ -92,11 +99,9 @@ async def test_concurrent_requests_merge_and_each_gets_its_own_rows(executor) ->
     await batcher.stop(1.0)
 
 
-async def test_a_request_is_never_split(executor) -> None:
+async def test_a_request_is_never_split(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US), model, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US), model)
     rng = np.random.default_rng(1)
     a, b, c = rows(rng, 3), rows(rng, 2), rows(rng, 2)
     results = await asyncio.gather(*(batcher.submit(p, len(p["x"])) for p in (a, b, c)))
@@ -107,11 +112,9 @@ async def test_a_request_is_never_split(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_oversized_request_runs_alone(executor) -> None:
+async def test_oversized_request_runs_alone(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=2, max_wait_us=LONG_WAIT_US), model, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=2, max_wait_us=LONG_WAIT_US), model)
     payload = rows(np.random.default_rng(2), 5)
     result = await batcher.submit(payload, 5)
     assert model.calls == [5]
@@ -119,12 +122,10 @@ async def test_oversized_request_runs_alone(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_requests_queued_behind_a_running_batch_are_merged(executor) -> None:
+async def test_requests_queued_behind_a_running_batch_are_merged(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1),
-        model,
-        executor=executor,
+    batcher = make(
+        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1), model
     )
     rng = np.random.default_rng(3)
     model.hold()
@@ -143,12 +144,12 @@ async def test_requests_queued_behind_a_running_batch_are_merged(executor) -> No
     await batcher.stop(1.0)
 
 
-async def test_full_queue_is_resource_exhausted_with_pushback(executor) -> None:
+async def test_full_queue_is_resource_exhausted_with_pushback(make) -> None:
     model = Model()
     config = BatchingConfig(
         max_batch_rows=1, queue_max=2, max_concurrent_batches=1, overload_pushback_ms=75
     )
-    batcher = DynamicBatcher(config, model, executor=executor)
+    batcher = make(config, model)
     rng = np.random.default_rng(4)
     model.hold()
     running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
@@ -164,15 +165,9 @@ async def test_full_queue_is_resource_exhausted_with_pushback(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_expired_requests_are_dropped_before_inference(executor) -> None:
+async def test_expired_requests_are_dropped_before_inference(make, clock: ManualClock) -> None:
     model = Model()
-    clock = FakeClock()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1),
-        model,
-        executor=executor,
-        clock=clock,
-    )
+    batcher = make(BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model)
     rng = np.random.default_rng(5)
     model.hold()
     running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
@@ -180,7 +175,7 @@ async def test_expired_requests_are_dropped_before_inference(executor) -> None:
     doomed = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1, deadline=clock.now + 1.0))
     alive = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1, deadline=clock.now + 60.0))
     await queued_up(batcher, 2)
-    clock.now += 2.0
+    clock.advance(2.0)
     model.release.set()
     await running
     with pytest.raises(DeadlineExceededError):
@@ -192,12 +187,10 @@ async def test_expired_requests_are_dropped_before_inference(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_cancelled_requests_are_skipped(executor) -> None:
+async def test_cancelled_requests_are_skipped(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1),
-        model,
-        executor=executor,
+    batcher = make(
+        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1), model
     )
     rng = np.random.default_rng(6)
     model.hold()
@@ -214,9 +207,9 @@ async def test_cancelled_requests_are_skipped(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_batching_off_runs_one_request_per_call(executor) -> None:
+async def test_batching_off_runs_one_request_per_call(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(BatchingConfig(max_batch_rows=1), model, executor=executor)
+    batcher = make(BatchingConfig(max_batch_rows=1), model)
     rng = np.random.default_rng(8)
     payloads = [rows(rng, 2) for _ in range(3)]
     results = await asyncio.gather(*(batcher.submit(p, 2) for p in payloads))
@@ -225,13 +218,11 @@ async def test_batching_off_runs_one_request_per_call(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_output_rows_must_match_input_rows(executor) -> None:
+async def test_output_rows_must_match_input_rows(make) -> None:
     def broken(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"y": inputs["x"][:1]}
 
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US), broken, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US), broken)
     rng = np.random.default_rng(9)
     results = await asyncio.gather(
         *(batcher.submit(rows(rng, 2), 2) for _ in range(2)), return_exceptions=True
@@ -241,22 +232,20 @@ async def test_output_rows_must_match_input_rows(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_model_exception_fails_the_batch_without_leaking_details(executor) -> None:
+async def test_model_exception_fails_the_batch_without_leaking_details(make) -> None:
     def boom(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise RuntimeError("secret internal detail")
 
-    batcher = DynamicBatcher(BatchingConfig(max_batch_rows=1), boom, executor=executor)
+    batcher = make(BatchingConfig(max_batch_rows=1), boom)
     with pytest.raises(InternalError) as info:
         await batcher.submit(rows(np.random.default_rng(0), 1), 1)
     assert "secret" not in info.value.message
     await batcher.stop(1.0)
 
 
-async def test_stop_drains_queued_work_then_refuses(executor) -> None:
+async def test_stop_drains_queued_work_then_refuses(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model)
     rng = np.random.default_rng(10)
     model.hold()
     running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
@@ -274,18 +263,22 @@ async def test_stop_drains_queued_work_then_refuses(executor) -> None:
     assert model.calls == [1, 1]
 
 
-async def test_stop_deadline_fails_what_is_left(executor) -> None:
+@pytest.mark.parametrize("timeout_s", [0.0, 5.0])
+async def test_stop_deadline_fails_what_is_left(make, clock: ManualClock, timeout_s: float) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model)
     rng = np.random.default_rng(11)
     model.hold()
     running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
     await wait_entered(model)
     queued = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
     await queued_up(batcher, 1)
-    await batcher.stop(0.0)
+    stopping = asyncio.ensure_future(batcher.stop(timeout_s))
+    if timeout_s:
+        await asyncio.sleep(0)  # stop() waits for the held batch until its deadline
+        assert not stopping.done() and clock.pending() == [clock.now + timeout_s]
+        clock.advance(timeout_s)
+    await stopping
     with pytest.raises(UnavailableError):
         await queued
     model.release.set()
@@ -293,26 +286,24 @@ async def test_stop_deadline_fails_what_is_left(executor) -> None:
         await running
 
 
-async def test_idle_model_runs_a_lone_request_without_waiting(executor) -> None:
+async def test_idle_model_runs_a_lone_request_without_waiting(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=32, max_wait_us=LONG_WAIT_US), model, executor=executor
-    )
+    batcher = make(BatchingConfig(max_batch_rows=32, max_wait_us=LONG_WAIT_US), model)
     payload = rows(np.random.default_rng(12), 1)
-    # Nothing runs, so the request must not wait (30 s) for company.
-    result = await asyncio.wait_for(batcher.submit(payload, 1), 5.0)
+    # Nothing runs, so the request must not wait (30 s) for company: the clock never moves.
+    result = await asyncio.wait_for(batcher.submit(payload, 1), 10.0)  # a hang guard only
     assert model.calls == [1]
-    assert result.stats.batch_size == 1
+    assert result.stats.batch_size == 1 and result.stats.queue_wait_us == 0
     np.testing.assert_array_equal(result.outputs["y"], payload["x"] * 2.0)
     await batcher.stop(1.0)
 
 
-async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(executor) -> None:
+async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(
+    make, clock: ManualClock
+) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=16, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2),
-        model,
-        executor=executor,
+    batcher = make(
+        BatchingConfig(max_batch_rows=16, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2), model
     )
     rng = np.random.default_rng(13)
     model.hold()
@@ -324,6 +315,7 @@ async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(exec
     for _ in range(100):  # the second slot is free, but the batch is neither full nor due
         await asyncio.sleep(0)
     assert model.calls == [1] and batcher.queue_depth == 4
+    assert clock.pending() == [clock.now + LONG_WAIT_US / 1e6]  # the max-wait timer
     model.release.set()  # the model goes idle: everything that accumulated runs as one batch
     await first
     results = await asyncio.gather(*tasks)
@@ -334,12 +326,10 @@ async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(exec
     await batcher.stop(1.0)
 
 
-async def test_full_batch_uses_a_free_slot_while_another_runs(executor) -> None:
+async def test_full_batch_uses_a_free_slot_while_another_runs(make) -> None:
     model = Model()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2),
-        model,
-        executor=executor,
+    batcher = make(
+        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2), model
     )
     rng = np.random.default_rng(14)
     model.hold()
@@ -357,14 +347,10 @@ async def test_full_batch_uses_a_free_slot_while_another_runs(executor) -> None:
     await batcher.stop(1.0)
 
 
-async def test_max_wait_starts_a_batch_beside_a_running_one(executor) -> None:
+async def test_max_wait_starts_a_batch_beside_a_running_one(make, clock: ManualClock) -> None:
     model = Model()
-    clock = FakeClock()
-    batcher = DynamicBatcher(
-        BatchingConfig(max_batch_rows=16, max_wait_us=1000, max_concurrent_batches=2),
-        model,
-        executor=executor,
-        clock=clock,
+    batcher = make(
+        BatchingConfig(max_batch_rows=16, max_wait_us=1000, max_concurrent_batches=2), model
     )
     rng = np.random.default_rng(15)
     model.hold()
@@ -374,7 +360,11 @@ async def test_max_wait_starts_a_batch_beside_a_running_one(executor) -> None:
     waiting = rows(rng, 3)
     task = asyncio.ensure_future(batcher.submit(waiting, 3))
     await queued_up(batcher, 1)
-    clock.now += 0.002  # past max_wait_us: the armed timer starts it in the free slot
+    clock.advance(0.0009)
+    for _ in range(20):  # not due yet: nothing starts
+        await asyncio.sleep(0)
+    assert model.calls == [1] and batcher.queue_depth == 1
+    clock.advance(0.0001)  # max_wait_us passed: the armed timer starts it in the free slot
     await wait_entered(model)
     assert model.calls == [1, 3]
     model.release.set()
@@ -384,31 +374,29 @@ async def test_max_wait_starts_a_batch_beside_a_running_one(executor) -> None:
 
 
 class ThreadRecorder:
-    """x -> 2x after `delay_s` of compute; records the thread of every session call."""
+    """x -> 2x taking `compute_s` on the batcher's clock; records the thread of every call."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
+    def __init__(self, clock: ManualClock, compute_s: float) -> None:
+        self.clock = clock
+        self.compute_s = compute_s
         self.threads: list[int] = []
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.threads.append(threading.get_ident())
-        if self.delay_s:
-            threading.Event().wait(self.delay_s)
+        self.clock.now += self.compute_s  # time spent computing (no timer falls due in it)
         return {"y": inputs["x"] * 2.0}
 
 
 @pytest.mark.parametrize(
-    ("delay_s", "inline_max_us", "inline_expected"),
-    [(0.0, 150, True), (0.005, 150, False), (0.0, 0, False)],
+    ("compute_s", "inline_max_us", "inline_expected"),
+    [(50e-6, 150, True), (0.005, 150, False), (50e-6, 0, False)],
     ids=["tiny-model-inline", "slow-model-executor", "inline-off"],
 )
 async def test_batches_run_inline_only_when_measured_cheaper_than_a_thread_hand_off(
-    executor, delay_s: float, inline_max_us: int, inline_expected: bool
+    make, clock: ManualClock, compute_s: float, inline_max_us: int, inline_expected: bool
 ) -> None:
-    model = ThreadRecorder(delay_s)
-    batcher = DynamicBatcher(
-        BatchingConfig(max_wait_us=0, inline_max_us=inline_max_us), model, executor=executor
-    )
+    model = ThreadRecorder(clock, compute_s)
+    batcher = make(BatchingConfig(max_wait_us=0, inline_max_us=inline_max_us), model)
     rng = np.random.default_rng(11)
     for _ in range(4):
         payload = rows(rng, 2)
