@@ -36,19 +36,15 @@ async def wait_until(
     An exception of `retry_on` counts as "not yet"; anything else propagates at once. Fails
     naming `what` and the last value or error after `timeout_s`.
     """
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
+    polls = _Polls(timeout_s, what)
     while True:
         try:
             value = check()
-            last = await value if inspect.isawaitable(value) else value
+            done = polls.outcome(await value if inspect.isawaitable(value) else value)
         except retry_on as exc:
-            last = exc
-        else:
-            if last:
-                return last  # type: ignore[no-any-return]
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
+            done = polls.outcome(exc, failed=True)
+        if done:
+            return polls.last  # type: ignore[no-any-return]
         await asyncio.sleep(interval_s)
 
 
@@ -61,19 +57,36 @@ def wait_until_sync(
     retry_on: tuple[type[BaseException], ...] = RETRYABLE,
 ) -> T:
     """`wait_until` for code that runs outside an event loop (fixtures, process start-up)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
+    polls = _Polls(timeout_s, what)
     while True:
         try:
-            last = check()
+            done = polls.outcome(check())
         except retry_on as exc:
-            last = exc
-        else:
-            if last:
-                return last  # type: ignore[no-any-return]
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
+            done = polls.outcome(exc, failed=True)
+        if done:
+            return polls.last  # type: ignore[no-any-return]
         time.sleep(interval_s)
+
+
+class _Polls:
+    """The deadline and the last answer of one wait (shared by the async and sync forms)."""
+
+    def __init__(self, timeout_s: float, what: str) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.timeout_s = timeout_s
+        self.what = what
+        self.last: Any = None
+
+    def outcome(self, value: Any, *, failed: bool = False) -> bool:
+        """True when `value` ends the wait; raises AssertionError once the deadline passed."""
+        self.last = value
+        if value and not failed:
+            return True
+        if time.monotonic() >= self.deadline:
+            raise AssertionError(
+                f"timed out after {self.timeout_s}s waiting for {self.what}; last: {value!r}"
+            )
+        return False
 
 
 async def unless_unavailable(call: Awaitable[T]) -> T | None:

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from meshserve.v1 import admin_pb2
 
 __all__ = ["HubConfig", "LearningHub", "active_hub"]
 
+S = TypeVar("S")
 log = logging.getLogger(__name__)
 
 
@@ -241,19 +242,19 @@ class LearningHub:
         context, arm = record.value
         bandit = self._bandit(plan, step)
         key = bandit_key(plan, step, self.config.kv_prefix)
+
+        def draft_from(state: BanditState) -> BanditState:
+            draft = state.copy()
+            draft.arms[(context, arm)] = draft.get(context, arm).rewarded(reward)
+            return draft
+
+        def reload(data: dict[str, Any]) -> None:
+            bandit.state = BanditState.from_json(data)
+
         async with bandit.lock:
-            for attempt in (1, 2):
-                draft = bandit.state.copy()
-                draft.arms[(context, arm)] = draft.get(context, arm).rewarded(reward)
-                try:
-                    await self._store.save(key, draft.to_json())
-                    break
-                except CheckAndSetError:
-                    if attempt == 2:
-                        raise
-                    data = await self._store.load(key)
-                    if data is not None:
-                        bandit.state = BanditState.from_json(data)
+            draft = await self._save_cas(
+                key, lambda: draft_from(bandit.state), lambda d: d.to_json(), reload
+            )
             rewarded = draft.get(context, arm)
             current = bandit.state.get(context, arm)  # choices made meanwhile count as pulls
             bandit.state.arms[(context, arm)] = replace(
@@ -292,24 +293,40 @@ class LearningHub:
         x: np.ndarray = record.value
         key = learner_key(record.key, self.config.kv_prefix)
         async with slot.lock:
-            for attempt in (1, 2):
-                updated = slot.model.update(x, np.full(x.shape[0], label))
-                try:
-                    await self._store.save(key, slot.to_json(updated))
-                    break
-                except CheckAndSetError:
-                    if attempt == 2:
-                        raise
-                    data = await self._store.load(key)
-                    if data is not None:
-                        slot.adopt(LearnerSlot.from_json(data))
-            slot.model = updated
+            slot.model = await self._save_cas(
+                key,
+                lambda: slot.model.update(x, np.full(x.shape[0], label)),
+                slot.to_json,
+                lambda data: slot.adopt(LearnerSlot.from_json(data)),
+            )
             roll_back = slot.score_live(x, label)
         if roll_back and self.deployer is not None:
             self._spawn(slot.rollback(self.deployer, self._persist, "live accuracy regressed"))
         elif slot.rollout_due() and not slot.rollout_queued:
             slot.rollout_queued = True
             self._spawn(slot.rollout(self.deployer, self._persist, only_if_due=True))
+
+    async def _save_cas(
+        self,
+        key: str,
+        build: Callable[[], S],
+        encode: Callable[[S], Mapping[str, Any]],
+        reload: Callable[[dict[str, Any]], None],
+    ) -> S:
+        """Save what `build` makes; on a lost check-and-set, `reload` the stored state and build
+        once more (a second loss raises CheckAndSetError). Returns what was saved."""
+        for attempt in (1, 2):
+            built = build()
+            try:
+                await self._store.save(key, encode(built))
+                return built
+            except CheckAndSetError:
+                if attempt == 2:
+                    raise
+                data = await self._store.load(key)
+                if data is not None:
+                    reload(data)
+        raise AssertionError("unreachable")
 
     async def _persist(self, slot: LearnerSlot) -> None:
         key = learner_key(slot.config.name, self.config.kv_prefix)

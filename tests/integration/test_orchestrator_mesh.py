@@ -15,13 +15,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError
 from meshserve.v1 import admin_pb2
 from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.reference import onnx_outputs
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,12 +56,6 @@ def digits(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["X"][:64].astype(np.float32), data["y"][:64]
 
 
-def _ort(models_dir: Path, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-    sess = ort.InferenceSession(str(models_dir / f"{name}.onnx"))
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x}), strict=True))
-
-
 async def _apply(client: MeshServeClient, file: str, deadline_s: float = 20.0) -> int:
     """Apply a plan file, waiting until its models are discoverable."""
     text = (PLANS / file).read_text()
@@ -84,11 +78,13 @@ async def test_pipeline_and_ensemble_match_in_process(mesh, digits, models_dir):
         await _apply(client, "ensemble.yaml")
         pipe = await client.execute("digits-pipeline", {"input": x})
         ens = await client.execute("digits-ensemble", {"input": x})
-    scaled = _ort(models_dir, "scaler", x)["scaled"]
-    mlp = _ort(models_dir, "mlp", scaled)
+    scaled = onnx_outputs(models_dir, "scaler", x)["scaled"]
+    mlp = onnx_outputs(models_dir, "mlp", scaled)
     np.testing.assert_array_equal(pipe.outputs["label"], mlp["label"])
     np.testing.assert_allclose(pipe.outputs["probabilities"], mlp["probabilities"], rtol=1e-6)
-    labels = np.stack([_ort(models_dir, m, scaled)["label"] for m in ("logreg", "mlp", "forest")])
+    labels = np.stack(
+        [onnx_outputs(models_dir, m, scaled)["label"] for m in ("logreg", "mlp", "forest")]
+    )
     votes = np.stack([(labels == k).sum(axis=0) for k in range(10)])
     np.testing.assert_array_equal(ens.outputs["label"], votes.argmax(axis=0))
     assert (ens.outputs["label"] == y).mean() > 0.9

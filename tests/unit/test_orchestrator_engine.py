@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from meshserve.errors import (
@@ -21,6 +20,7 @@ from meshserve.orchestrator.logic import register_logic, unregister_logic
 from meshserve.orchestrator.plans.parse import load_plan_file, parse_plan_text
 from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan
 from meshserve.v1 import plan_pb2
+from tests.reference import onnx_outputs
 
 PLANS = Path(__file__).resolve().parents[2] / "examples" / "plans"
 
@@ -52,12 +52,6 @@ def digits(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["X"][:40].astype(np.float32), data["y"][:40]
 
 
-def _ort(models_dir: Path, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-    sess = ort.InferenceSession(str(models_dir / f"{name}.onnx"))
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x}), strict=True))
-
-
 def _engine(caller, *plans: plan_pb2.Plan, **kw) -> Engine:
     return Engine(caller, DictPlans(*plans), **kw)
 
@@ -67,8 +61,8 @@ async def test_pipeline_matches_onnxruntime(caller, digits, models_dir):
     plan = load_plan_file(str(PLANS / "pipeline.yaml"))
     await validate_plan(plan, ValidationContext(metadata=caller.metadata))
     result = await _engine(caller, plan).execute(ExecuteCall("digits-pipeline", {"input": x}))
-    scaled = _ort(models_dir, "scaler", x)["scaled"]
-    expected = _ort(models_dir, "mlp", scaled)
+    scaled = onnx_outputs(models_dir, "scaler", x)["scaled"]
+    expected = onnx_outputs(models_dir, "mlp", scaled)
     np.testing.assert_array_equal(result.outputs["label"], expected["label"])
     np.testing.assert_allclose(
         result.outputs["probabilities"], expected["probabilities"], rtol=1e-6
@@ -81,8 +75,10 @@ async def test_ensemble_majority_vote_matches_onnxruntime(caller, digits, models
     plan = load_plan_file(str(PLANS / "ensemble.yaml"))
     await validate_plan(plan, ValidationContext(metadata=caller.metadata))
     result = await _engine(caller, plan).execute(ExecuteCall("digits-ensemble", {"input": x}))
-    scaled = _ort(models_dir, "scaler", x)["scaled"]
-    labels = np.stack([_ort(models_dir, m, scaled)["label"] for m in ("logreg", "mlp", "forest")])
+    scaled = onnx_outputs(models_dir, "scaler", x)["scaled"]
+    labels = np.stack(
+        [onnx_outputs(models_dir, m, scaled)["label"] for m in ("logreg", "mlp", "forest")]
+    )
     counts = np.stack([(labels == k).sum(axis=0) for k in range(10)])
     np.testing.assert_array_equal(result.outputs["label"], counts.argmax(axis=0))
 
