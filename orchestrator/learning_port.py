@@ -7,7 +7,7 @@ Consul KV). Bandit steps call ``choose_arm``; the Feedback RPC calls ``feedback`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from meshserve.errors import InvalidInputError
 
@@ -42,18 +42,7 @@ class Learning(Protocol):
 class NullLearning:
     """Used when no learning hub is configured: every call is refused with a clear message."""
 
-    async def choose_arm(
-        self,
-        *,
-        plan: str,
-        step: str,
-        arms: Sequence[str],
-        policy: str,
-        epsilon: float,
-        context: str,
-        request_id: str,
-        seed: int,
-    ) -> str:
+    async def choose_arm(self, *, plan: str, step: str, **_: Any) -> str:
         raise InvalidInputError(
             f"step '{step}' of plan '{plan}' is a bandit but no learning is configured "
             "on this orchestrator"

@@ -12,7 +12,9 @@ TOKEN = "test-admin-token"
 class Procs:
     """Starts meshserve processes into one log directory and stops every one of them.
 
-    Its orchestrators share one KV namespace (`kv_prefix`) that no other group uses.
+    Its orchestrators share one KV namespace (`kv_prefix`) that no other group uses. As a
+    context manager it stops (and checks) everything it started on the way out:
+    ``with Procs(tmp_path) as procs: ...``.
     """
 
     def __init__(self, log_dir: Path) -> None:
@@ -40,6 +42,12 @@ class Procs:
             "orchestrator", "serve", "--consul", consul_addr, "--kv-prefix", self.kv_prefix,
             *extra, env={"MESHSERVE_ADMIN_TOKEN": TOKEN},
         )  # fmt: skip
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
 
     def stop_all(self) -> None:
         for child in reversed(self.started):

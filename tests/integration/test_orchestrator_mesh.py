@@ -32,11 +32,8 @@ MODELS = ("scaler", "logreg", "mlp", "forest")
 
 @pytest.fixture(scope="module")
 def mesh_procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
-    procs = Procs(tmp_path_factory.mktemp("mesh"))
-    try:
+    with Procs(tmp_path_factory.mktemp("mesh")) as procs:
         yield procs
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
-    group = Procs(tmp_path_factory.mktemp("state"))
-    try:
+    with Procs(tmp_path_factory.mktemp("state")) as group:
         yield group
-    finally:
-        group.stop_all()
 
 
 def _py_plan(name: str, description: str) -> plan_pb2.Plan:

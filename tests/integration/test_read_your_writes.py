@@ -39,10 +39,7 @@ async def _apply_execute_delete(client: MeshServeClient, writer: int) -> None:
 
 
 async def test_every_execute_sees_the_apply_that_returned(consul_addr, tmp_path) -> None:
-    procs = Procs(tmp_path)
-    try:
+    with Procs(tmp_path) as procs:
         orch = procs.orchestrator(consul_addr, "--no-learning", "--metrics-port", "-1")
         async with MeshServeClient(orch.address, token=TOKEN) as client:
             await asyncio.gather(*(_apply_execute_delete(client, w) for w in range(WRITERS)))
-    finally:
-        procs.stop_all()

@@ -98,12 +98,9 @@ async def _plan_health_follows_the_store(address: str) -> None:
 
 
 def test_orchestrator_reflection_and_plan_health(consul_addr: str, tmp_path: Path) -> None:
-    procs = Procs(tmp_path)
-    try:
+    with Procs(tmp_path) as procs:
         orch = procs.orchestrator(consul_addr, "--no-learning", "--metrics-port", "-1")
         expected = {"meshserve.v1.Orchestrator", "meshserve.v1.Admin", "grpc.health.v1.Health"}
         assert _v1alpha_services(orch.address) == expected | REFLECTION
         assert asyncio.run(_v1_services(orch.address)) == expected | REFLECTION
         asyncio.run(_plan_health_follows_the_store(orch.address))
-    finally:
-        procs.stop_all()

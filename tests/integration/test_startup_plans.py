@@ -42,8 +42,7 @@ async def test_restart_seeds_and_never_overrides(consul_addr: str, tmp_path: Pat
     plans.mkdir()
     file = plans / "seeded.yaml"
     _write(file, "file v1", time.time() - 3600)  # written an hour ago
-    procs = Procs(tmp_path)
-    try:
+    with Procs(tmp_path) as procs:
         args = ("--no-learning", "--metrics-port", "-1", "--plans", str(plans))
         first = procs.orchestrator(consul_addr, *args)
         assert await _state(first.address) == (1, [1], "file v1")
@@ -63,5 +62,3 @@ async def test_restart_seeds_and_never_overrides(consul_addr: str, tmp_path: Pat
         assert await _state(fourth.address) == (3, [1, 2, 3], "file v2")
         log = fourth.log_path.read_text()
         assert "startup plan seeded: kept: the content is already version 3" in log
-    finally:
-        procs.stop_all()

@@ -31,11 +31,8 @@ outputs: {{scaled: scale.scaled}}
 
 @pytest.fixture(scope="module")
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
-    group = Procs(tmp_path_factory.mktemp("tls"))
-    try:
+    with Procs(tmp_path_factory.mktemp("tls")) as group:
         yield group
-    finally:
-        group.stop_all()
 
 
 async def test_every_hop_speaks_tls(

@@ -18,7 +18,7 @@ from meshserve.errors import (
     OverloadedError,
     UnavailableError,
 )
-from meshserve.modelsvc.batcher import DynamicBatcher, RunBatch
+from meshserve.modelsvc.batcher import BatchResult, DynamicBatcher, RunBatch
 from meshserve.modelsvc.config import BatchingConfig
 
 LONG_WAIT_US = 30_000_000  # batches only close by filling up (or by a request that won't fit)
@@ -83,6 +83,27 @@ async def wait_entered(model: Model) -> None:
     assert await asyncio.to_thread(model.entered.wait, 10)
 
 
+@pytest.fixture
+def held(make):
+    """A batcher whose first one-row batch is running in the model and held there.
+
+    ``model, batcher, rng, first = await held(config, seed)``; ``model.release.set()`` lets it go.
+    """
+
+    async def _held(
+        config: BatchingConfig, seed: int
+    ) -> tuple[Model, DynamicBatcher, np.random.Generator, asyncio.Future[BatchResult]]:
+        model = Model()
+        batcher = make(config, model)
+        rng = np.random.default_rng(seed)
+        model.hold()
+        first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
+        await wait_entered(model)
+        return model, batcher, rng, first
+
+    return _held
+
+
 async def test_concurrent_requests_merge_and_each_gets_its_own_rows(make) -> None:
     model = Model()
     batcher = make(BatchingConfig(max_batch_rows=8, max_wait_us=LONG_WAIT_US), model)
@@ -122,15 +143,10 @@ async def test_oversized_request_runs_alone(make) -> None:
     await batcher.stop(1.0)
 
 
-async def test_requests_queued_behind_a_running_batch_are_merged(make) -> None:
-    model = Model()
-    batcher = make(
-        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1), model
+async def test_requests_queued_behind_a_running_batch_are_merged(held) -> None:
+    model, batcher, rng, first = await held(
+        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1), 3
     )
-    rng = np.random.default_rng(3)
-    model.hold()
-    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
     later = [rows(rng, 2) for _ in range(3)]
     tasks = [asyncio.ensure_future(batcher.submit(p, 2)) for p in later]
     await queued_up(batcher, 3)
@@ -144,16 +160,11 @@ async def test_requests_queued_behind_a_running_batch_are_merged(make) -> None:
     await batcher.stop(1.0)
 
 
-async def test_full_queue_is_resource_exhausted_with_pushback(make) -> None:
-    model = Model()
+async def test_full_queue_is_resource_exhausted_with_pushback(held) -> None:
     config = BatchingConfig(
         max_batch_rows=1, queue_max=2, max_concurrent_batches=1, overload_pushback_ms=75
     )
-    batcher = make(config, model)
-    rng = np.random.default_rng(4)
-    model.hold()
-    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
+    model, batcher, rng, running = await held(config, 4)
     queued = [asyncio.ensure_future(batcher.submit(rows(rng, 1), 1)) for _ in range(2)]
     await queued_up(batcher, 2)
     with pytest.raises(OverloadedError) as info:
@@ -165,13 +176,10 @@ async def test_full_queue_is_resource_exhausted_with_pushback(make) -> None:
     await batcher.stop(1.0)
 
 
-async def test_expired_requests_are_dropped_before_inference(make, clock: ManualClock) -> None:
-    model = Model()
-    batcher = make(BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model)
-    rng = np.random.default_rng(5)
-    model.hold()
-    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
+async def test_expired_requests_are_dropped_before_inference(held, clock: ManualClock) -> None:
+    model, batcher, rng, running = await held(
+        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), 5
+    )
     doomed = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1, deadline=clock.now + 1.0))
     alive = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1, deadline=clock.now + 60.0))
     await queued_up(batcher, 2)
@@ -187,15 +195,10 @@ async def test_expired_requests_are_dropped_before_inference(make, clock: Manual
     await batcher.stop(1.0)
 
 
-async def test_cancelled_requests_are_skipped(make) -> None:
-    model = Model()
-    batcher = make(
-        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1), model
+async def test_cancelled_requests_are_skipped(held) -> None:
+    model, batcher, rng, running = await held(
+        BatchingConfig(max_batch_rows=16, max_wait_us=0, max_concurrent_batches=1), 6
     )
-    rng = np.random.default_rng(6)
-    model.hold()
-    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
     cancelled = asyncio.ensure_future(batcher.submit(rows(rng, 4), 4))
     kept = asyncio.ensure_future(batcher.submit(rows(rng, 2), 2))
     await queued_up(batcher, 2)
@@ -243,13 +246,10 @@ async def test_model_exception_fails_the_batch_without_leaking_details(make) -> 
     await batcher.stop(1.0)
 
 
-async def test_stop_drains_queued_work_then_refuses(make) -> None:
-    model = Model()
-    batcher = make(BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model)
-    rng = np.random.default_rng(10)
-    model.hold()
-    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
+async def test_stop_drains_queued_work_then_refuses(held) -> None:
+    model, batcher, rng, running = await held(
+        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), 10
+    )
     queued = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
     await queued_up(batcher, 1)
     stopping = asyncio.ensure_future(batcher.stop(10.0))
@@ -264,13 +264,10 @@ async def test_stop_drains_queued_work_then_refuses(make) -> None:
 
 
 @pytest.mark.parametrize("timeout_s", [0.0, 5.0])
-async def test_stop_deadline_fails_what_is_left(make, clock: ManualClock, timeout_s: float) -> None:
-    model = Model()
-    batcher = make(BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), model)
-    rng = np.random.default_rng(11)
-    model.hold()
-    running = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
+async def test_stop_deadline_fails_what_is_left(held, clock: ManualClock, timeout_s: float) -> None:
+    model, batcher, rng, running = await held(
+        BatchingConfig(max_batch_rows=1, max_concurrent_batches=1), 11
+    )
     queued = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
     await queued_up(batcher, 1)
     stopping = asyncio.ensure_future(batcher.stop(timeout_s))
@@ -299,16 +296,11 @@ async def test_idle_model_runs_a_lone_request_without_waiting(make) -> None:
 
 
 async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(
-    make, clock: ManualClock
+    held, clock: ManualClock
 ) -> None:
-    model = Model()
-    batcher = make(
-        BatchingConfig(max_batch_rows=16, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2), model
+    model, batcher, rng, first = await held(
+        BatchingConfig(max_batch_rows=16, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2), 13
     )
-    rng = np.random.default_rng(13)
-    model.hold()
-    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
     later = [rows(rng, int(n)) for n in rng.integers(1, 4, size=4)]
     tasks = [asyncio.ensure_future(batcher.submit(p, len(p["x"]))) for p in later]
     await queued_up(batcher, 4)
@@ -326,15 +318,10 @@ async def test_requests_accumulate_while_a_batch_runs_even_with_a_free_slot(
     await batcher.stop(1.0)
 
 
-async def test_full_batch_uses_a_free_slot_while_another_runs(make) -> None:
-    model = Model()
-    batcher = make(
-        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2), model
+async def test_full_batch_uses_a_free_slot_while_another_runs(held) -> None:
+    model, batcher, rng, first = await held(
+        BatchingConfig(max_batch_rows=4, max_wait_us=LONG_WAIT_US, max_concurrent_batches=2), 14
     )
-    rng = np.random.default_rng(14)
-    model.hold()
-    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
     model.entered.clear()
     full = [rows(rng, 2), rows(rng, 2)]
     tasks = [asyncio.ensure_future(batcher.submit(p, 2)) for p in full]
@@ -347,15 +334,10 @@ async def test_full_batch_uses_a_free_slot_while_another_runs(make) -> None:
     await batcher.stop(1.0)
 
 
-async def test_max_wait_starts_a_batch_beside_a_running_one(make, clock: ManualClock) -> None:
-    model = Model()
-    batcher = make(
-        BatchingConfig(max_batch_rows=16, max_wait_us=1000, max_concurrent_batches=2), model
+async def test_max_wait_starts_a_batch_beside_a_running_one(held, clock: ManualClock) -> None:
+    model, batcher, rng, first = await held(
+        BatchingConfig(max_batch_rows=16, max_wait_us=1000, max_concurrent_batches=2), 15
     )
-    rng = np.random.default_rng(15)
-    model.hold()
-    first = asyncio.ensure_future(batcher.submit(rows(rng, 1), 1))
-    await wait_entered(model)
     model.entered.clear()
     waiting = rows(rng, 3)
     task = asyncio.ensure_future(batcher.submit(waiting, 3))
