@@ -121,10 +121,9 @@ class InProcessCaller:
         model: str,
         inputs: Mapping[str, np.ndarray],
         *,
-        version: str = "",
-        routing_key: str = "",
         timeout_s: float | None = None,
         output_names: Sequence[str] = (),
+        **_: object,  # version and routing key: one local session per model, no routing
     ) -> dict[str, np.ndarray]:
         m = self._get(model)
         feed = m.check(inputs)

@@ -3,7 +3,7 @@ plan, step, model and replica (or logic function) added in place by the layers i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import grpc
 import numpy as np
@@ -17,9 +17,9 @@ from meshserve.errors import (
     error_for_status,
 )
 from meshserve.orchestrator.engine import Engine, ExecuteCall
-from meshserve.orchestrator.logic import register_logic, unregister_logic
 from meshserve.orchestrator.plans.parse import parse_plan_text
 from meshserve.v1 import plan_pb2
+from tests.logic_helpers import logic_functions
 from tests.unit.test_datapath_router import SCRIPT, Ep, call, make_router
 
 REPLICA = "mlp-127.0.0.1-4567"
@@ -33,14 +33,7 @@ class FailingCaller:
         self.error = error
 
     async def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        version: str = "",
-        routing_key: str = "",
-        timeout_s: float | None = None,
-        output_names: Sequence[str] = (),
+        self, model: str, inputs: Mapping[str, np.ndarray], **_: object
     ) -> dict[str, np.ndarray]:
         if model == "mlp":
             raise self.error
@@ -129,8 +122,7 @@ async def test_a_logic_step_error_names_the_function() -> None:
     async def broken(inputs: dict[str, object], ctx: object) -> dict[str, object]:
         raise error
 
-    register_logic("test_ctx.broken", broken)
-    try:
+    with logic_functions({"test_ctx.broken": broken}):
         plan = """
 name: rules
 steps:
@@ -140,8 +132,6 @@ outputs: {out: check.input}
         engine = Engine(FailingCaller(_replica_error()), Plans(plan))
         with pytest.raises(UnavailableError) as info:
             await engine.execute(ExecuteCall("rules", X))
-    finally:
-        unregister_logic("test_ctx.broken")
     assert info.value is error
     assert info.value.message == (
         "plan 'rules' step 'check' logic 'test_ctx.broken': feature store down"

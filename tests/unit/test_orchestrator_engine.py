@@ -16,10 +16,10 @@ from meshserve.errors import (
 )
 from meshserve.orchestrator.engine import Engine, EngineConfig, ExecuteCall
 from meshserve.orchestrator.inprocess import InProcessCaller
-from meshserve.orchestrator.logic import register_logic, unregister_logic
 from meshserve.orchestrator.plans.parse import load_plan_file, parse_plan_text
 from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan
 from meshserve.v1 import plan_pb2
+from tests.logic_helpers import logic_functions
 from tests.reference import onnx_outputs
 
 PLANS = Path(__file__).resolve().parents[2] / "examples" / "plans"
@@ -143,8 +143,7 @@ async def test_shadow_records_agreement_and_ignores_candidate_failure(caller, di
         await release.wait()  # held until the response is back
         raise InvalidInputError("candidate is broken")
 
-    register_logic("test_slow_fail", slow_fail)
-    try:
+    with logic_functions({"test_slow_fail": slow_fail}):
         good = load_plan_file(str(PLANS / "shadow.yaml"))
         bad = parse_plan_text(
             """
@@ -172,8 +171,6 @@ outputs: {scaled: shadow.scaled}
         assert stats["digits-shadow"].candidate_latency_p50_ms > 0
         assert stats["bad-shadow"].candidate_errors == 1
         assert stats["bad-shadow"].compared == 0
-    finally:
-        unregister_logic("test_slow_fail")
 
 
 async def test_failing_step_names_step_and_model(caller, digits):
@@ -198,8 +195,7 @@ async def test_deadline_is_enforced(caller, digits):
         await asyncio.sleep(5)
         return inputs
 
-    register_logic("test_sleepy", sleepy)
-    try:
+    with logic_functions({"test_sleepy": sleepy}):
         plan = parse_plan_text(
             """
 name: sleepy
@@ -213,8 +209,6 @@ outputs: {scaled: scaler.scaled}
         with pytest.raises(DeadlineExceededError) as err:
             await engine.execute(ExecuteCall("sleepy", {"input": x}, timeout_s=0.1))
         assert "step 'wait'" in err.value.message
-    finally:
-        unregister_logic("test_sleepy")
 
 
 async def test_independent_steps_run_concurrently(caller, digits):
@@ -229,8 +223,7 @@ async def test_independent_steps_run_concurrently(caller, digits):
         await asyncio.wait_for(both.wait(), 2)
         return inputs
 
-    register_logic("test_meet", meet)
-    try:
+    with logic_functions({"test_meet": meet}):
         plan = parse_plan_text(
             """
 name: fan
@@ -243,8 +236,6 @@ outputs: {a: a.input, b: b.input}
         result = await _engine(caller, plan).execute(ExecuteCall("fan", {"input": x}))
         assert sorted(started) == ["a", "b"]
         assert set(result.outputs) == {"a", "b"}
-    finally:
-        unregister_logic("test_meet")
 
 
 async def test_plan_input_checked(caller, digits):
@@ -266,9 +257,7 @@ async def test_custom_aggregator_and_router(caller, digits):
     async def router(inputs, ctx):
         return {"branch": "b" if ctx.attributes.get("pick") == "b" else "a"}
 
-    register_logic("test_first", first)
-    register_logic("test_router", router)
-    try:
+    with logic_functions({"test_first": first, "test_router": router}):
         plan = parse_plan_text(
             """
 name: custom
@@ -294,9 +283,6 @@ outputs: {label: ens.label, picked: pick.label}
         result = await engine.execute(ExecuteCall("custom", {"input": x}, attributes={"pick": "b"}))
         assert result.decisions == {"pick": "b"}
         assert result.outputs["label"].dtype == np.int64
-    finally:
-        unregister_logic("test_first")
-        unregister_logic("test_router")
 
 
 def test_errors_are_mesh_errors():

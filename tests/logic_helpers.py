@@ -1,0 +1,21 @@
+"""Logic functions registered for the duration of a test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from meshserve.orchestrator.logic import register_logic, unregister_logic
+
+
+@contextmanager
+def logic_functions(functions: dict[str, Any]) -> Iterator[None]:
+    """Register `functions` (name -> function) and unregister them on the way out."""
+    for name, function in functions.items():
+        register_logic(name, function)
+    try:
+        yield
+    finally:
+        for name in functions:
+            unregister_logic(name)
