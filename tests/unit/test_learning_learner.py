@@ -83,17 +83,26 @@ class RecordingDeployer:
         self.retired.append(version)
 
 
-async def test_hub_learns_from_labels_and_rolls_out(digits, tmp_path):
-    (xt, yt), (xh, yh) = digits
+async def started_hub(
+    tmp_path, holdout_xy, **learner: object
+) -> tuple[LearningHub, MemoryKV, RecordingDeployer, LearnerConfig]:
+    """A started hub on a MemoryKV with a RecordingDeployer and one learner whose holdout set
+    is `holdout_xy` (saved under `tmp_path`); `learner` are the LearnerConfig fields."""
     holdout = tmp_path / "holdout.npz"
-    np.savez(holdout, x=xh, y=yh)
+    np.savez(holdout, x=holdout_xy[0], y=holdout_xy[1])
     kv, deployer = MemoryKV(), RecordingDeployer()
     hub = LearningHub(kv, deployer=deployer)
     await hub.start()
-    config = LearnerConfig(
-        name="digits-online", export_every=150, holdout_path=str(holdout), min_accuracy=0.6
-    )
+    config = LearnerConfig(holdout_path=str(holdout), **learner)  # type: ignore[arg-type]
     hub.add_learner(config)
+    return hub, kv, deployer, config
+
+
+async def test_hub_learns_from_labels_and_rolls_out(digits, tmp_path):
+    (xt, yt), (xh, yh) = digits
+    hub, kv, deployer, _ = await started_hub(
+        tmp_path, (xh, yh), name="digits-online", export_every=150, min_accuracy=0.6
+    )
     for i in range(300):
         await hub.observe("digits-online", f"r{i}", xt[i : i + 1])
         assert await hub.feedback(f"r{i}", label=int(yt[i])) == ["digits-online"]
@@ -121,13 +130,8 @@ async def test_hub_learns_from_labels_and_rolls_out(digits, tmp_path):
 
 async def test_regressing_candidate_is_rejected(digits, tmp_path):
     (xt, yt), (xh, yh) = digits
-    holdout = tmp_path / "holdout.npz"
-    np.savez(holdout, x=xh, y=yh)
-    deployer = RecordingDeployer()
-    hub = LearningHub(MemoryKV(), deployer=deployer)
-    await hub.start()
-    hub.add_learner(
-        LearnerConfig(name="l", export_every=0, holdout_path=str(holdout), min_accuracy=0.0)
+    hub, _, deployer, _ = await started_hub(
+        tmp_path, (xh, yh), name="l", export_every=0, min_accuracy=0.0
     )
     for i in range(200):
         await hub.observe("l", f"r{i}", xt[i])
@@ -144,17 +148,10 @@ async def test_regressing_candidate_is_rejected(digits, tmp_path):
 
 async def test_live_regression_rolls_back_to_the_standby(digits, tmp_path):
     (xt, yt), (xh, yh) = digits
-    holdout = tmp_path / "holdout.npz"
-    np.savez(holdout, x=xh, y=yh)
-    deployer = RecordingDeployer()
-    kv = MemoryKV()
-    hub = LearningHub(kv, deployer=deployer)
-    await hub.start()
-    config = LearnerConfig(
-        name="l", export_every=0, holdout_path=str(holdout), min_accuracy=0.0,
+    hub, kv, deployer, config = await started_hub(
+        tmp_path, (xh, yh), name="l", export_every=0, min_accuracy=0.0,
         regression_tolerance=1.0, live_window=20,
     )  # fmt: skip
-    hub.add_learner(config)
     for i in range(300):
         await hub.observe("l", f"a{i}", xt[i])
         await hub.feedback(f"a{i}", label=int(yt[i]))
