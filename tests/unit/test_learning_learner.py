@@ -4,6 +4,8 @@ onnxruntime, state round-trips, and the hub's label feedback -> export -> valida
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -84,7 +86,7 @@ class RecordingDeployer:
 
 
 async def started_hub(
-    tmp_path, holdout_xy, **learner: object
+    tmp_path, holdout_xy, **learner: Any
 ) -> tuple[LearningHub, MemoryKV, RecordingDeployer, LearnerConfig]:
     """A started hub on a MemoryKV with a RecordingDeployer and one learner whose holdout set
     is `holdout_xy` (saved under `tmp_path`); `learner` are the LearnerConfig fields."""
@@ -93,7 +95,7 @@ async def started_hub(
     kv, deployer = MemoryKV(), RecordingDeployer()
     hub = LearningHub(kv, deployer=deployer)
     await hub.start()
-    config = LearnerConfig(holdout_path=str(holdout), **learner)  # type: ignore[arg-type]
+    config = LearnerConfig(holdout_path=str(holdout), **learner)
     hub.add_learner(config)
     return hub, kv, deployer, config
 
