@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meshserve.errors import InvalidInputError
+from meshserve.messages import fill
 from meshserve.orchestrator.admin import ModelView
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
 from meshserve.orchestrator.engine import ExecuteCall, ExecutionResult
@@ -71,16 +72,7 @@ def plan_summary_to_proto(info: PlanInfo) -> admin_pb2.PlanSummary:
 
 
 def endpoint_to_proto(e: EndpointSnapshot) -> admin_pb2.Endpoint:
-    return admin_pb2.Endpoint(
-        instance_id=e.instance_id,
-        address=e.address,
-        version=e.version,
-        state=e.state,
-        in_flight=e.in_flight,
-        latency_ewma_ms=e.latency_ewma_ms,
-        requests_total=e.requests_total,
-        failures_total=e.failures_total,
-    )
+    return fill(admin_pb2.Endpoint, e)
 
 
 def model_to_proto(view: ModelView) -> admin_pb2.ModelInfo:
@@ -118,29 +110,12 @@ def fault_from_proto(request: admin_pb2.InjectFaultRequest) -> FaultSpec:
 
 
 def _plan_stats(view: PlanStatsView) -> admin_pb2.PlanStats:
-    return admin_pb2.PlanStats(
-        plan=view.plan,
-        latency=admin_pb2.LatencySummary(
-            count=view.count,
-            errors=view.errors,
-            p50_ms=view.p50_ms,
-            p99_ms=view.p99_ms,
-            mean_ms=view.mean_ms,
-        ),
-        decisions=view.decisions,
-    )
+    latency = fill(admin_pb2.LatencySummary, view)
+    return fill(admin_pb2.PlanStats, view, latency=latency, decisions=view.decisions)
 
 
 def _shadow_stats(view: ShadowStatsView) -> admin_pb2.ShadowStats:
-    return admin_pb2.ShadowStats(
-        plan=view.plan,
-        step=view.step,
-        compared=view.compared,
-        agreed=view.agreed,
-        candidate_errors=view.candidate_errors,
-        candidate_latency_p50_ms=view.candidate_latency_p50_ms,
-        primary_latency_p50_ms=view.primary_latency_p50_ms,
-    )
+    return fill(admin_pb2.ShadowStats, view)
 
 
 def stats_to_proto(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from meshserve.messages import fill
 from meshserve.telemetry.records import LinkRecord, SpanRecord, TraceSummary
 from meshserve.v1 import admin_pb2
 
@@ -52,18 +53,7 @@ def trace_to_proto(trace_id: str, spans: Iterable[SpanRecord]) -> admin_pb2.Trac
 
 
 def traces_to_proto(summaries: Iterable[TraceSummary]) -> admin_pb2.ListTracesResponse:
-    return admin_pb2.ListTracesResponse(
-        traces=[
-            admin_pb2.TraceSummary(
-                trace_id=s.trace_id,
-                root_name=s.root_name,
-                duration_ms=s.duration_ms,
-                start_unix_nano=s.start_unix_nano,
-                status=s.status,
-            )
-            for s in summaries
-        ]
-    )
+    return admin_pb2.ListTracesResponse(traces=[fill(admin_pb2.TraceSummary, s) for s in summaries])
 
 
 def spans_from_proto(message: admin_pb2.Trace) -> list[SpanRecord]:

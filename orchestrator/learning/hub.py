@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError, UnavailableError
+from meshserve.messages import fill
 from meshserve.orchestrator.learning.bandits import BanditState, choose, normalise_policy
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
@@ -394,14 +395,7 @@ class LearningHub:
         out = []
         for (plan, step), bandit in sorted(self._bandits.items()):
             arms = [
-                admin_pb2.ArmStats(
-                    arm=arm,
-                    context=context,
-                    pulls=s.pulls,
-                    reward_sum=s.reward_sum,
-                    alpha=s.alpha,
-                    beta=s.beta,
-                )
+                fill(admin_pb2.ArmStats, s, arm=arm, context=context)
                 for (context, arm), s in sorted(bandit.state.arms.items())
             ]
             out.append(admin_pb2.BanditStats(plan=plan, step=step, arms=arms))
