@@ -27,6 +27,7 @@ import numpy as np
 
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError, UnavailableError
 from meshserve.messages import fill
+from meshserve.names import check_name
 from meshserve.orchestrator.learning.bandits import BanditState, choose, normalise_policy
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
@@ -265,6 +266,7 @@ class LearningHub:
     # -- learners ---------------------------------------------------------------------------
     def add_learner(self, config: LearnerConfig) -> LearnerSlot:
         """The learner named ``config.name`` (created from `config` when it is new)."""
+        check_name("learner", config.name)
         slot = self._learners.get(config.name)
         if slot is None:
             slot = LearnerSlot(config)

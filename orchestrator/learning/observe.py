@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshserve.errors import InvalidInputError
+from meshserve.names import check_name
 from meshserve.orchestrator.learning.hub import active_hub
 from meshserve.orchestrator.logic import LogicContext, logic
 
@@ -20,7 +21,7 @@ __all__ = ["observe"]
 @logic("learner.observe")
 async def observe(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
     """Remember ``inputs[params.features]`` under the request id for learner ``params.learner``."""
-    name = str(ctx.param("learner"))
+    name = check_name(f"step {ctx.step!r} learner", str(ctx.param("learner")))
     feature_input = str(ctx.param("features", "features"))
     if feature_input not in inputs:
         raise InvalidInputError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshserve.errors import InvalidInputError
+from meshserve.names import check_name
 from meshserve.v1 import plan_pb2
 
 __all__ = ["INPUT", "PlanGraph", "Ref", "parse_ref"]
@@ -51,6 +52,7 @@ class PlanGraph:
         for index, step in enumerate(plan.steps):
             if not step.name:
                 raise InvalidInputError(f"plan '{plan.name}' steps[{index}]: 'name' is required")
+            check_name(f"plan '{plan.name}' steps[{index}] step", step.name)
             if step.name == INPUT or "." in step.name:
                 raise InvalidInputError(
                     f"step '{step.name}': name must not be 'input' nor contain '.'"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshserve.errors import InvalidInputError
+from meshserve.names import check_name
 from meshserve.orchestrator.plans.validate import PlanCheck, StepOutputs
 from meshserve.orchestrator.steps.logic import check_logic, logic_form
 from meshserve.orchestrator.steps.model import check_model, model_form
@@ -74,6 +75,7 @@ async def check_target(
         check_logic(check, target.logic, where)
         return None
     if kind == "plan":
+        check_name(f"{where} plan", target.plan)
         if target.plan == check.plan.name:
             raise InvalidInputError(f"{where}: a plan cannot call itself")
         if not check.context.plan_exists(target.plan):

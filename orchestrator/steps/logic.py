@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError
+from meshserve.names import check_name
 from meshserve.orchestrator.plans.validate import PlanCheck
 from meshserve.orchestrator.steps.base import Outputs, StepContext, call_logic
 from meshserve.orchestrator.steps.registry import StepKind
@@ -40,6 +41,7 @@ def check_logic(check: PlanCheck, logic: plan_pb2.LogicStep, where: str) -> None
     """`logic.function` names a registered logic function (steps and logic targets)."""
     if not logic.function:
         raise InvalidInputError(f"{where} logic: 'function' is required")
+    check_name(f"{where} logic function", logic.function)
     if not check.context.logic_exists(logic.function):
         raise InvalidInputError(
             f"{where} logic: no registered function '{logic.function}' (register it with "

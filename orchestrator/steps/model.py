@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError, UnavailableError
+from meshserve.names import check_name
 from meshserve.orchestrator.plans.validate import PlanCheck
 from meshserve.orchestrator.steps.base import Outputs, StepContext, call_model
 from meshserve.orchestrator.steps.registry import StepKind
@@ -46,6 +47,7 @@ async def check_model(
     Shared by model steps and model targets of branches."""
     if not model.model:
         raise InvalidInputError(f"{where} model: 'model' (the Consul service name) is required")
+    check_name(f"{where} model", model.model)
     try:
         meta = await check.context.metadata(model.model, model.version)
     except (NotFoundError, UnavailableError) as exc:

@@ -215,3 +215,22 @@ def test_traffic_and_stable_hash():
     )
     with pytest.raises(InvalidInputError, match="weights must sum"):
         TrafficPolicy("mlp", {"1": 0.0}).validate()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: ../..\nsteps: [{name: a, model: scaler, inputs: [input.input]}]\noutputs: {x: a.s}",
+         "plan name '../..': expected 1-128 characters"),
+        ("name: p\nsteps: [{name: 'a b', model: scaler, inputs: [input.input]}]\noutputs: {x: a.s}",
+         "steps[0] step name 'a b'"),
+        ("name: p\nsteps: [{name: a, model: ../x, inputs: [input.input]}]\noutputs: {x: a.s}",
+         "step 'a' model name '../x'"),
+        ("name: p\nsteps: [{name: a, logic: 'x/y', inputs: {}}]\noutputs: {x: a.y}",
+         "step 'a' logic function name 'x/y'"),
+    ],
+)  # fmt: skip
+async def test_names_follow_the_grammar_at_every_entry_point(text: str, message: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        await _validate(text)
+    assert message in err.value.message
