@@ -31,6 +31,7 @@ class EndpointSnapshot:
     latency_ewma_ms: float = 0.0
     requests_total: int = 0
     failures_total: int = 0
+    retries_total: int = 0  # attempts that were retries or hedges of a call
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class FaultSpec:
 @dataclass(frozen=True)
 class CallerCounters:
     retries_total: int = 0
+    hedges_total: int = 0
     ejections_total: int = 0
     no_endpoint_failures_total: int = 0
     attempts_total: int = 0

@@ -8,7 +8,8 @@ Contract:
 - When the stream breaks (read/write error, server end), every outstanding item fails with
   ``UnavailableError(reason="stream_broken")`` so the router can retry it elsewhere;
   the next request re-opens the stream. Ids make a resubmission on another stream idempotent.
-- A request whose timeout passes is abandoned; its late answer is dropped.
+- A request whose timeout passes, or whose caller is cancelled (a hedge that lost), is
+  abandoned; its late answer is dropped.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ class StreamSession:
             timer = loop.call_at(deadline, self._expire, pending, request.id, fut)
             try:
                 resp = await fut
+            except asyncio.CancelledError:  # a lost hedge race or a caller gone: forget it
+                if pending.get(request.id) is fut:
+                    del pending[request.id]
+                raise
             finally:
                 timer.cancel()
         finally:
