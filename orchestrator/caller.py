@@ -7,7 +7,7 @@ balancing over Consul-discovered replicas, streaming batching, retries, fault in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,6 +84,11 @@ class ModelCaller(Protocol):
 
     def models(self) -> Sequence[str]:
         """Models the caller currently tracks."""
+        ...
+
+    def retain(self, models: Collection[str]) -> None:
+        """Only `models` (those of the active plans) need to stay tracked: the caller may stop
+        watching any other model once no call to it is in progress."""
         ...
 
     def snapshot(self, model: str = "") -> list[EndpointSnapshot]:

@@ -218,9 +218,7 @@ class DataPathConfig:
                 if code not in grpc.StatusCode.__members__ or code == "OK":
                     problems.append(f"retry.{name}: {code!r} (expected a grpc status code name)")
         if self.latency_window_samples < 1:
-            problems.append(
-                f"latency_window_samples={self.latency_window_samples} (expected >= 1)"
-            )
+            problems.append(f"latency_window_samples={self.latency_window_samples} (expected >= 1)")
         if not 1 <= self.latency_min_samples <= self.latency_window_samples:
             problems.append(
                 f"latency_min_samples={self.latency_min_samples} "

@@ -33,7 +33,7 @@ import grpc
 from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, MeshError, OverloadedError, UnavailableError
-from meshserve.orchestrator.datapath.attempt import is_replica_fault
+from meshserve.orchestrator.datapath.attempt import RetryPolicy, is_replica_fault
 from meshserve.orchestrator.datapath.budget import RetryBudget
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.datapath.faults import FaultInjector
@@ -75,8 +75,6 @@ ReplicaFactory = Callable[
     [str, EndpointInfo, DataPathConfig, Callable[[], float], FaultInjector], Replica
 ]
 
-# Failures retried like a retryable code (a broken stream, an attempt timeout).
-_RETRIED_REASONS = frozenset({"stream_broken", "attempt_timeout"})
 _NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()
 _NO_METADATA: tuple[tuple[str, str], ...] = ()
 
@@ -115,7 +113,7 @@ class ModelRouter:
         self.budget = RetryBudget(
             retry.budget_ratio, retry.budget_min_per_s, retry.budget_max_tokens, clock
         )
-        self._retry_codes = frozenset(grpc.StatusCode[name] for name in retry.retry_codes)
+        self._retry = RetryPolicy(model, retry, self.budget, clock, self._rng)
         self._replicas: dict[str, Replica] = {}
         self._batch_max: int | None = None
         self._closing: set[asyncio.Task[Any]] = set()  # replicas closing, hedges finishing
@@ -124,7 +122,6 @@ class ModelRouter:
             hedge.budget_ratio, hedge.budget_min_per_s, hedge.budget_max_tokens, clock
         )
         self._hedging = hedge.enabled
-        self._once_codes = frozenset(grpc.StatusCode[name] for name in retry.retry_once_codes)
         self._max_attempts = retry.max_attempts
         self._latency = LatencyWindow(config.latency_window_samples, config.latency_min_samples)
         # Derived from the latency history once it is warm (inf: no cap / no hedge yet).
@@ -277,10 +274,10 @@ class ModelRouter:
                 if hedge is not None and hedge.replica_id:
                     call.tried = call.tried.union((hedge.replica_id,))
                     attempt += 1
-                delay = self._retry_delay(err, attempt, deadline, once_spent)
+                delay = self._retry.delay(err, attempt, deadline, once_spent)
                 if delay is None:
                     raise err from None
-                once_spent = once_spent or err.code in self._once_codes
+                once_spent = once_spent or err.code in self._retry.once_codes
                 reason = err.reason
                 self._counters.retries_total += 1
                 RETRIES.labels(self.model, reason).inc()
@@ -453,40 +450,10 @@ class ModelRouter:
         ejected = sum(1 for r in live if r.outlier.is_ejected)
         return ejected + 1 <= self._config.ejection.max_ejected_fraction * len(live)
 
-    def _retry_delay(
-        self, err: MeshError, attempt: int, deadline: float, once_spent: bool
-    ) -> float | None:
-        """Seconds to wait before retrying `err`, or None when it must not be retried."""
-        retry = self._config.retry
-        code = err.code
-        if code in self._once_codes:
-            if once_spent:
-                return None
-        elif err.reason not in _RETRIED_REASONS and code not in self._retry_codes:
-            return None
-        if attempt >= retry.max_attempts:
-            return None
-        cap = min(retry.backoff_max_s, retry.backoff_base_s * (2 ** (attempt - 1)))
-        delay = self._rng.uniform(0.0, cap)
-        if err.retry_pushback_ms is not None:
-            if err.retry_pushback_ms < 0:
-                return None
-            delay = max(delay, err.retry_pushback_ms / 1000.0)
-        if self._clock() + delay >= deadline:
-            return None
-        if not self.budget.try_retry():
-            log.debug("model %s: retry budget exhausted, not retrying %s", self.model, err.reason)
-            return None
-        return delay
-
     def _no_endpoint(self, version: str, now: float) -> MeshError:
-        held = [
-            r.pushback_until - now
-            for r in self.ready(version)
-            if r.pushback_until > now
-        ]
+        held = [r.pushback_until - now for r in self.ready(version) if r.pushback_until > now]
         if held:  # every ready replica pushed back: fail fast with the shortest pushback
-            wait_ms = max(1, math.ceil(min(held) * 1000.0))
+            wait_ms = max(1, math.ceil(round(min(held) * 1000.0, 3)))
             return OverloadedError(
                 f"model '{self.model}': every ready replica pushed back (retry in {wait_ms} ms)",
                 retry_pushback_ms=wait_ms,
