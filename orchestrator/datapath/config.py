@@ -92,7 +92,7 @@ class AttemptTimeoutConfig:
 
     enabled: bool = True
     p99_multiplier: float = 3.0
-    floor_ms: float = 100.0
+    floor_ms: float = 250.0
 
 
 @dataclass(frozen=True)

@@ -288,17 +288,22 @@ class ModelRouter:
         self, version: str, tried: frozenset[str], now: float, retry: bool
     ) -> list[Replica]:
         """Replicas this attempt may go to: available, of `version`, not tried by the call, not
-        holding a pushback (an explicit one holds every attempt, any overload holds retries)."""
-        out = []
+        holding a pushback. An explicit pushback (retry_pushback_ms) holds every attempt; any
+        RESOURCE_EXHAUSTED holds retries and hedges, and first attempts while another replica
+        can take them."""
+        out: list[Replica] = []
+        overloaded: list[Replica] = []
         for r in self._replicas.values():
             if not r.available() or (version and r.endpoint.version != version):
                 continue
-            if r.pushback_until > now or (retry and r.overloaded_until > now):
+            if (tried and r.instance_id in tried) or r.pushback_until > now:
                 continue
-            if tried and r.instance_id in tried:
+            if r.overloaded_until > now:
+                if not retry:
+                    overloaded.append(r)
                 continue
             out.append(r)
-        return out
+        return out or overloaded
 
     def _count_attempt(self, replica: Replica, attempt: int) -> None:
         self._counters.attempts_total += 1
@@ -446,9 +451,12 @@ class ModelRouter:
             )  # fmt: skip
 
     def _may_eject(self) -> bool:
+        """Below the model's ejection cap? Replicas holding a pushback count as out, so
+        ejection and pushback together never leave a model without a replica to try."""
+        now = self._clock()
         live = [r for r in self._replicas.values() if not r.removed]
-        ejected = sum(1 for r in live if r.outlier.is_ejected)
-        return ejected + 1 <= self._config.ejection.max_ejected_fraction * len(live)
+        out = sum(1 for r in live if r.outlier.is_ejected or r.pushback_until > now)
+        return out + 1 <= self._config.ejection.max_ejected_fraction * len(live)
 
     def _no_endpoint(self, version: str, now: float) -> MeshError:
         held = [r.pushback_until - now for r in self.ready(version) if r.pushback_until > now]
