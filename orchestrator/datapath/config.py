@@ -158,6 +158,9 @@ class DataPathConfig:
     transport: a name in ``transport.TRANSPORTS``: "stream" (long-lived bidi InferStream per
     endpoint) or "unary" (one Infer per batch). `policy`: a name in ``policy.POLICIES``: "p2c"
     (power of two choices) or "round_robin"; `policy_options` are passed to its constructor.
+    `retry`, `attempt_timeout`, `hedge` and `ejection` are the resilience policy (docs/CONTRACTS.md,
+    "Resilience policy"); `latency_window_samples` / `latency_min_samples` size the latency
+    history that attempt timeouts and hedging derive from.
     """
 
     transport: Transport = "stream"

@@ -1,14 +1,24 @@
-"""The router of one model: live replica set, picking, retries, ejection, draining.
+"""The router of one model: live replica set, picking, retries, hedging, ejection, draining.
 
 - The replica set follows the registry (``update_endpoints``). An endpoint that disappears is
   marked removed and keeps serving the requests it has in flight; its channel is closed only
   when the last one finishes (never cut mid-request).
-- Each call has one deadline; every attempt gets the remaining time. A failed attempt is retried
-  on a replica this call has not tried yet, only for retryable codes (config) or a broken
-  stream, only within ``max_attempts`` and the retry budget, after a jittered backoff that
-  honours the server's retry pushback and never runs past the deadline.
-- Replica faults (UNAVAILABLE/INTERNAL/UNKNOWN, broken stream) count toward outlier ejection; a
-  fast RESOURCE_EXHAUSTED records a latency penalty (not a fast success).
+- Each call has one deadline. An attempt gets the remaining time, capped by the per-attempt
+  timeout (max(floor, k x p99) of the model's latency history, ``latency.LatencyWindow``)
+  while a retry could still follow it; the last possible attempt gets all that remains.
+- A failed attempt is retried on a replica this call has not tried yet, as
+  ``attempt.RetryPolicy`` allows (retryable codes, a broken stream, an attempt timeout;
+  INTERNAL/UNKNOWN once), within ``max_attempts`` and the retry budget, after a jittered backoff
+  that honours the server's retry pushback and never runs past the deadline.
+- Hedging (``hedge.Hedge``): after the hedging delay (configured, or the p95) a second attempt
+  goes to another untried replica, for a token of the hedge budget; first good answer wins, the
+  other is cancelled. The timer is armed only when a hedge is possible.
+- Pushback: a replica that answered RESOURCE_EXHAUSTED with `retry_pushback_ms` takes no attempt
+  until it passes; any RESOURCE_EXHAUSTED keeps retries and hedges away from it for
+  max(pushback, overload penalty) and first attempts while another replica can take them. When
+  every ready replica holds a pushback, the call fails fast with RESOURCE_EXHAUSTED carrying it.
+- Replica faults (UNAVAILABLE/INTERNAL/UNKNOWN, broken stream, attempt timeout) count toward
+  outlier ejection; a fast RESOURCE_EXHAUSTED records a latency penalty (not a fast success).
 - No available replica: fail fast with UnavailableError (counted), never queue.
 - Strategies are passed in: a picker policy (``policy.POLICIES``) chooses among the candidates
   and sees the call (``CallInfo``); each replica owns its transport (``transport.TRANSPORTS``),
