@@ -107,7 +107,7 @@ class MeshCaller:
         self._models: dict[str, _Model] = {}
         self._starting: dict[str, asyncio.Task[_Model]] = {}
         self._retained: frozenset[str] | None = None  # None: keep every model (no plans told)
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._releasing: dict[asyncio.Task[None], _Model] = {}
         self._closed = False
 
     # ----- model state -----------------------------------------------------------------------
@@ -169,6 +169,9 @@ class MeshCaller:
             await state.idle.wait()
         await self._close_state(state)
 
+    def _release_done(self, task: asyncio.Task[None]) -> None:
+        self._releasing.pop(task, None)
+
     def retain(self, models: Collection[str]) -> None:
         """Release every tracked model not in `models` (see the module docstring); models routed
         to static endpoints are kept."""
@@ -179,8 +182,8 @@ class MeshCaller:
             del self._models[name]
             log.info("model %s: no active plan uses it any more, released", name)
             task = asyncio.get_running_loop().create_task(self._release(state))
-            self._releasing.add(task)
-            task.add_done_callback(self._releasing.discard)
+            self._releasing[task] = state
+            task.add_done_callback(self._release_done)
 
     def _new_state(self, model: str, watcher: EndpointWatcher | None) -> _Model:
         router = ModelRouter(
@@ -415,6 +418,9 @@ class MeshCaller:
         models, self._models = self._models, {}
         for state in models.values():
             await self._close_state(state)
-        for release in list(self._releasing):
+        releasing, self._releasing = self._releasing, {}
+        for release in releasing:
             release.cancel()
-        await asyncio.gather(*self._releasing, return_exceptions=True)
+        await asyncio.gather(*releasing, return_exceptions=True)
+        for state in releasing.values():  # released models still waiting for their last call
+            await self._close_state(state)

@@ -399,6 +399,7 @@ class ModelRouter:
                 raise err.add_context(model=self.model, replica=replica.instance_id) from None
             except asyncio.CancelledError:  # a lost hedge race, or the caller gave up
                 replica.record_latency((self._clock() - start) * 1000.0)
+                replica.outlier.on_abandon()
                 raise
             finally:
                 self._maybe_close(replica)

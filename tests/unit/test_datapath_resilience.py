@@ -22,8 +22,10 @@ from meshserve.errors import (
 from meshserve.orchestrator.datapath.config import (
     AttemptTimeoutConfig,
     DataPathConfig,
+    EjectionConfig,
     HedgeConfig,
 )
+from meshserve.orchestrator.datapath.ejection import OutlierState
 from meshserve.orchestrator.datapath.faults import FaultInjector
 from meshserve.orchestrator.datapath.latency import LatencyWindow
 from meshserve.orchestrator.datapath.policy import C, CallInfo
@@ -308,3 +310,13 @@ def test_resilience_settings_are_validated() -> None:
         DataPathConfig(retry=replace(DataPathConfig().retry, retry_once_codes=("BOOM",)))
     with pytest.raises(ValueError, match="latency_min_samples=0"):
         DataPathConfig(latency_min_samples=0)
+
+
+def test_abandoned_probe_lets_the_next_probe_through() -> None:
+    state = OutlierState(EjectionConfig(consecutive_failures=1, base_ejection_s=1.0), CLOCK)
+    assert state.on_failure()
+    CLOCK.now += 2.0
+    state.on_start()  # the probe...
+    assert not state.may_take()
+    state.on_abandon()  # ...lost a hedge race: it proved nothing
+    assert state.may_take() and state.state == "probing"
