@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,14 @@ def _report(label: str, load: Load) -> tuple[float, float]:
     return p50, p99
 
 
+@pytest.mark.parametrize("hedging", [True, False], ids=["hedged", "timeouts-only"])
 async def test_sigstopped_replica_costs_a_request_about_its_p99_not_its_hang(
-    consul_addr: str, spawn: Callable[..., ChildProcess], models_dir: Path
+    hedging: bool, consul_addr: str, spawn: Callable[..., ChildProcess], models_dir: Path
 ) -> None:
     name = unique_name("dp-sigstop")
     procs = start_replicas(spawn, models_dir, consul_addr, 2, name)
-    caller = _caller(consul_addr)
+    config = DataPathConfig()
+    caller = _caller(consul_addr, replace(config, hedge=replace(config.hedge, enabled=hedging)))
     try:
         await wait_passing(caller, name, 2)
         load = Load(caller, name, concurrency=8).start()
@@ -63,9 +66,12 @@ async def test_sigstopped_replica_costs_a_request_about_its_p99_not_its_hang(
         finally:
             procs[0].signal(signal.SIGCONT)
         await load.stop()
-        _, p99 = _report("SIGSTOP 10 s, 1 of 2 replicas", load)
+        _, p99 = _report(f"SIGSTOP 10 s, 1 of 2 replicas, hedging {hedging}", load)
         counters = caller.counters()
-        print(f"retries {counters.retries_total}, hedges {counters.hedges_total}")
+        print(
+            f"retries {_retries_by_reason(name)}, hedges {counters.hedges_total}, "
+            f"ejections {counters.ejections_total}"
+        )
         assert load.failures == []
         assert load.ok > 100, load.ok
         assert p99 < 2000.0
