@@ -302,7 +302,7 @@ class ModelRouter:
         RESOURCE_EXHAUSTED holds retries and hedges, and first attempts while another replica
         can take them."""
         out: list[Replica] = []
-        overloaded: list[Replica] = []
+        overloaded: list[Replica] | None = None  # allocated only when a replica is
         for r in self._replicas.values():
             if not r.available() or (version and r.endpoint.version != version):
                 continue
@@ -310,10 +310,11 @@ class ModelRouter:
                 continue
             if r.overloaded_until > now:
                 if not retry:
+                    overloaded = overloaded or []
                     overloaded.append(r)
                 continue
             out.append(r)
-        return out or overloaded
+        return out or overloaded or out
 
     def _count_attempt(self, replica: Replica, attempt: int) -> None:
         self._counters.attempts_total += 1
