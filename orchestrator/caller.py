@@ -7,7 +7,7 @@ balancing over Consul-discovered replicas, streaming batching, retries, fault in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,7 @@ class EndpointSnapshot:
     latency_ewma_ms: float = 0.0
     requests_total: int = 0
     failures_total: int = 0
+    retries_total: int = 0  # attempts that were retries or hedges of a call
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class FaultSpec:
 @dataclass(frozen=True)
 class CallerCounters:
     retries_total: int = 0
+    hedges_total: int = 0
     ejections_total: int = 0
     no_endpoint_failures_total: int = 0
     attempts_total: int = 0
@@ -82,6 +84,11 @@ class ModelCaller(Protocol):
 
     def models(self) -> Sequence[str]:
         """Models the caller currently tracks."""
+        ...
+
+    def retain(self, models: Collection[str]) -> None:
+        """Only `models` (those of the active plans) need to stay tracked: the caller may stop
+        watching any other model once no call to it is in progress."""
         ...
 
     def snapshot(self, model: str = "") -> list[EndpointSnapshot]:

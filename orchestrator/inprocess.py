@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +145,9 @@ class InProcessCaller:
 
     def models(self) -> Sequence[str]:
         return sorted(self._models)
+
+    def retain(self, models: Collection[str]) -> None:
+        """Nothing to release: the sessions are fixed at construction."""
 
     def snapshot(self, model: str = "") -> list[EndpointSnapshot]:
         return [

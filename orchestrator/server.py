@@ -31,6 +31,7 @@ from meshserve.orchestrator.compiled import compile_plan
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.engine import Engine, EngineConfig
 from meshserve.orchestrator.learning_port import Learning, NullLearning
+from meshserve.orchestrator.model_usage import follow_plan_models
 from meshserve.orchestrator.plan_health import PlanHealth
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
@@ -211,6 +212,9 @@ class OrchestratorServer:
 
             self._caller = MeshCaller(_datapath(cfg), self.consul)
         caller = self._caller
+        follow_plan_models(
+            lambda: [info.active_plan() for info in store.infos()], store.on_change, caller.retain
+        )
         _import_logic_modules(cfg.logic_modules)
         if cfg.learning:
             self.learning = await self._start_learning(instance_id)

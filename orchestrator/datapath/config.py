@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
 
 from meshserve.errors import InvalidInputError
@@ -23,9 +24,11 @@ from meshserve.orchestrator.datapath.transport import TRANSPORTS
 from meshserve.tls import ClientTLS
 
 __all__ = [
+    "AttemptTimeoutConfig",
     "BatchConfig",
     "DataPathConfig",
     "EjectionConfig",
+    "HedgeConfig",
     "ModelPathConfig",
     "RetryConfig",
     "Transport",
@@ -45,10 +48,14 @@ class RetryConfig:
     token: each first attempt deposits `budget_ratio` tokens (so retries stay under ~20% of
     attempts), plus a floor of `budget_min_per_s` tokens per second, capped at `budget_max_tokens`.
     Backoff between attempts is full-jitter exponential, raised to the server's retry pushback.
+    `retry_once_codes` (INTERNAL, UNKNOWN: the replica's fault, inference being idempotent) are
+    retried at most once per call. A per-attempt timeout (``AttemptTimeoutConfig``) that fires
+    is retried like a broken stream.
     """
 
     max_attempts: int = 3
     retry_codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+    retry_once_codes: tuple[str, ...] = ("INTERNAL", "UNKNOWN")
     backoff_base_s: float = 0.002
     backoff_max_s: float = 0.1
     budget_ratio: float = 0.2
@@ -70,6 +77,43 @@ class EjectionConfig:
     max_ejected_fraction: float = 0.5
     # Latency sample recorded for a fast RESOURCE_EXHAUSTED: a penalty, not a fast success.
     overload_penalty_ms: float = 50.0
+
+
+@dataclass(frozen=True)
+class AttemptTimeoutConfig:
+    """Per-attempt timeout derived from the model's latency history.
+
+    Once the model has `DataPathConfig.latency_min_samples` successful attempts in its window,
+    an attempt that may still be retried (another untried replica, attempts and a budget token
+    left) gets min(remaining deadline, max(`floor_ms`, `p99_multiplier` x p99)); the last
+    possible attempt always gets the whole remaining deadline. An attempt that times out counts
+    against its replica (outlier ejection) and is retried elsewhere.
+    """
+
+    enabled: bool = True
+    p99_multiplier: float = 3.0
+    floor_ms: float = 250.0
+
+
+@dataclass(frozen=True)
+class HedgeConfig:
+    """Hedged requests (gRFC A6 style) for idempotent calls (inference is).
+
+    When an attempt has not answered after the hedging delay (`delay_ms`, or when 0 derived:
+    max(`min_delay_ms`, p95 of the model's latency history)), one more attempt goes to another
+    replica not tried by the call; the first good answer wins and the other is cancelled. A hedge
+    takes a token from its own bucket (each call deposits `budget_ratio`, plus `budget_min_per_s`
+    per second, capped at `budget_max_tokens`), so hedges never starve retries; it counts toward
+    `RetryConfig.max_attempts` and never runs past the deadline. The timer is armed only when a
+    hedge is possible (two or more candidates, a token, a delay shorter than the attempt's time).
+    """
+
+    enabled: bool = True
+    delay_ms: float = 0.0
+    min_delay_ms: float = 10.0
+    budget_ratio: float = 0.1
+    budget_min_per_s: float = 2.0
+    budget_max_tokens: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +158,9 @@ class DataPathConfig:
     transport: a name in ``transport.TRANSPORTS``: "stream" (long-lived bidi InferStream per
     endpoint) or "unary" (one Infer per batch). `policy`: a name in ``policy.POLICIES``: "p2c"
     (power of two choices) or "round_robin"; `policy_options` are passed to its constructor.
+    `retry`, `attempt_timeout`, `hedge` and `ejection` are the resilience policy (docs/CONTRACTS.md,
+    "Resilience policy"); `latency_window_samples` / `latency_min_samples` size the latency
+    history that attempt timeouts and hedging derive from.
     """
 
     transport: Transport = "stream"
@@ -124,11 +171,16 @@ class DataPathConfig:
     stream_max_in_flight: int = 64
     latency_ewma_half_life_s: float = 1.0
     latency_idle_half_life_s: float = 10.0
+    # Latency history of a model (successful attempts) for attempt timeouts and hedging.
+    latency_window_samples: int = 256
+    latency_min_samples: int = 20
     drain_close_grace_s: float = 30.0
     max_message_bytes: int = 64 * 1024 * 1024
     service_tag: str = "meshserve-model"
     retry: RetryConfig = field(default_factory=RetryConfig)
     ejection: EjectionConfig = field(default_factory=EjectionConfig)
+    attempt_timeout: AttemptTimeoutConfig = field(default_factory=AttemptTimeoutConfig)
+    hedge: HedgeConfig = field(default_factory=HedgeConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     models: Mapping[str, ModelPathConfig] = field(default_factory=dict)
     tls: ClientTLS | None = None  # dial model replicas with TLS
@@ -152,6 +204,7 @@ class DataPathConfig:
                 problems.append(f"{label}.max_wait_us={batch.max_wait_us} (expected >= 0)")
         if self.retry.max_attempts < 1:
             problems.append(f"retry.max_attempts={self.retry.max_attempts} (expected >= 1)")
+        problems.extend(self._resilience_problems())
         if self.ejection.consecutive_failures < 1:
             problems.append(
                 f"ejection.consecutive_failures={self.ejection.consecutive_failures} "
@@ -159,6 +212,38 @@ class DataPathConfig:
             )
         if problems:
             raise ValueError("invalid DataPathConfig: " + "; ".join(problems))
+
+    def _resilience_problems(self) -> list[str]:
+        """Retry codes, latency history, attempt timeouts and hedging."""
+        problems = []
+        for name in ("retry_codes", "retry_once_codes"):
+            for code in getattr(self.retry, name):
+                if code not in grpc.StatusCode.__members__ or code == "OK":
+                    problems.append(f"retry.{name}: {code!r} (expected a grpc status code name)")
+        if self.latency_window_samples < 1:
+            problems.append(f"latency_window_samples={self.latency_window_samples} (expected >= 1)")
+        if not 1 <= self.latency_min_samples <= self.latency_window_samples:
+            problems.append(
+                f"latency_min_samples={self.latency_min_samples} "
+                "(expected 1..latency_window_samples)"
+            )
+        at, hedge = self.attempt_timeout, self.hedge
+        for label, value in (
+            ("attempt_timeout.p99_multiplier", at.p99_multiplier),
+            ("attempt_timeout.floor_ms", at.floor_ms),
+            ("hedge.min_delay_ms", hedge.min_delay_ms),
+        ):
+            if not value > 0:
+                problems.append(f"{label}={value} (expected > 0)")
+        for label, value in (
+            ("hedge.delay_ms", hedge.delay_ms),
+            ("hedge.budget_ratio", hedge.budget_ratio),
+            ("hedge.budget_min_per_s", hedge.budget_min_per_s),
+            ("hedge.budget_max_tokens", hedge.budget_max_tokens),
+        ):
+            if not value >= 0:
+                problems.append(f"{label}={value} (expected >= 0)")
+        return problems
 
     def _path_problems(self, label: str, override: ModelPathConfig | None) -> list[str]:
         """Transport and policy of the defaults (`override` None) or of one model's override,
@@ -217,7 +302,13 @@ class DataPathConfig:
 
 # Set on the command line, not in the file: the request budget and the TLS credentials.
 _FLAG_ONLY = {"default_timeout_s": "--default-timeout-s", "tls": "--model-tls-ca/-cert/-key"}
-_NESTED: dict[str, type] = {"retry": RetryConfig, "ejection": EjectionConfig, "batch": BatchConfig}
+_NESTED: dict[str, type] = {
+    "retry": RetryConfig,
+    "ejection": EjectionConfig,
+    "batch": BatchConfig,
+    "attempt_timeout": AttemptTimeoutConfig,
+    "hedge": HedgeConfig,
+}
 
 
 def _value(raw: Any, default: Any, where: str) -> Any:

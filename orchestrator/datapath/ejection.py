@@ -45,6 +45,11 @@ class OutlierState:
         if self._ejected and self.state == "probing":
             self._probe_in_flight = True
 
+    def on_abandon(self) -> None:
+        """The request was cancelled (a lost hedge, a caller gone): it proved nothing, so a probe
+        it carried may be sent again."""
+        self._probe_in_flight = False
+
     def on_success(self) -> None:
         self.consecutive_failures = 0
         if self._ejected:

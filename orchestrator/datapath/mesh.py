@@ -1,8 +1,16 @@
 """``MeshCaller``: the production ``ModelCaller`` (Consul discovery, load balancing, streaming
 batching, retries, outlier ejection, fault injection).
 
-Per model it keeps an ``EndpointWatcher`` (started on first use), a ``ModelRouter`` fed by it,
+Per model it keeps an ``EndpointWatcher`` (started on first call), a ``ModelRouter`` fed by it,
 and a ``MicroBatcher`` in front of the router when batching is on for that model.
+
+- Watchers follow use: a metadata lookup of an untracked model (plan validation, dry runs,
+  rejected plans) is one-shot and leaves no watcher; after ``retain(models)`` (the models of the
+  active plans) every other model is released - its watcher stopped at once, its router and
+  batcher closed once no call to it is in progress.
+- A failed micro-batch does not fail every caller in it: on INVALID_ARGUMENT (one bad row) its
+  callers are re-sent one call each, so only the bad one fails; on a replica fault that the
+  router could not retry away, the same, for one retry-budget token.
 """
 
 from __future__ import annotations
@@ -11,10 +19,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import numpy as np
 from opentelemetry import trace
 
@@ -28,6 +37,7 @@ from meshserve.errors import (
 )
 from meshserve.names import quote
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
+from meshserve.orchestrator.datapath.attempt import is_replica_fault
 from meshserve.orchestrator.datapath.batching import (
     BatchEntry,
     MicroBatcher,
@@ -58,6 +68,8 @@ class _Model:
     # Metric children resolved once per model: no label lookups per call.
     latency: Any = None
     batch_rows: Any = None
+    active: int = 0  # calls in progress (queued, in flight or retrying)
+    idle: asyncio.Event | None = None  # set when a released model's last call ends
     outcomes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,6 +110,8 @@ class MeshCaller:
         self._counters = RouterCounters()
         self._models: dict[str, _Model] = {}
         self._starting: dict[str, asyncio.Task[_Model]] = {}
+        self._retained: frozenset[str] | None = None  # None: keep every model (no plans told)
+        self._releasing: dict[asyncio.Task[None], _Model] = {}
         self._closed = False
 
     # ----- model state -----------------------------------------------------------------------
@@ -114,6 +128,15 @@ class MeshCaller:
         return await asyncio.shield(task)
 
     async def _start_model(self, model: str) -> _Model:
+        try:
+            state = await self._open(model)
+        finally:
+            self._starting.pop(model, None)
+        self._models[model] = state
+        return state
+
+    async def _open(self, model: str) -> _Model:
+        """A model's state with its watcher started and its router fed (not registered)."""
         if not model:
             raise InvalidInputError("model name is empty (expected a Consul service name)")
         watcher = EndpointWatcher(
@@ -130,11 +153,41 @@ class MeshCaller:
         except BaseException:
             await watcher.stop()
             raise
-        finally:
-            self._starting.pop(model, None)
         router.update_endpoints(watcher.endpoints())
-        self._models[model] = state
         return state
+
+    async def _close_state(self, state: _Model) -> None:
+        if state.watcher is not None:
+            await state.watcher.stop()
+        if state.batcher is not None:
+            await state.batcher.close()
+        await state.router.close()
+
+    async def _release(self, state: _Model) -> None:
+        """Stop a released model's watcher now; close the rest once its calls are done."""
+        if state.watcher is not None:
+            await state.watcher.stop()
+            state.watcher = None
+        if state.active:
+            state.idle = asyncio.Event()
+            await state.idle.wait()
+        await self._close_state(state)
+
+    def _release_done(self, task: asyncio.Task[None]) -> None:
+        self._releasing.pop(task, None)
+
+    def retain(self, models: Collection[str]) -> None:
+        """Release every tracked model not in `models` (see the module docstring); models routed
+        to static endpoints are kept."""
+        self._retained = frozenset(models)
+        for name, state in list(self._models.items()):
+            if name in self._retained or state.watcher is None:
+                continue
+            del self._models[name]
+            log.info("model %s: no active plan uses it any more, released", name)
+            task = asyncio.get_running_loop().create_task(self._release(state))
+            self._releasing[task] = state
+            task.add_done_callback(self._release_done)
 
     def _new_state(self, model: str, watcher: EndpointWatcher | None) -> _Model:
         router = ModelRouter(
@@ -192,9 +245,12 @@ class MeshCaller:
         deadline = start + (timeout_s if timeout_s is not None else self.config.timeout_for(model))
         state = self._models.get(model)
         outcome = "error"
+        counted: _Model | None = None
         try:
             if state is None:
                 state = await self._model(model)
+            counted = state
+            state.active += 1
             arrays = {
                 name: arr if isinstance(arr, np.ndarray) else np.asarray(arr)
                 for name, arr in inputs.items()
@@ -230,6 +286,10 @@ class MeshCaller:
             outcome = exc.code.name.lower()
             raise
         finally:
+            if counted is not None:
+                counted.active -= 1
+                if counted.idle is not None and not counted.active:
+                    counted.idle.set()
             elapsed_s = self._clock() - start
             if state is not None:
                 state.outcome(outcome).inc()
@@ -263,6 +323,9 @@ class MeshCaller:
             )
             results = split_response(model, response, live)
         except MeshError as exc:
+            if len(live) > 1 and self._resend_alone(state, exc):
+                await asyncio.gather(*(self._send_batch(state, [e]) for e in live))
+                return
             for entry in live:  # one error per caller: each adds its own plan and step
                 if not entry.future.done():
                     entry.future.set_exception(exc if len(live) == 1 else exc.copy())
@@ -271,8 +334,32 @@ class MeshCaller:
             if not entry.future.done():
                 entry.future.set_result(result)
 
+    def _resend_alone(self, state: _Model, exc: MeshError) -> bool:
+        """Re-send a failed batch's callers one call each? (see the module docstring)"""
+        if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+            return True
+        return is_replica_fault(exc) and state.router.budget.try_retry()
+
     async def metadata(self, model: str, version: str = "") -> model_pb2.ModelMetadata:
-        state = await self._model(model)
+        """GetMetadata of one ready replica. An untracked model (and not one of the retained
+        models) is looked up once: its watcher is stopped before this returns."""
+        state = self._models.get(model)
+        if (
+            state is not None
+            or model in self._starting
+            or (self._retained is not None and model in self._retained)
+        ):
+            return await self._metadata_of(await self._model(model), version)
+        if self._closed:
+            raise UnavailableError("model caller is closed")
+        state = await self._open(model)
+        try:
+            return await self._metadata_of(state, version)
+        finally:
+            await self._close_state(state)
+
+    async def _metadata_of(self, state: _Model, version: str) -> model_pb2.ModelMetadata:
+        model = state.router.model
         replicas = state.router.ready(version)
         if not replicas:
             raise NotFoundError(
@@ -321,6 +408,7 @@ class MeshCaller:
         c = self._counters
         return CallerCounters(
             retries_total=c.retries_total,
+            hedges_total=c.hedges_total,
             ejections_total=c.ejections_total,
             no_endpoint_failures_total=c.no_endpoint_failures_total,
             attempts_total=c.attempts_total,
@@ -334,8 +422,10 @@ class MeshCaller:
             task.cancel()
         models, self._models = self._models, {}
         for state in models.values():
-            if state.watcher is not None:
-                await state.watcher.stop()
-            if state.batcher is not None:
-                await state.batcher.close()
-            await state.router.close()
+            await self._close_state(state)
+        releasing, self._releasing = self._releasing, {}
+        for release in releasing:
+            release.cancel()
+        await asyncio.gather(*releasing, return_exceptions=True)
+        for state in releasing.values():  # released models still waiting for their last call
+            await self._close_state(state)

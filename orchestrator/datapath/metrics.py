@@ -10,6 +10,7 @@ __all__ = [
     "CALLS",
     "CALL_LATENCY",
     "EJECTIONS",
+    "HEDGES",
     "IN_FLIGHT",
     "NO_ENDPOINT",
     "RETRIES",
@@ -26,6 +27,9 @@ ATTEMPTS = Counter(
 )
 RETRIES = Counter(
     "meshserve_datapath_retries_total", "Retried attempts by reason", ["model", "reason"]
+)
+HEDGES = Counter(
+    "meshserve_datapath_hedges_total", "Hedged attempts sent to a second replica", ["model"]
 )
 EJECTIONS = Counter("meshserve_datapath_ejections_total", "Replicas ejected as outliers", ["model"])
 NO_ENDPOINT = Counter(

@@ -70,6 +70,11 @@ class Replica:
         self.in_flight = 0
         self.requests_total = 0
         self.failures_total = 0
+        self.retries_total = 0  # attempts that were retries or hedges
+        # Pushback: no attempt before `pushback_until` (the server's retry_pushback_ms), no
+        # retry or hedge before `overloaded_until` (any RESOURCE_EXHAUSTED); router clock.
+        self.pushback_until = 0.0
+        self.overloaded_until = 0.0
         self.draining = False
         self.removed = False  # gone from Consul; closed once in_flight reaches 0
         self._ewma_ms = 0.0
@@ -129,6 +134,7 @@ class Replica:
             latency_ewma_ms=round(self._ewma_ms, 3),
             requests_total=self.requests_total,
             failures_total=self.failures_total,
+            retries_total=self.retries_total,
         )
 
     # ----- transport -------------------------------------------------------------------------

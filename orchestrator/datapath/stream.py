@@ -8,7 +8,11 @@ Contract:
 - When the stream breaks (read/write error, server end), every outstanding item fails with
   ``UnavailableError(reason="stream_broken")`` so the router can retry it elsewhere;
   the next request re-opens the stream. Ids make a resubmission on another stream idempotent.
-- A request whose timeout passes is abandoned; its late answer is dropped.
+- A request whose timeout passes, or whose caller is cancelled (a hedge that lost), is
+  abandoned; its late answer is dropped.
+- One writer task per stream writes the queued requests in order. Callers never await a write:
+  grpc.aio cancels the whole call when a task is cancelled inside ``write()``, so a caller
+  cancelled mid-write (a lost hedge) would otherwise break the stream for everyone on it.
 """
 
 from __future__ import annotations
@@ -43,17 +47,36 @@ class StreamSession:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._call: _Call | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
-        self._write_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[model_pb2.InferRequest] = asyncio.Queue()
         self._closed = False
 
     def _open(self) -> _Call:
         call = self._stub.InferStream(wait_for_ready=False)
         pending: dict[str, asyncio.Future[model_pb2.InferResponse]] = {}
+        outbox: asyncio.Queue[model_pb2.InferRequest] = asyncio.Queue()
         self._pending = pending
+        self._outbox = outbox
         self._call = call
-        self._reader = asyncio.get_running_loop().create_task(self._read(call, pending))
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read(call, pending))
+        self._writer = loop.create_task(self._write(call, pending, outbox))
         return call
+
+    async def _write(
+        self,
+        call: _Call,
+        pending: dict[str, asyncio.Future[model_pb2.InferResponse]],
+        outbox: asyncio.Queue[model_pb2.InferRequest],
+    ) -> None:
+        try:
+            while True:
+                await call.write(await outbox.get())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._break(call, pending, f"write failed: {type(exc).__name__}")
 
     async def _read(
         self,
@@ -86,8 +109,12 @@ class StreamSession:
         reason: str,
     ) -> None:
         if self._call is call:
+            writer = self._writer
             self._call = None
             self._reader = None
+            self._writer = None
+            if writer is not None and writer is not asyncio.current_task():
+                writer.cancel()
         if pending:
             log.info(
                 "stream to %s broke with %d outstanding: %s", self._target, len(pending), reason
@@ -118,28 +145,20 @@ class StreamSession:
                 f"no free stream slot to {self._target} within the deadline"
             ) from None
         try:
-            call = self._call or self._open()
+            if self._call is None:
+                self._open()
             pending = self._pending
             fut: asyncio.Future[model_pb2.InferResponse] = loop.create_future()
             pending[request.id] = fut
-            try:
-                async with self._write_lock:
-                    await call.write(request)
-            except Exception as exc:
-                pending.pop(request.id, None)
-                if not fut.done():
-                    fut.cancel()
-                elif not fut.cancelled():  # the reader broke the stream first: consume it
-                    fut.exception()
-                if self._call is call:
-                    self._break(call, pending, f"write failed: {type(exc).__name__}")
-                raise UnavailableError(
-                    f"stream to {self._target} broken on write", reason="stream_broken"
-                ) from None
+            self._outbox.put_nowait(request)
             # A timer fails the item at its deadline (cheaper than asyncio.wait_for).
             timer = loop.call_at(deadline, self._expire, pending, request.id, fut)
             try:
                 resp = await fut
+            except asyncio.CancelledError:  # a lost hedge race or a caller gone: forget it
+                if pending.get(request.id) is fut:
+                    del pending[request.id]
+                raise
             finally:
                 timer.cancel()
         finally:
@@ -164,7 +183,11 @@ class StreamSession:
     async def close(self) -> None:
         """Half-close the stream and stop reading (outstanding items fail as broken)."""
         self._closed = True
-        call, reader = self._call, self._reader
+        call, reader, writer = self._call, self._reader, self._writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
         if call is not None:
             with contextlib.suppress(Exception):
                 await call.done_writing()

@@ -68,6 +68,7 @@ class Load:
     timeout_s: float = 10.0
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)  # of every successful call
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -79,13 +80,16 @@ class Load:
 
     async def _worker(self, i: int) -> None:
         rng = np.random.default_rng(i)
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             n = int(rng.integers(1, 4))
             x = rng.random((n, 64), dtype=np.float32) * 16
+            start = loop.time()
             try:
                 out = await self.caller.infer(self.model, {"input": x}, timeout_s=self.timeout_s)
                 assert out["probabilities"].shape == (n, 10)
                 self.ok += 1
+                self.latencies_s.append(loop.time() - start)
             except MeshError as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0)
@@ -93,3 +97,10 @@ class Load:
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks)
+
+    def quantiles_ms(self) -> tuple[float, float, float]:
+        """(p50, p99, max) of the successful calls' latencies, in ms."""
+        if not self.latencies_s:
+            return 0.0, 0.0, 0.0
+        p50, p99 = np.percentile(self.latencies_s, [50, 99])
+        return float(p50) * 1e3, float(p99) * 1e3, max(self.latencies_s) * 1e3
