@@ -12,6 +12,8 @@ Contract (limits from `AdmissionConfig`, 0 = that limit is off):
 - **In flight** means admitted and not yet released: queued in the batcher, running, or
   having its response built. Every admitted request is released exactly once, whatever its
   outcome (`release` with the same rows and client).
+- **Cheap when off**: callers read a request's rows only while `counts_rows` (else pass 1)
+  and its client key only while `per_client` (else pass "").
 - **Clients** are keyed by the ``client_id_metadata`` header when configured and sent, else by
   the transport peer (``ipv4:127.0.0.1:51234``: one key per connection). Keys are only
   computed while a per-client limit is on; a client's entry is dropped when it has nothing in
@@ -32,7 +34,10 @@ __all__ = ["Admission"]
 class Admission:
     """In-flight counters of one replica, shared by its servicers."""
 
-    __slots__ = ("_by_client", "_config", "_pushback_ms", "_requests", "_rows", "rejected")
+    __slots__ = (
+        "_by_client", "_config", "_pushback_ms", "_requests", "_rows", "counts_rows",
+        "per_client", "rejected",
+    )  # fmt: skip
 
     def __init__(self, config: AdmissionConfig, pushback_ms: int) -> None:
         self._config = config
@@ -41,15 +46,13 @@ class Admission:
         self._rows = 0
         self._by_client: dict[str, int] = {}
         self.rejected = 0
+        # What callers need to compute per request (plain attributes: read on the hot path).
+        self.per_client = config.max_client_in_flight_requests > 0  # pass a client key
+        self.counts_rows = config.max_in_flight_rows > 0  # pass the request's rows (else 1)
 
     @property
     def config(self) -> AdmissionConfig:
         return self._config
-
-    @property
-    def per_client(self) -> bool:
-        """True when requests need a client key (a per-client limit is on)."""
-        return self._config.max_client_in_flight_requests > 0
 
     @property
     def in_flight_requests(self) -> int:

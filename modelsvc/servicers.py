@@ -93,10 +93,9 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 
 
 def _client_key(context: grpc.aio.ServicerContext[Any, Any], admission: Admission) -> str:
-    """The admission key of the caller ("" while no per-client limit is on): the configured
-    client-id header when sent, else the transport peer; at most _CLIENT_KEY_MAX_CHARS."""
-    if not admission.per_client:
-        return ""
+    """The admission key of the caller (only asked while a per-client limit is on): the
+    configured client-id header when sent, else the transport peer; at most
+    _CLIENT_KEY_MAX_CHARS."""
     header = admission.config.client_id_metadata
     if header:
         for key, value in context.invocation_metadata() or ():
@@ -144,8 +143,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         # is on (or a per-client limit needs the client).
         started = time.monotonic()
         admission = self._admission
-        rows = converters.rows_of(request)
-        client = _client_key(context, admission)
+        rows = converters.rows_of(request) if admission.counts_rows else 1
+        client = _client_key(context, admission) if admission.per_client else ""
         try:
             admission.admit(rows, client)
         except OverloadedError:
@@ -176,12 +175,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         stream_metadata = _metadata(context)
         call_timeout_s = _timeout_s(context)
         admission = self._admission
-        client = _client_key(context, admission)
+        client = _client_key(context, admission) if admission.per_client else ""
 
         async def one(request: model_pb2.InferRequest) -> model_pb2.InferResponse:
             started = time.monotonic()
             try:
-                rows = converters.rows_of(request)
+                rows = converters.rows_of(request) if admission.counts_rows else 1
                 admission.admit(rows, client)
                 try:
                     if not request.id:
@@ -281,8 +280,8 @@ class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelInferResponse:
         admission = self._admission
-        rows = converters.v2_rows_of(request)
-        client = _client_key(context, admission)
+        rows = converters.v2_rows_of(request) if admission.counts_rows else 1
+        client = _client_key(context, admission) if admission.per_client else ""
         with _observed(self._metrics, "ModelInfer"):
             admission.admit(rows, client)
             token = _attach_caller(_metadata(context)) if tracing_enabled() else None

@@ -32,6 +32,8 @@ def test_requests_past_the_in_flight_limit_are_refused_with_pushback_until_one_f
 
 def test_rows_limit_admits_a_lone_large_request_but_not_one_on_top():
     admission = Admission(AdmissionConfig(max_in_flight_rows=8), pushback_ms=10)
+    assert admission.counts_rows and not admission.per_client
+    assert not Admission(AdmissionConfig(), 10).counts_rows  # servicers then skip the shapes
     admission.admit(20)  # alone: admitted (max_elements bounds its size)
     assert "max_in_flight_rows" in refused(admission, 1).message
     admission.release(20)
