@@ -6,9 +6,9 @@ serves.
 
 One replica (a real ``meshserve model serve`` process, loopback, wide MLP, batching on; each
 request carries ``--rows`` rows, so that the model, not gRPC, saturates first). First its
-capacity: closed-loop Infer throughput at a few concurrencies, the best one is the knee. Then an open-loop load of ``factor`` x that rate from ``--clients``
-processes (each its own event loop and channel), bounded in count (rate x duration) and time,
-against each server mode:
+capacity: closed-loop Infer throughput at a few concurrencies, the best one is the knee. Then
+an open-loop load of ``factor`` x that rate from ``--clients`` processes (each its own event
+loop and channel), bounded in count (rate x duration) and time, against each server mode:
 
 - ``admission``: servicer admission control (``--max-in-flight-requests LIMIT``), refusals with
   ``grpc-retry-pushback-ms`` before any decoding.
@@ -19,10 +19,10 @@ against each server mode:
 - ``admission+pending``: admission, and ``--max-pending-rpcs PENDING`` (calls waiting in the C
   core for the event loop are ended by the C core: clients see CANCELLED).
 
-Reported per mode: accepted requests/s, rejections, rejection latency p50/p99, accepted
-latency p50/p99, other errors, and the client lag p99 (how late the open-loop clients sent:
-when it is large the clients, not the server, were saturated). Table on stdout, JSON in
-bench/results/.
+Reported per mode: accepted requests/s (until the last reply), rejections, rejection latency
+p50/p99, accepted latency p50/p99, other errors, and the client lag p99 (how late the open-loop
+clients sent: when it is large the clients, not the server, were saturated). Table on stdout,
+JSON in bench/results/.
 """
 
 from __future__ import annotations
@@ -134,10 +134,10 @@ async def _open_loop(address: str, rate: float, count: int, seed: int) -> dict[s
                 tasks.append(loop.create_task(one(sent)))
                 sent += 1
             await asyncio.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
-        wall_s = time.monotonic() - t0
         await asyncio.gather(*tasks)
+        wall_s = time.monotonic() - t0  # until the last reply
     return {"ok": ok, "rejected": rejected, "other": other, "lag": lag, "pushback": pushback[0],
-            "send_wall_s": wall_s}  # fmt: skip
+            "wall_s": wall_s}  # fmt: skip
 
 
 def _drive(args: tuple[str, float, int, int, int]) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def overload(address: str, rate: float, duration_s: float, clients: int) -> dict
         for code, n in part["other"].items():
             merged["other"][code] = merged["other"].get(code, 0) + n
         merged["pushback"] += part["pushback"]
-    merged["wall_s"] = max(part["send_wall_s"] for part in parts)
+    merged["wall_s"] = max(part["wall_s"] for part in parts)
     return merged
 
 
