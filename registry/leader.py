@@ -306,9 +306,10 @@ class LeaderElection:
             state = LeaderState.LEADER if self._held else LeaderState.FOLLOWER
             self._transition(state, f"session {sid} renewed again")
         elif event is SessionEvent.GONE:
-            self._held, self._lock_index = False, 0
+            was_held, self._held, self._lock_index = self._held, False, 0
             self._transition(LeaderState.LOST, f"session {sid} is gone")
-            self._notify_subscribers(False)
+            if was_held:
+                self._notify_subscribers(False)
         elif event is SessionEvent.CREATED and self._state is LeaderState.LOST:
             self._transition(LeaderState.FOLLOWER, f"new session {sid}")
         self._notify()  # is_leader may have lapsed and come back
