@@ -36,6 +36,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "grace_s": ("", "grace_s"),
     "max_message_bytes": ("", "max_message_bytes"),
     "max_concurrent_rpcs": ("", "max_concurrent_rpcs"),
+    "max_pending_rpcs": ("", "max_pending_rpcs"),
     "max_elements": ("", "max_elements"),
     "gil_switch_interval_us": ("", "gil_switch_interval_us"),
     "register": ("", "register"),
@@ -45,6 +46,10 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "max_concurrent_batches": ("batching", "max_concurrent_batches"),
     "overload_pushback_ms": ("batching", "overload_pushback_ms"),
     "inline_max_us": ("batching", "inline_max_us"),
+    "max_in_flight_requests": ("admission", "max_in_flight_requests"),
+    "max_in_flight_rows": ("admission", "max_in_flight_rows"),
+    "max_client_in_flight_requests": ("admission", "max_client_in_flight_requests"),
+    "client_id_metadata": ("admission", "client_id_metadata"),
     "threads": ("session", "intra_op_threads"),
     "inter_op_threads": ("session", "inter_op_threads"),
     "graph_optimization": ("session", "graph_optimization"),
@@ -54,6 +59,8 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "tls_client_ca": ("", "tls_client_ca_file"),
     "tls_check_skip_verify": ("", "tls_check_skip_verify"),
 }
+
+_SECTIONS = ("batching", "admission", "session")
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -73,12 +80,12 @@ def _read_file(path: str) -> dict[str, Any]:
 
 def load_settings(file_values: dict[str, Any], flag_values: dict[str, Any]) -> dict[str, Any]:
     """Merge file settings and explicitly given flags into config_from_mapping's nested form."""
-    nested: dict[str, Any] = {"batching": {}, "session": {}}
+    nested: dict[str, Any] = {section: {} for section in _SECTIONS}
     for source in (file_values, flag_values):
         for key, value in source.items():
             if value is None:
                 continue
-            if key in ("batching", "session") and isinstance(value, dict):
+            if key in _SECTIONS and isinstance(value, dict):
                 nested[key].update(value)
                 continue
             section, field = _FIELDS.get(key.replace("-", "_"), ("", key))
@@ -153,6 +160,26 @@ def register(subparsers: Any) -> None:
         default=None,
         help="run batches expected to compute within this on the event loop (0 = never; 150)",
     )
+    p.add_argument(
+        "--max-in-flight-requests",
+        type=int,
+        default=None,
+        help="admission: requests in flight before RESOURCE_EXHAUSTED (0 = off; 512)",
+    )
+    p.add_argument(
+        "--max-in-flight-rows", type=int, default=None, help="admission: rows in flight (0 = off)"
+    )
+    p.add_argument(
+        "--max-client-in-flight-requests",
+        type=int,
+        default=None,
+        help="admission: requests in flight per client (0 = off)",
+    )
+    p.add_argument(
+        "--client-id-metadata",
+        default=None,
+        help="admission: header naming the client (default: the connection's peer)",
+    )
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (0 = auto)")
     p.add_argument("--inter-op-threads", type=int, default=None)
     p.add_argument(
@@ -166,6 +193,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--grace-s", type=float, default=None, help="drain time on SIGTERM")
     p.add_argument("--max-message-bytes", type=int, default=None)
     p.add_argument("--max-concurrent-rpcs", type=int, default=None)
+    p.add_argument(
+        "--max-pending-rpcs",
+        type=int,
+        default=None,
+        help="calls waiting for the event loop before gRPC refuses them itself (0 = grpc default)",
+    )
     p.add_argument("--max-elements", type=int, default=None, help="elements per input tensor")
     p.add_argument(
         "--gil-switch-interval-us", type=int, default=None, help="sys.setswitchinterval (us)"

@@ -11,6 +11,7 @@ from meshserve.errors import InvalidInputError
 from meshserve.tls import ServerTLS
 
 __all__ = [
+    "AdmissionConfig",
     "BatchingConfig",
     "ModelServiceConfig",
     "SessionConfig",
@@ -58,6 +59,44 @@ class BatchingConfig:
         if self.max_concurrent_batches < 0:
             raise InvalidInputError(
                 f"max_concurrent_batches must be >= 0 (0 = auto), got {self.max_concurrent_batches}"
+            )
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Admission control, checked before a request is decoded (see modelsvc/admission.py).
+
+    Refusals are RESOURCE_EXHAUSTED with ``batching.overload_pushback_ms`` as retry pushback.
+    0 turns a limit off.
+
+    max_in_flight_requests: requests admitted and not yet answered (queued, running or being
+      answered), all methods and streams together. Below `BatchingConfig.queue_max` so that
+      overload is refused here, before decoding, rather than in the batcher queue.
+    max_in_flight_rows: rows of those requests (a request alone bigger than this is admitted
+      when nothing else is in flight).
+    max_client_in_flight_requests: in-flight requests of one client (per-client fairness).
+    client_id_metadata: request header naming the client (e.g. ``x-client-id``); "" or a
+      request without it: the client is its transport peer (one key per connection).
+    """
+
+    max_in_flight_requests: int = 512
+    max_in_flight_rows: int = 0
+    max_client_in_flight_requests: int = 0
+    client_id_metadata: str = ""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_in_flight_requests",
+            "max_in_flight_rows",
+            "max_client_in_flight_requests",
+        ):
+            value = getattr(self, name)
+            if value < 0:
+                raise InvalidInputError(f"{name} must be >= 0 (0 = off), got {value}")
+        if self.client_id_metadata != self.client_id_metadata.lower():
+            raise InvalidInputError(
+                "client_id_metadata must be a lower-case header name, "
+                f"got {self.client_id_metadata!r}"
             )
 
 
@@ -131,12 +170,18 @@ class ModelServiceConfig:
     tls_check_skip_verify: bool = False
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_rpcs: int = 1024
+    # Calls gRPC's C core has received but the event loop has not picked up yet; past it the C
+    # core answers RESOURCE_EXHAUSTED itself (no pushback trailer), without Python running.
+    # Refusal probability rises linearly from a quarter of it (random early detection); 0 = grpc's
+    # defaults (1000 / 3000).
+    max_pending_rpcs: int = 0
     max_elements: int = 1 << 26
     # sys.setswitchinterval of a replica process (`run`): how long the busy event loop may keep
     # the GIL while the inference thread waits to start a batch or hand its outputs back.
     # Python's 5000 us default leaves the model idle for up to that long per batch.
     gil_switch_interval_us: int = 500
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
 
     @property
@@ -147,7 +192,7 @@ class ModelServiceConfig:
         return ServerTLS(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
 
-_NESTED = {"batching": BatchingConfig, "session": SessionConfig}
+_NESTED = {"batching": BatchingConfig, "admission": AdmissionConfig, "session": SessionConfig}
 
 
 def config_from_mapping(values: dict[str, Any]) -> ModelServiceConfig:

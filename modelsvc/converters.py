@@ -24,10 +24,12 @@ __all__ = [
     "metadata_to_proto",
     "request_from_proto",
     "response_to_proto",
+    "rows_of",
     "spec_to_proto",
     "v2_metadata_to_proto",
     "v2_request_from_proto",
     "v2_response_to_proto",
+    "v2_rows_of",
 ]
 
 Arrays = dict[str, np.ndarray]
@@ -40,6 +42,15 @@ def spec_to_proto(spec: TensorSpec) -> tensor_pb2.TensorSpec:
     return tensor_pb2.TensorSpec(
         name=spec.name, dtype=tensors.NUMPY_TO_DTYPE.get(spec.dtype, 0), shape=list(spec.shape)
     )
+
+
+def rows_of(request: model_pb2.InferRequest) -> int:
+    """Rows an InferRequest claims (first dimension of its first input, 1 for a scalar), read
+    from the shape alone for admission control; validation later holds the data to it."""
+    for tensor in request.inputs.values():
+        shape = tensor.shape
+        return max(1, shape[0]) if shape else 1
+    return 1
 
 
 def request_from_proto(
@@ -91,6 +102,15 @@ def metadata_to_proto(info: ModelInfo) -> model_pb2.ModelMetadata:
 
 
 # -- Open Inference Protocol (KServe V2) ----------------------------------------------------
+
+
+def v2_rows_of(request: v2.ModelInferRequest) -> int:
+    """Rows a ModelInferRequest claims, like `rows_of`."""
+    for tensor in request.inputs:
+        shape = tensor.shape
+        return max(1, shape[0]) if shape else 1
+    return 1
+
 
 V2_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from meshserve.modelsvc.admission import Admission
 from meshserve.modelsvc.backend import OnnxBackend
 from meshserve.modelsvc.config import (
     ModelServiceConfig,
@@ -80,6 +81,7 @@ class ModelServer:
             thread_name_prefix="modelsvc-infer",
         )
         self.metrics = ModelMetrics(config.name)
+        self.admission = Admission(config.admission, config.batching.overload_pushback_ms)
         self.core: ModelCore | None = None
         self.bound: Bound | None = None
 
@@ -113,16 +115,19 @@ class ModelServer:
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        if cfg.max_pending_rpcs > 0:
+            options.append(("grpc.server.max_pending_requests", cfg.max_pending_rpcs // 4))
+            options.append(("grpc.server.max_pending_requests_hard_limit", cfg.max_pending_rpcs))
         server = grpc.aio.server(
             options=options,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
             interceptors=server_interceptors(enabled=self._telemetry_config.active()),
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(core, self.metrics, cfg.max_elements), server
+            ModelServicer(core, self.metrics, cfg.max_elements, self.admission), server
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            V2Servicer(core, self.metrics, cfg.max_elements), server
+            V2Servicer(core, self.metrics, cfg.max_elements, self.admission), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection(server, (MODEL_SERVICE, V2_SERVICE))

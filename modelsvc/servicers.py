@@ -2,7 +2,8 @@
 
 `ModelServicer` serves meshserve.v1.ModelService, `V2Servicer` the Open Inference Protocol
 (inference.GRPCInferenceService). Errors are mapped by meshserve.grpc_errors; per-item stream
-failures travel in-band.
+failures travel in-band. Every Infer, ModelInfer and stream item passes the replica's
+`Admission` first, before any tensor is decoded (modelsvc/admission.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-from meshserve.errors import InvalidInputError, MeshError, NotFoundError
+from meshserve.errors import InvalidInputError, MeshError, NotFoundError, OverloadedError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
 from meshserve.modelsvc import converters
+from meshserve.modelsvc.admission import Admission
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.streams import fan_out
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Requests one InferStream may have in flight before the server stops reading from it.
 STREAM_MAX_IN_FLIGHT = 1024
+# Longest client id (header value or peer) kept as an admission key.
+_CLIENT_KEY_MAX_CHARS = 128
 # A stream item's (token, links) while tracing is off: nothing attached, no links.
 _UNTRACED: Final[tuple[None, tuple[()]]] = (None, ())
 
@@ -88,6 +92,19 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
     }
 
 
+def _client_key(context: grpc.aio.ServicerContext[Any, Any], admission: Admission) -> str:
+    """The admission key of the caller (only asked while a per-client limit is on): the
+    configured client-id header when sent, else the transport peer; at most
+    _CLIENT_KEY_MAX_CHARS."""
+    header = admission.config.client_id_metadata
+    if header:
+        for key, value in context.invocation_metadata() or ():
+            if key == header:
+                text = value if isinstance(value, str) else value.decode(errors="replace")
+                return "id:" + text[:_CLIENT_KEY_MAX_CHARS]
+    return context.peer()[:_CLIENT_KEY_MAX_CHARS]
+
+
 def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     remaining = context.time_remaining()
     return remaining if remaining is not None and remaining < 1e9 else None
@@ -96,10 +113,13 @@ def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     """meshserve.v1.ModelService over a ModelCore."""
 
-    def __init__(self, core: ModelCore, metrics: ModelMetrics, max_elements: int) -> None:
+    def __init__(
+        self, core: ModelCore, metrics: ModelMetrics, max_elements: int, admission: Admission
+    ) -> None:
         self._core = core
         self._metrics = metrics
         self._max_elements = max_elements
+        self._admission = admission
 
     async def _infer(
         self,
@@ -119,8 +139,17 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def Infer(
         self, request: model_pb2.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> model_pb2.InferResponse:
-        # The hot path: no context managers, metadata read only while tracing is on.
+        # The hot path: admission first, no context managers, metadata read only while tracing
+        # is on (or a per-client limit needs the client).
         started = time.monotonic()
+        admission = self._admission
+        rows = converters.rows_of(request) if admission.counts_rows else 1
+        client = _client_key(context, admission) if admission.per_client else ""
+        try:
+            admission.admit(rows, client)
+        except OverloadedError:
+            self._metrics.request_done("Infer", "RESOURCE_EXHAUSTED", time.monotonic() - started)
+            raise
         token = _attach_caller(_metadata(context)) if tracing_enabled() else None
         try:
             response = await self._infer(request, _timeout_s(context))
@@ -128,6 +157,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             self._metrics.request_done("Infer", _code_of(exc), time.monotonic() - started)
             raise
         finally:
+            admission.release(rows, client)
             if token is not None:
                 otel_context.detach(token)
         self._metrics.request_done("Infer", "OK", time.monotonic() - started)
@@ -140,23 +170,31 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[model_pb2.InferResponse]:
         """Items run concurrently (``meshserve.streams.fan_out``, at most STREAM_MAX_IN_FLIGHT),
-        answered as they finish; a failed item gets its id and an in-band Status."""
+        answered as they finish; a failed item gets its id and an in-band Status (an item
+        refused by admission: RESOURCE_EXHAUSTED with its retry pushback)."""
         stream_metadata = _metadata(context)
         call_timeout_s = _timeout_s(context)
+        admission = self._admission
+        client = _client_key(context, admission) if admission.per_client else ""
 
         async def one(request: model_pb2.InferRequest) -> model_pb2.InferResponse:
             started = time.monotonic()
             try:
-                if not request.id:
-                    raise InvalidInputError("InferStream items need an id (field 'id')")
-                token, links = (
-                    _attach_item(request, stream_metadata) if tracing_enabled() else _UNTRACED
-                )
+                rows = converters.rows_of(request) if admission.counts_rows else 1
+                admission.admit(rows, client)
                 try:
-                    response = await self._infer(request, call_timeout_s, links)
+                    if not request.id:
+                        raise InvalidInputError("InferStream items need an id (field 'id')")
+                    token, links = (
+                        _attach_item(request, stream_metadata) if tracing_enabled() else _UNTRACED
+                    )
+                    try:
+                        response = await self._infer(request, call_timeout_s, links)
+                    finally:
+                        if token is not None:
+                            otel_context.detach(token)
                 finally:
-                    if token is not None:
-                        otel_context.detach(token)
+                    admission.release(rows, client)
             except BaseException as exc:
                 self._metrics.request_done("InferStream", _code_of(exc), time.monotonic() - started)
                 raise
@@ -181,12 +219,15 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
 
 class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
-    """The Open Inference Protocol (KServe V2) over the same ModelCore and batcher."""
+    """The Open Inference Protocol (KServe V2) over the same ModelCore, batcher and admission."""
 
-    def __init__(self, core: ModelCore, metrics: ModelMetrics, max_elements: int) -> None:
+    def __init__(
+        self, core: ModelCore, metrics: ModelMetrics, max_elements: int, admission: Admission
+    ) -> None:
         self._core = core
         self._metrics = metrics
         self._max_elements = max_elements
+        self._admission = admission
 
     def _check_model(self, name: str, version: str) -> None:
         info = self._core.info
@@ -238,13 +279,18 @@ class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelInferResponse:
-        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
-        try:
-            with _observed(self._metrics, "ModelInfer"):
+        admission = self._admission
+        rows = converters.v2_rows_of(request) if admission.counts_rows else 1
+        client = _client_key(context, admission) if admission.per_client else ""
+        with _observed(self._metrics, "ModelInfer"):
+            admission.admit(rows, client)
+            token = _attach_caller(_metadata(context)) if tracing_enabled() else None
+            try:
                 self._check_model(request.model_name, request.model_version)
                 inputs, outputs, raw = converters.v2_request_from_proto(request, self._max_elements)
                 result = await self._core.infer(inputs, outputs, timeout_s=_timeout_s(context))
                 return converters.v2_response_to_proto(request, self._core.info, result, raw)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+            finally:
+                admission.release(rows, client)
+                if token is not None:
+                    otel_context.detach(token)

@@ -9,7 +9,7 @@ from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import Endpoint, EndpointWatcher, list_services
 from meshserve.registry.errors import CheckAndSetError, KVIntegrityError, RegistryUnavailableError
 from meshserve.registry.kv import KV, KVEntry
-from meshserve.registry.leader import LeaderElection, LeaderOptions
+from meshserve.registry.leader import LeaderElection, LeaderOptions, LeaderState
 from meshserve.registry.registration import ReconcileOptions, Registration, ServiceInstance
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "KVIntegrityError",
     "LeaderElection",
     "LeaderOptions",
+    "LeaderState",
     "ReconcileOptions",
     "Registration",
     "RegistryUnavailableError",

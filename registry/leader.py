@@ -1,35 +1,59 @@
 """Leader election on a Consul session lock.
 
-Algorithm: create a session with a TTL (renewed in the background every ttl/2) and try
-``PUT /v1/kv/<key>?acquire=<session>``; the key's value becomes the holder id. Then follow the
-key with blocking queries: whenever it is free (no Session), try to acquire it again. The
-leader is whoever's session holds the key. Invariants:
+Algorithm: create a session with a TTL (kept alive by a `SessionKeeper`, registry/session.py:
+renewed every ttl/2, transient failures retried with jittered backoff, a 404 confirmed by a
+consistent read before it is believed) and try ``PUT /v1/kv/<key>?acquire=<session>``; the
+key's value becomes the holder id. Then follow the key with blocking queries: whenever it is
+free (no Session), try to acquire it again. The leader is whoever's session holds the key.
+
+State machine (`LeaderElection.state`; every transition is logged and counted in
+`transitions`)::
+
+    FOLLOWER --acquired (the key shows our session)----------------------> LEADER
+    LEADER --a renewal failed (Consul down, 5xx, refused, unconfirmed 404)--> RECOVERING
+    RECOVERING --a renewal succeeded--------------------> LEADER (FOLLOWER if not holding)
+    LEADER, RECOVERING --Consul confirms the session is gone------------> LOST
+    FOLLOWER --Consul confirms the session is gone----------------------> LOST
+    LOST --a new session created-----------------------------------------> FOLLOWER
+    LEADER, RECOVERING --the key shows another session or none---------> FOLLOWER
+
+RECOVERING keeps `is_leader` true until a TTL has passed since the last good renewal (Consul
+cannot hand the lock to anyone else sooner: it re-arms every session's TTL timer when it
+restarts), then false while renewals keep being retried. So after any Consul restart the
+election leads again by itself: with the old session when Consul kept it (a server with a data
+dir), else with a new session as soon as Consul confirms the old one is gone.
+
+Invariants:
 
 * `is_leader` is True only while our session holds the key *and* the last successful renewal is
   younger than the TTL (a leader cut off from Consul stops believing it leads before Consul
   lets anybody else take over, which happens at the earliest after the TTL);
 * `lock_index` is the key's ModifyIndex when we acquired it: it only grows from one leader to
   the next, so writers can fence with it;
-* a session Consul no longer knows (expired, agent restarted) is replaced by a new one;
+* a session Consul no longer knows (expired, agent restarted) is replaced by a new one, never
+  on a 404 alone (a restarting server answers 404 for sessions it has not replayed yet);
 * `stop()` destroys the session, which releases the lock at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import enum
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from meshserve.errors import InvalidInputError, MeshError, NotFoundError
+from meshserve.errors import InvalidInputError, MeshError
 from meshserve.registry.blocking import Backoff, BlockingOptions, BlockingQuery, Clock, Sleep
 from meshserve.registry.client import ConsulClient, duration, parse_index
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.kv import KVEntry
+from meshserve.registry.session import SessionEvent, SessionKeeper, SessionOps
 
-__all__ = ["LeaderElection", "LeaderOptions"]
+__all__ = ["LeaderElection", "LeaderOptions", "LeaderState"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +70,50 @@ class LeaderOptions:
     lock_delay_s: int = 0
     behavior: str = "release"
     watch: BlockingOptions = field(default_factory=BlockingOptions)
+
+
+class LeaderState(enum.Enum):
+    """Where a LeaderElection stands (see the module docstring for the transitions)."""
+
+    FOLLOWER = "follower"
+    LEADER = "leader"
+    RECOVERING = "recovering"
+    LOST = "lost"
+
+
+class _ConsulSessions:
+    """SessionOps on Consul's session endpoints for one lock."""
+
+    def __init__(self, client: ConsulClient, name: str, ttl_s: float, opts: LeaderOptions):
+        self._client = client
+        self._name = name
+        self._ttl_s = ttl_s
+        self._opts = opts
+
+    async def create(self) -> str:
+        opts = self._opts
+        sid: str = await self._client.call(
+            f"create session {self._name!r}",
+            lambda c: c.session.create(
+                name=self._name,
+                lock_delay=opts.lock_delay_s,
+                behavior=opts.behavior,
+                ttl=round(self._ttl_s),
+            ),
+        )
+        return sid
+
+    async def renew(self, session_id: str) -> None:
+        await self._client.call(
+            f"renew session {session_id}", lambda c: c.session.renew(session_id)
+        )
+
+    async def exists(self, session_id: str) -> bool:
+        _, info = await self._client.call(
+            f"look up session {session_id}",
+            lambda c: c.session.info(session_id, consistency="consistent"),
+        )
+        return info is not None
 
 
 class _KeyBusy(Exception):
@@ -66,7 +134,9 @@ class LeaderElection:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        sessions: SessionOps | None = None,
     ) -> None:
+        """`sessions`: the Consul session calls (tests inject fakes); default Consul's."""
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise InvalidInputError(
                 f"leader election on {key!r}: ttl_s={ttl_s} but Consul sessions need a TTL "
@@ -84,19 +154,36 @@ class LeaderElection:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
-        self._session_id = ""
+        ops = sessions or _ConsulSessions(
+            self._client, f"meshserve-leader {key} {holder_id}", ttl_s, self.options
+        )
+        self._keeper = SessionKeeper(
+            ops, ttl_s, name=f"lock {key!r}", on_event=self._on_session,
+            clock=clock, sleep=sleep, rng=rng,
+        )  # fmt: skip
         self._held = False
-        self._renewed_at = 0.0
         self._lock_index = 0
+        self._state = LeaderState.FOLLOWER
+        self.transitions: collections.Counter[tuple[str, str]] = collections.Counter()
         self.leader_id = ""  # holder id of the current leader ("" when the key is free)
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
         self._subscribers: list[Callable[[bool], object]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def is_leader(self) -> bool:
         """True while we hold the lock and our session was renewed within the TTL."""
-        return self._held and self._clock() - self._renewed_at < self.ttl_s
+        return self._held and self._clock() - self._keeper.renewed_at < self.ttl_s
+
+    @property
+    def state(self) -> LeaderState:
+        """FOLLOWER, LEADER, RECOVERING or LOST (module docstring)."""
+        return self._state
+
+    @property
+    def renewed_at(self) -> float:
+        """clock() of the session's creation or last good renewal (0.0: never)."""
+        return self._keeper.renewed_at
 
     @property
     def lock_index(self) -> int:
@@ -106,7 +193,7 @@ class LeaderElection:
     @property
     def session_id(self) -> str:
         """The current Consul session ("" when none)."""
-        return self._session_id
+        return self._keeper.session_id
 
     def subscribe(self, callback: Callable[[bool], object]) -> None:
         """Call `callback(is_leader)` whenever leadership is gained or lost."""
@@ -118,14 +205,20 @@ class LeaderElection:
             return
         self._tasks = [
             asyncio.create_task(self._contend(), name=f"leader-{self.key}"),
-            asyncio.create_task(self._renew_forever(), name=f"leader-renew-{self.key}"),
+            asyncio.create_task(self._keeper.run(), name=f"leader-renew-{self.key}"),
         ]
 
     async def wait_until_leader(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` to become leader; True when we are."""
+        return await self.wait_for(lambda: self.is_leader, timeout_s)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for `predicate()`, re-checked at every state change, session
+        event and renewal; True when it holds."""
         try:
-            async with asyncio.timeout(timeout_s), self._changed:
-                await self._changed.wait_for(lambda: self.is_leader)
+            async with asyncio.timeout(timeout_s):
+                while not predicate():
+                    await self._changed.wait()
         except TimeoutError:
             return False
         return True
@@ -136,13 +229,13 @@ class LeaderElection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        sid, self._session_id = self._session_id, ""
+        sid = self._keeper.forget()
         if sid:
             try:
                 await self._client.call(f"destroy session {sid}", lambda c: c.session.destroy(sid))
             except MeshError as exc:
                 log.warning("destroying session %s failed (the TTL will end it): %s", sid, exc)
-        await self._set_held(False, 0)
+        self._set_held(False, 0)
         await self._client.close()
 
     async def _contend(self) -> None:
@@ -171,26 +264,26 @@ class LeaderElection:
 
     async def _on_key(self, entry: KVEntry | None) -> None:
         holder = entry.session if entry else ""
-        if holder and holder == self._session_id:
+        if holder and holder == self._keeper.session_id:
             self.leader_id = self.holder_id
             if not self._held:
                 assert entry is not None
-                await self._set_held(True, entry.modify_index)
+                self._set_held(True, entry.modify_index)
             return
         if holder:
             self.leader_id = entry.value.decode(errors="replace") if entry else ""
-            await self._set_held(False, 0)
+            self._set_held(False, 0)
             return
         self.leader_id = ""
-        await self._set_held(False, 0)
-        sid = await self._ensure_session()
+        self._set_held(False, 0)
+        sid = await self._keeper.ensure()
         try:
             acquired = await self._client.call(
                 f"acquire lock {self.key!r}",
                 lambda c: c.kv.put(self.key, self.holder_id, acquire=sid),
             )
         except MeshError:
-            await self._drop_session_if_gone(sid)
+            await self._keeper.gone(sid)  # a new session then comes with the next attempt
             raise
         if not acquired:
             raise _KeyBusy
@@ -205,66 +298,46 @@ class LeaderElection:
         )
         return parse_index(returned), KVEntry.from_consul(item) if item else None
 
-    async def _ensure_session(self) -> str:
-        if not self._session_id:
-            opts = self.options
-            self._session_id = await self._client.call(
-                f"create session for lock {self.key!r}",
-                lambda c: c.session.create(
-                    name=f"meshserve-leader {self.key} {self.holder_id}",
-                    lock_delay=opts.lock_delay_s,
-                    behavior=opts.behavior,
-                    ttl=round(self.ttl_s),
-                ),
-            )
-            self._renewed_at = self._clock()
-            log.info("session %s created for %r", self._session_id, self.key)
-        return self._session_id
+    def _on_session(self, event: SessionEvent, sid: str) -> None:
+        """SessionKeeper events -> state transitions."""
+        if event is SessionEvent.FAILED and self._state is LeaderState.LEADER:
+            self._transition(LeaderState.RECOVERING, f"renewing session {sid} failed")
+        elif event is SessionEvent.RENEWED and self._state is LeaderState.RECOVERING:
+            state = LeaderState.LEADER if self._held else LeaderState.FOLLOWER
+            self._transition(state, f"session {sid} renewed again")
+        elif event is SessionEvent.GONE:
+            was_held, self._held, self._lock_index = self._held, False, 0
+            self._transition(LeaderState.LOST, f"session {sid} is gone")
+            if was_held:
+                self._notify_subscribers(False)
+        elif event is SessionEvent.CREATED and self._state is LeaderState.LOST:
+            self._transition(LeaderState.FOLLOWER, f"new session {sid}")
+        self._notify()  # is_leader may have lapsed and come back
 
-    async def _drop_session_if_gone(self, sid: str) -> None:
-        """Forget `sid` when Consul no longer knows it (e.g. a restarted dev agent)."""
-        try:
-            _, info = await self._client.call(
-                f"look up session {sid}", lambda c: c.session.info(sid)
-            )
-        except MeshError:
-            return  # cannot tell now; the renew loop will find out
-        if info is None and self._session_id == sid:
-            log.warning("session %s for %r no longer exists; will create another", sid, self.key)
-            self._session_id = ""
-
-    async def _renew_forever(self) -> None:
-        delay = 0.2
-        while True:
-            await self._sleep(delay if self._session_id else 0.2)
-            sid = self._session_id
-            if not sid:
-                continue
-            try:
-                await self._renew(sid)
-                self._renewed_at = self._clock()
-                delay = self.ttl_s / 2
-                async with self._changed:
-                    self._changed.notify_all()  # is_leader may have lapsed and come back
-            except NotFoundError:
-                log.warning("session %s for %r is gone; leadership lost", sid, self.key)
-                if self._session_id == sid:
-                    self._session_id = ""
-                await self._set_held(False, 0)
-            except MeshError as exc:
-                delay = min(1.0, self.ttl_s / 10)  # retry soon: the TTL is running out
-                log.warning("renewing session %s failed: %s", sid, exc)
-
-    async def _renew(self, sid: str) -> None:
-        await self._client.call(f"renew session {sid}", lambda c: c.session.renew(sid))
-
-    async def _set_held(self, held: bool, lock_index: int) -> None:
+    def _set_held(self, held: bool, lock_index: int) -> None:
         if held == self._held:
             return
         self._held, self._lock_index = held, lock_index
-        log.info("%s %s leadership of %r", self.holder_id, "gained" if held else "lost", self.key)
-        async with self._changed:
-            self._changed.notify_all()
+        if held:
+            self._transition(LeaderState.LEADER, "acquired the lock")
+        elif self._state is not LeaderState.LOST:
+            self._transition(LeaderState.FOLLOWER, "the lock is not ours")
+        self._notify()
+        self._notify_subscribers(held)
+
+    def _transition(self, state: LeaderState, reason: str) -> None:
+        previous, self._state = self._state, state
+        if previous is state:
+            return
+        self.transitions[(previous.value, state.value)] += 1
+        log.info("%s on %r: %s -> %s (%s)",
+                 self.holder_id, self.key, previous.value, state.value, reason)  # fmt: skip
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def _notify_subscribers(self, held: bool) -> None:
         for callback in list(self._subscribers):
             try:
                 callback(held)

@@ -9,8 +9,9 @@ import pytest
 
 from meshserve.errors import InvalidInputError
 from meshserve.registry import ConsulConfig, Endpoint, LeaderElection, ServiceInstance
-from meshserve.registry.kv import MANIFEST_FORMAT, _assemble, _parse_manifest
+from meshserve.registry.kv import MANIFEST_FORMAT, KVEntry, _assemble, _parse_manifest
 from meshserve.registry.registration import ServiceInstance as _SI
+from meshserve.registry.session import SessionEvent
 
 
 def health_entry(tags: list[str], meta: dict[str, str], address: str = "") -> dict:
@@ -79,8 +80,9 @@ def test_large_value_manifest_checks() -> None:
 async def test_leadership_lapses_when_renewals_stop_by_the_injected_clock() -> None:
     now = [1000.0]
     election = LeaderElection(ConsulConfig(), "k", "me", ttl_s=10, clock=lambda: now[0])
-    await election._set_held(True, 42)
-    election._renewed_at = now[0]
+    election._keeper.session_id, election._keeper.renewed_at = "s1", now[0]
+    election._on_session(SessionEvent.CREATED, "s1")
+    await election._on_key(KVEntry("k", b"me", 42, session="s1"))
     assert election.is_leader and election.lock_index == 42
     now[0] += 9.9
     assert election.is_leader
