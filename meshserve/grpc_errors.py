@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from meshserve.decoding import Undecodable
 from meshserve.errors import MeshError, error_for_status
+from meshserve.logs import rate_limited
 from meshserve.v1 import tensor_pb2
 
 __all__ = [
@@ -52,7 +54,10 @@ def status_from_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, int
         return exc.code, exc.message, exc.retry_pushback_ms
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code(), exc.details() or "", _pushback_of(exc)
-    log.error("unexpected error", exc_info=exc)
+    rate_limited(
+        log, f"unexpected {type(exc).__name__}", "unexpected error", level=logging.ERROR,
+        exc_info=exc,
+    )  # fmt: skip
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})", None
 
 
@@ -78,6 +83,8 @@ def map_errors(
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: Context) -> Resp:
         try:
+            if isinstance(request, Undecodable):  # bytes that were not the message (tolerant())
+                raise request.to_error()
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -96,6 +103,8 @@ def map_stream_errors(
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
         try:
+            if isinstance(request, Undecodable):
+                raise request.to_error()
             async for item in method(self, request, context):
                 yield item
         except grpc.aio.AbortError:

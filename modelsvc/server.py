@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from meshserve.decoding import tolerant
 from meshserve.modelsvc.backend import OnnxBackend
 from meshserve.modelsvc.config import (
     ModelServiceConfig,
@@ -119,10 +120,10 @@ class ModelServer:
             interceptors=server_interceptors(enabled=self._telemetry_config.active()),
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(core, self.metrics, cfg.max_elements), server
+            ModelServicer(core, self.metrics, cfg.max_elements), tolerant(server)
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            V2Servicer(core, self.metrics, cfg.max_elements), server
+            V2Servicer(core, self.metrics, cfg.max_elements), tolerant(server)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection(server, (MODEL_SERVICE, V2_SERVICE))

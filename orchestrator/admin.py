@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from meshserve import telemetry
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError
+from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits
 from meshserve.orchestrator.caller import EndpointSnapshot, FaultSpec, ModelCaller
 from meshserve.orchestrator.engine import Engine
 from meshserve.orchestrator.plans.parse import parse_plan_text
@@ -54,24 +55,31 @@ class AdminCore:
         caller: ModelCaller,
         *,
         list_services: ListServices | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
         self.engine = engine
         self.caller = caller
+        self.limits = limits
         self._list_services = list_services
 
     # ---- plans ------------------------------------------------------------------------------
     async def validate(self, plan: plan_pb2.Plan) -> None:
+        """Validate `plan` (limits first; a python target's module must be allow-listed and is
+        imported off the event loop)."""
         ctx = ValidationContext(
             metadata=self.caller.metadata,
             plan_exists=self.store.exists,
             logic_exists=_logic_exists,
+            limits=self.limits,
         )
         await validate_plan(plan, ctx)
         if plan.python:
             from meshserve.orchestrator.compiled import load_python_target
 
-            load_python_target(plan.python)
+            await asyncio.to_thread(
+                load_python_target, plan.python, self.engine.config.python_modules
+            )
 
     async def apply_plan(
         self,
@@ -81,12 +89,24 @@ class AdminCore:
         expected_version: int = 0,
         dry_run: bool = False,
     ) -> tuple[str, int]:
-        """Validate and store a plan; returns (name, version). Dry runs store nothing."""
-        if plan is None:
-            if not text.strip():
-                raise InvalidInputError("ApplyPlan needs 'plan' or 'plan_text'")
-            plan = parse_plan_text(text)
-        await self.validate(plan)
+        """Validate and store a plan; returns (name, version). Dry runs store nothing.
+
+        Control-plane work never blocks the data plane: plan text is parsed in a worker thread,
+        everything before the store write is bounded by the limits and by
+        ``plan_parse_timeout_s`` as a whole (LimitExceededError past it)."""
+        limits = self.limits
+        try:
+            async with asyncio.timeout(limits.plan_parse_timeout_s):
+                if plan is None:
+                    if not text.strip():
+                        raise InvalidInputError("ApplyPlan needs 'plan' or 'plan_text'")
+                    plan = await asyncio.to_thread(parse_plan_text, text, limits)
+                await self.validate(plan)
+        except TimeoutError:
+            raise LimitExceededError(
+                "ApplyPlan: parsing and validating the plan exceeds the limit "
+                f"plan_parse_timeout_s={limits.plan_parse_timeout_s}"
+            ) from None
         if dry_run:
             latest = 0
             if self.store.exists(plan.name):

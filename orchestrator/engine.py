@@ -68,10 +68,13 @@ class PlanSource(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Engine settings. `default_timeout_s` applies when a request brings no deadline."""
+    """Engine settings. `default_timeout_s` applies when a request brings no deadline;
+    `python_modules` is the allow-list of python plan targets (None: any module, for
+    in-process embedding; a server always sets it from its command line)."""
 
     default_timeout_s: float | None = 30.0
     max_background_tasks: int = 1024
+    python_modules: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,9 @@ class Engine:
         key = (plan.name, plan.version, plan.created_unix_ms)
         found = self._compiled.get(key)
         if found is None:
-            found = compile_plan(plan, (self.models_handles, self.plans_handles))
+            found = compile_plan(
+                plan, (self.models_handles, self.plans_handles), self.config.python_modules
+            )
             if len(self._compiled) > 1024:
                 self._compiled.clear()
             self._compiled[key] = found

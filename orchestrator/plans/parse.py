@@ -24,7 +24,7 @@ from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError
 from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits, check_count, check_nesting
-from meshserve.names import quote
+from meshserve.names import QUOTE_MAX_CHARS, quote
 from meshserve.orchestrator.steps.registry import CUSTOM, PROTO_KINDS, enum_form, lookup_kind
 from meshserve.v1 import plan_pb2
 
@@ -165,7 +165,7 @@ def _step(step: Any, index: int) -> Any:
     keys = [key for key in step if key not in _STEP_FIELDS]
     if len(keys) > 1:
         raise InvalidInputError(
-            f"{where}: sets more than one kind ({', '.join(quote(str(k)) for k in keys[:8])})"
+            f"{where}: sets more than one kind ({', '.join(str(k)[:QUOTE_MAX_CHARS] for k in keys[:8])})"
         )
     for key in keys:  # at most one
         body = step.pop(key)
