@@ -75,10 +75,10 @@ class Limits:
     max_name_chars: int = NAME_MAX_CHARS
     max_string_chars: int = 1024
     max_attributes: int = 64
-    max_plan_bytes: int = 1 << 20
+    max_plan_bytes: int = 256 << 10
     max_plan_steps: int = 256
     max_nesting_depth: int = 32
-    max_yaml_nodes: int = 100_000
+    max_yaml_nodes: int = 20_000
     plan_parse_timeout_s: float = 10.0
     max_expression_chars: int = 1000
     max_expression_depth: int = 32

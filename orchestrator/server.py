@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import logging
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -110,6 +111,9 @@ class OrchestratorConfig:
     learning_dir: str = ""  # learner model files and logs (default: a temp folder)
     logic_modules: tuple[str, ...] = ()  # modules that register @logic functions on import
     limits: Limits = DEFAULT_LIMITS  # every bound a caller can hit (meshserve.limits)
+    # sys.setswitchinterval of the process (`run`): how long a control-plane worker thread
+    # (plan parsing) may keep the GIL while the event loop waits to serve Execute calls.
+    gil_switch_interval_us: int = 500
     extra_interceptors: tuple[Any, ...] = field(default=(), compare=False)
 
 
@@ -378,4 +382,6 @@ class OrchestratorServer:
 
 async def run(config: OrchestratorConfig, consul: ConsulConfig) -> int:
     """Serve until SIGTERM/SIGINT; print the ready line once serving and registered."""
+    if config.gil_switch_interval_us > 0:
+        sys.setswitchinterval(config.gil_switch_interval_us / 1e6)
     return await serve_until_signal(OrchestratorServer(config, consul), config.grace_s)
