@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from meshserve import telemetry
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError
-from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits
+from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits, check_string
+from meshserve.names import check_name, quote
 from meshserve.orchestrator.caller import EndpointSnapshot, FaultSpec, ModelCaller
 from meshserve.orchestrator.engine import Engine
 from meshserve.orchestrator.plans.parse import parse_plan_text
@@ -178,12 +179,16 @@ class AdminCore:
     def drain(self, model: str, instance_id: str, drain: bool) -> int:
         if not model or not instance_id:
             raise InvalidInputError("DrainEndpoint needs 'model' and 'instance_id'")
+        check_name("model", model)
+        check_string("instance_id", instance_id, self.limits, "max_string_chars")
         return self.caller.drain(model, instance_id, drain)
 
     # ---- faults -----------------------------------------------------------------------------
     def inject_fault(self, fault: FaultSpec) -> str:
         if not fault.model:
             raise InvalidInputError("InjectFault: 'model' is required")
+        check_name("model", fault.model)
+        check_string("instance_id", fault.instance_id, self.limits, "max_string_chars")
         if not 0 < fault.duration_s <= MAX_FAULT_S:
             raise InvalidInputError(
                 f"InjectFault: duration_ms must be in (0, {int(MAX_FAULT_S * 1000)}], "
@@ -204,7 +209,7 @@ class AdminCore:
         """Spans of a recent trace kept by this orchestrator (NotFoundError otherwise)."""
         spans = telemetry.get_trace(trace_id)
         if not spans:
-            raise NotFoundError(f"trace '{trace_id}' is not in this orchestrator's buffer")
+            raise NotFoundError(f"trace {quote(trace_id)} is not in this orchestrator's buffer")
         return spans
 
     def slowest_traces(self, n: int) -> list[TraceSummary]:

@@ -10,7 +10,7 @@ import grpc
 
 from meshserve.errors import InvalidInputError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
-from meshserve.limits import DEFAULT_LIMITS, Limits
+from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
 from meshserve.orchestrator import converters
 from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.engine import Engine
@@ -90,6 +90,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     ) -> orchestrator_pb2.FeedbackResponse:
         if not request.request_id:
             raise InvalidInputError("Feedback: 'request_id' is required")
+        check_string("Feedback request_id", request.request_id, self.limits, "max_string_chars")
         signal = request.WhichOneof("signal")
         if signal is None:
             raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
