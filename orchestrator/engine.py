@@ -32,6 +32,8 @@ import numpy as np
 from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, InternalError, InvalidInputError, MeshError
+from meshserve.logs import rate_limited
+from meshserve.names import quote
 from meshserve.orchestrator.caller import ModelCaller
 from meshserve.orchestrator.compiled import CompiledPlan, StepPlan, compile_plan
 from meshserve.orchestrator.learning_port import Learning, NullLearning
@@ -352,7 +354,10 @@ class Engine:
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            log.exception("step %s of plan %s failed", sp.name, ctx.run.plan)
+            rate_limited(
+                log, "step failed", "step %s of plan %s failed", sp.name, ctx.run.plan,
+                level=logging.ERROR, exc_info=exc,
+            )  # fmt: skip
             raise InternalError(f"internal error ({type(exc).__name__})").add_context(
                 plan=ctx.run.plan, step=sp.name
             ) from exc
@@ -379,10 +384,13 @@ class Engine:
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            log.exception("python plan %s failed", compiled.name)
+            rate_limited(
+                log, "python plan failed", "python plan %s failed", compiled.name,
+                level=logging.ERROR, exc_info=exc,
+            )  # fmt: skip
             raise InternalError(
                 f"python plan '{compiled.name}' ({compiled.plan.python}) raised "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {quote(str(exc))}"
             ) from exc
         finally:
             current_run.reset(token)
