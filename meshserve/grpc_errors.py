@@ -23,6 +23,7 @@ from meshserve.v1 import tensor_pb2
 
 __all__ = [
     "RETRY_PUSHBACK_KEY",
+    "STATUS_MESSAGE_MAX_CHARS",
     "abort_with",
     "code_from_int",
     "error_from_status",
@@ -36,6 +37,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# Longest status message sent (see _bounded); messages quote bounded input, this is the net.
+STATUS_MESSAGE_MAX_CHARS = 1024
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 Req = TypeVar("Req")
@@ -48,12 +51,21 @@ def code_from_int(value: int) -> grpc.StatusCode:
     return _BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
 
 
+def _bounded(message: str) -> str:
+    """At most STATUS_MESSAGE_MAX_CHARS characters: a message that echoes too much of a request
+    would overflow the caller's metadata limit (grpc-message is percent-encoded, up to 12 bytes
+    per character) and arrive as a confusing RESOURCE_EXHAUSTED instead."""
+    if len(message) <= STATUS_MESSAGE_MAX_CHARS:
+        return message
+    return f"{message[:STATUS_MESSAGE_MAX_CHARS]}... ({len(message)} characters)"
+
+
 def status_from_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, int | None]:
     """(code, message, retry_pushback_ms) for any exception; unknown ones become INTERNAL."""
     if isinstance(exc, MeshError):
-        return exc.code, exc.message, exc.retry_pushback_ms
+        return exc.code, _bounded(exc.message), exc.retry_pushback_ms
     if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code(), exc.details() or "", _pushback_of(exc)
+        return exc.code(), _bounded(exc.details() or ""), _pushback_of(exc)
     rate_limited(
         log, f"unexpected {type(exc).__name__}", "unexpected error", level=logging.ERROR,
         exc_info=exc,

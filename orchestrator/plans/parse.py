@@ -23,7 +23,14 @@ import yaml
 from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError
-from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits, check_count, check_nesting
+from meshserve.limits import (
+    DEFAULT_LIMITS,
+    LimitExceededError,
+    Limits,
+    check_count,
+    check_nesting,
+    check_string,
+)
 from meshserve.names import QUOTE_MAX_CHARS, quote
 from meshserve.orchestrator.steps.registry import CUSTOM, PROTO_KINDS, enum_form, lookup_kind
 from meshserve.v1 import plan_pb2
@@ -129,7 +136,7 @@ def plan_from_dict(data: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> pla
     check_count("plan steps", len(steps), limits, "max_plan_steps")
     check_count("plan inputs", len(inputs), limits, "max_inputs")
     data["inputs"] = [_spec(s) for s in inputs]
-    data["steps"] = [_step(s, i) for i, s in enumerate(steps)]
+    data["steps"] = [_step(s, i, limits) for i, s in enumerate(steps)]
     plan = plan_pb2.Plan()
     try:
         json_format.ParseDict(data, plan)
@@ -153,7 +160,7 @@ def _spec(spec: Any) -> Any:
 _STEP_FIELDS = frozenset({"name", "inputs"})
 
 
-def _step(step: Any, index: int) -> Any:
+def _step(step: Any, index: int, limits: Limits) -> Any:
     if not isinstance(step, dict):
         raise InvalidInputError(f"steps[{index}] must be a mapping, got {type(step).__name__}")
     step = dict(step)
@@ -165,10 +172,16 @@ def _step(step: Any, index: int) -> Any:
     keys = [key for key in step if key not in _STEP_FIELDS]
     if len(keys) > 1:
         raise InvalidInputError(
-            f"{where}: sets more than one kind ({', '.join(str(k)[:QUOTE_MAX_CHARS] for k in keys[:8])})"
+            f"{where}: sets more than one kind "
+            f"({', '.join(str(k)[:QUOTE_MAX_CHARS] for k in keys[:8])})"
         )
     for key in keys:  # at most one
+        check_string(f"{where} kind", str(key), DEFAULT_LIMITS, "max_name_chars")
         body = step.pop(key)
+        if key == CUSTOM and isinstance(body, dict):
+            check_string(
+                f"{where} kind", str(body.get("kind", "")), DEFAULT_LIMITS, "max_name_chars"
+            )
         try:
             if key == CUSTOM and isinstance(body, dict):
                 kind = lookup_kind(str(body.get("kind", "")), where, custom=True)

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError
-from meshserve.limits import DEFAULT_LIMITS, Limits, check_count, check_nesting
+from meshserve.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_count,
+    check_nesting,
+    check_string,
+    check_strings,
+)
 from meshserve.names import check_name, quote
 from meshserve.orchestrator.plans.graph import PlanGraph, Ref
 from meshserve.orchestrator.steps.registry import kind_of
@@ -67,12 +74,18 @@ def _compatible(expected: tensor_pb2.TensorSpec, actual: tensor_pb2.TensorSpec) 
 
 def check_plan_limits(plan: plan_pb2.Plan, limits: Limits) -> None:
     """A plan proto (from text, gRPC or KV) within ``max_plan_bytes``, ``max_plan_steps``,
-    ``max_inputs`` and, for registered kinds' params, ``max_nesting_depth``: checked before
-    any other validation work."""
+    ``max_inputs``, names within ``max_name_chars`` and wires within ``max_string_chars`` and,
+    for registered kinds' params, ``max_nesting_depth``: checked before any other work."""
     check_count("plan size in bytes", plan.ByteSize(), limits, "max_plan_bytes")
     check_count("plan steps", len(plan.steps), limits, "max_plan_steps")
     check_count("plan inputs", len(plan.inputs), limits, "max_inputs")
+    check_strings("plan input name", (s.name for s in plan.inputs), limits, "max_name_chars")
+    check_strings("plan output name", plan.outputs, limits, "max_name_chars")
+    check_strings("plan output wire", plan.outputs.values(), limits, "max_string_chars")
     for step in plan.steps:
+        check_string("step name", step.name, limits, "max_name_chars")
+        check_strings("step input name", step.inputs, limits, "max_name_chars")
+        check_strings("step input wire", step.inputs.values(), limits, "max_string_chars")
         if step.WhichOneof("kind") == "custom":
             params = json_format.MessageToDict(step.custom.params)
             check_nesting(f"step {quote(step.name)} custom params", params, limits)

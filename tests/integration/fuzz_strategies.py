@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import yaml
 from hypothesis import strategies as st
 
@@ -80,10 +81,21 @@ tensors = st.builds(
     blobs,
 )
 many = st.integers(min_value=65, max_value=200)  # over max_inputs / max_attributes
+# A well-formed float32 [rows, 64] tensor (NaN/inf included), so inference runs too.
+rows = st.integers(min_value=1, max_value=8)
+good_tensors = st.builds(
+    lambda r, fill: tensor_pb2.Tensor(dtype=1, shape=[r, 64], data=fill * (64 * r)),
+    rows,
+    st.sampled_from(
+        [b"\x00\x00\x80\x3f", b"\x00\x00\x00\x00", b"\x00\x00\xc0\x7f", b"\xff\xff\x7f\x7f"]
+    ),
+)
 
 
 @st.composite
 def tensor_maps(draw: st.DrawFn) -> dict[str, tensor_pb2.Tensor]:
+    if draw(st.booleans()):
+        return {"input": draw(good_tensors)}
     if draw(st.sampled_from(range(20))) == 5:
         tensor = draw(tensors)
         return {f"i{i}": tensor for i in range(draw(many))}
@@ -114,6 +126,15 @@ def v2_requests(draw: st.DrawFn) -> v2.ModelInferRequest:
         model_name=draw(st.sampled_from(["fuzz"] * 8 + ["x", "n" * 70_000])),
         id=draw(short_text),
     )
+    if draw(st.booleans()):
+        good = draw(good_tensors)
+        request.inputs.add(name="input", datatype="FP32", shape=good.shape)
+        if draw(st.booleans()):
+            request.raw_input_contents.append(good.data)
+        else:
+            values = np.frombuffer(good.data, dtype="<f4").tolist()
+            request.inputs[0].contents.fp32_contents.extend(values)
+        return request
     raw = draw(st.booleans())
     count = draw(
         st.sampled_from(range(20)).flatmap(
@@ -253,7 +274,7 @@ def plan_dicts(draw: st.DrawFn) -> Any:
 def _dump(data: Any, form: str) -> str:
     if form == "json":
         return json.dumps(data, allow_nan=True)
-    return yaml.safe_dump(data)
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
 
 
 @st.composite
@@ -263,7 +284,12 @@ def proto_plans(draw: st.DrawFn) -> plan_pb2.Plan:
         python=draw(st.sampled_from(["", "", "", "os:system", "x"])),
         description=draw(short_text),
     )
-    for i in range(draw(st.one_of(st.integers(min_value=0, max_value=4), st.just(300)))):
+    count = draw(
+        st.sampled_from(range(10)).flatmap(
+            lambda i: st.just(300) if i == 5 else st.integers(min_value=0, max_value=4)
+        )
+    )
+    for i in range(count):
         step = plan.steps.add(name=draw(st.one_of(st.just(f"s{i}"), names)))
         choice = draw(st.integers(min_value=0, max_value=2))
         if choice == 0:

@@ -13,7 +13,7 @@ import pytest
 
 from meshserve.decoding import tolerant
 from meshserve.errors import InvalidInputError
-from meshserve.grpc_errors import map_errors
+from meshserve.grpc_errors import STATUS_MESSAGE_MAX_CHARS, map_errors, status_from_exception
 from meshserve.limits import (
     LimitExceededError,
     Limits,
@@ -25,7 +25,7 @@ from meshserve.logs import LogLimiter, rate_limited
 from meshserve.orchestrator.compiled import load_python_target
 from meshserve.orchestrator.converters import call_from_proto
 from meshserve.orchestrator.expr import compile_expression
-from meshserve.orchestrator.plans.parse import parse_plan_text
+from meshserve.orchestrator.plans.parse import parse_plan_text, plan_from_dict
 from meshserve.orchestrator.plans.validate import check_plan_limits
 from meshserve.v1 import model_pb2, model_pb2_grpc, orchestrator_pb2, plan_pb2, tensor_pb2
 
@@ -245,3 +245,26 @@ async def test_undecodable_bodies_are_invalid_argument() -> None:
             assert model_pb2.InferResponse.FromString(await raw(good, timeout=5)).id == "ok"
     finally:
         await server.stop(0)
+
+
+def test_long_names_in_a_plan_are_refused_before_they_are_echoed() -> None:
+    long = "n" * 65_000
+    plan = plan_pb2.Plan(name="p")
+    plan.steps.add(name=long).model.model = "m"
+    plan.outputs["y"] = "s.y"
+    with pytest.raises(LimitExceededError, match="step name") as info:
+        check_plan_limits(plan, LIMITS)
+    assert len(info.value.message) < 300
+    plan = plan_pb2.Plan(name="p")
+    plan.outputs["y"] = long
+    with pytest.raises(LimitExceededError, match="plan output wire"):
+        check_plan_limits(plan, LIMITS)
+    with pytest.raises(LimitExceededError, match="kind"):
+        plan_from_dict({"name": "p", "steps": [{"name": "s", long: 1}]})
+
+
+def test_status_messages_are_bounded_whatever_the_error_says() -> None:
+    code, message, _ = status_from_exception(InvalidInputError("x" * 100_000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(message) <= STATUS_MESSAGE_MAX_CHARS + 40
+    assert message.endswith("(100000 characters)")
