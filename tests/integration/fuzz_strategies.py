@@ -330,15 +330,20 @@ class Tally:
     samples: dict[str, list[str]] = field(default_factory=dict)  # code -> a few details
     sent: int = 0
 
-    def add(self, code: grpc.StatusCode, details: str, what: str) -> None:
+    def add(self, code: grpc.StatusCode, details: str, what: str, budget_ms: int = 0) -> None:
+        """Record one status; `budget_ms` is the request's own `timeout_ms` (0: none)."""
         self.sent += 1
         self.codes[code.name] = self.codes.get(code.name, 0) + 1
         sample = self.samples.setdefault(code.name, [])
         if len(sample) < 3:
             sample.append(details[:120])
         # An error message echoing unbounded input overflows the client's metadata limit and
-        # arrives as a confusing RESOURCE_EXHAUSTED: a failure too.
+        # arrives as a confusing RESOURCE_EXHAUSTED: a failure too. DEADLINE_EXCEEDED is clean
+        # only as the server's answer to a request's own short `timeout_ms` budget, never when
+        # the client's deadline ran out (a hang).
         bad = code not in CLEAN or "metadata size exceeds" in details
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            bad = not budget_ms or budget_ms >= DEADLINE_S * 1000 or details == "Deadline Exceeded"
         if bad and len(self.failures) < 20:
             self.failures.append(f"{code.name} on {what}: {details[:300]}")
 
@@ -354,7 +359,7 @@ def send_batch(
             tally.add(grpc.StatusCode.OK, "", "")
         except grpc.RpcError as exc:
             what = type(message).__name__ if not isinstance(message, bytes) else "raw bytes"
-            tally.add(exc.code(), exc.details() or "", what)
+            tally.add(exc.code(), exc.details() or "", what, getattr(message, "timeout_ms", 0))
 
 
 @dataclass(frozen=True)
