@@ -16,11 +16,14 @@ from typing import Any, TypeVar
 
 import grpc
 
+from meshserve.decoding import Undecodable
 from meshserve.errors import MeshError, error_for_status
+from meshserve.logs import rate_limited
 from meshserve.v1 import tensor_pb2
 
 __all__ = [
     "RETRY_PUSHBACK_KEY",
+    "STATUS_MESSAGE_MAX_CHARS",
     "abort_with",
     "code_from_int",
     "error_from_status",
@@ -34,6 +37,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# Longest status message sent (see _bounded); messages quote bounded input, this is the net.
+STATUS_MESSAGE_MAX_CHARS = 1024
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 Req = TypeVar("Req")
@@ -46,13 +51,25 @@ def code_from_int(value: int) -> grpc.StatusCode:
     return _BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
 
 
+def _bounded(message: str) -> str:
+    """At most STATUS_MESSAGE_MAX_CHARS characters: a message that echoes too much of a request
+    would overflow the caller's metadata limit (grpc-message is percent-encoded, up to 12 bytes
+    per character) and arrive as a confusing RESOURCE_EXHAUSTED instead."""
+    if len(message) <= STATUS_MESSAGE_MAX_CHARS:
+        return message
+    return f"{message[:STATUS_MESSAGE_MAX_CHARS]}... ({len(message)} characters)"
+
+
 def status_from_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, int | None]:
     """(code, message, retry_pushback_ms) for any exception; unknown ones become INTERNAL."""
     if isinstance(exc, MeshError):
-        return exc.code, exc.message, exc.retry_pushback_ms
+        return exc.code, _bounded(exc.message), exc.retry_pushback_ms
     if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code(), exc.details() or "", _pushback_of(exc)
-    log.error("unexpected error", exc_info=exc)
+        return exc.code(), _bounded(exc.details() or ""), _pushback_of(exc)
+    rate_limited(
+        log, f"unexpected {type(exc).__name__}", "unexpected error", level=logging.ERROR,
+        exc_info=exc,
+    )  # fmt: skip
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})", None
 
 
@@ -78,6 +95,8 @@ def map_errors(
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: Context) -> Resp:
         try:
+            if isinstance(request, Undecodable):  # bytes that were not the message (tolerant())
+                raise request.to_error()
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -96,6 +115,8 @@ def map_stream_errors(
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
         try:
+            if isinstance(request, Undecodable):
+                raise request.to_error()
             async for item in method(self, request, context):
                 yield item
         except grpc.aio.AbortError:

@@ -8,12 +8,33 @@ import signal
 import sys
 from typing import Protocol
 
-__all__ = ["READY_PREFIX", "serve_until_signal"]
+__all__ = ["CLIENT_KEEPALIVE_MS", "READY_PREFIX", "serve_until_signal", "server_options"]
 
 log = logging.getLogger(__name__)
 
 # Printed once a server serves (and is registered); tests and `meshserve up` wait for it.
 READY_PREFIX = "MESHSERVE_READY"
+
+# meshserve's own clients ping idle long-lived streams this often (grpc.keepalive_time_ms).
+CLIENT_KEEPALIVE_MS = 10_000
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC server options every meshserve server shares.
+
+    Message size limits both ways; no port sharing (a second server must fail to bind); and
+    keepalive pings from clients accepted every `CLIENT_KEEPALIVE_MS / 2` even on a stream with
+    no data in flight. gRPC's default (5 minutes) makes a server answer the orchestrator's
+    10 s pings on an idle InferStream with GOAWAY "too many pings" after two strikes, which
+    broke the next call after about 2.5 minutes without traffic.
+    """
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_KEEPALIVE_MS // 2),
+    ]
 
 
 class _Bound(Protocol):

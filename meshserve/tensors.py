@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError
+from meshserve.limits import DEFAULT_LIMITS, check_shape
+from meshserve.names import quote
 from meshserve.v1 import tensor_pb2
 
 __all__ = [
@@ -41,8 +43,8 @@ DTYPE_TO_NUMPY: dict[int, np.dtype] = {
 # Values typed Any: protobuf stubs type enum fields as their enum wrapper, not int.
 NUMPY_TO_DTYPE: dict[np.dtype, Any] = {v.newbyteorder("="): k for k, v in DTYPE_TO_NUMPY.items()}
 
-# Element count accepted before any allocation (2**28 floats = 1 GiB).
-DEFAULT_MAX_ELEMENTS = 1 << 28
+# Element count accepted before any allocation by default (`meshserve.limits.Limits`).
+DEFAULT_MAX_ELEMENTS = DEFAULT_LIMITS.max_elements
 
 
 def dtype_name(dtype: int) -> str:
@@ -52,18 +54,10 @@ def dtype_name(dtype: int) -> str:
 
 
 def element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
-    """prod(shape), checked before anything is allocated: no negative dimension, at most
-    `max_elements` (InvalidInputError naming input `name` otherwise)."""
-    count = 1
-    for dim in shape:
-        if dim < 0:
-            raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
-        count *= dim
-        if count > max_elements:
-            raise InvalidInputError(
-                f"input '{name}': shape {list(shape)} exceeds the limit of {max_elements} elements"
-            )
-    return count
+    """prod(shape), checked before anything is allocated (`meshserve.limits.check_shape`): rank
+    at most ``max_dims``, no negative dimension (InvalidInputError), at most `max_elements`
+    (LimitExceededError), both naming input `name`."""
+    return check_shape(name, shape, DEFAULT_LIMITS, max_elements)
 
 
 def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
@@ -84,14 +78,14 @@ def to_numpy(
 ) -> np.ndarray:
     """Decode a Tensor into a read-only array viewing the message bytes (no copy).
 
-    Raises InvalidInputError naming `name` when the dtype is unknown, a dimension is negative,
-    the element count exceeds `max_elements` (checked before allocating) or the byte length does
-    not match shape x dtype.
+    Raises InvalidInputError naming `name` when the dtype is unknown, the rank is too high, a
+    dimension is negative or the byte length does not match shape x dtype; LimitExceededError
+    when the element count exceeds `max_elements` (both checked before allocating).
     """
     np_dtype = DTYPE_TO_NUMPY.get(tensor.dtype)
     if np_dtype is None:
         raise InvalidInputError(
-            f"input '{name}': dtype {tensor.dtype} is not a known DataType "
+            f"input {quote(name)}: dtype {tensor.dtype} is not a known DataType "
             f"(expected one of {sorted(dtype_name(d) for d in DTYPE_TO_NUMPY)})"
         )
     shape = tuple(int(d) for d in tensor.shape)
@@ -117,7 +111,7 @@ def view_bytes(
     expected = count * dtype.itemsize
     if len(data) != expected:
         raise InvalidInputError(
-            f"input '{name}': {len(data)} bytes{source} do not match shape {list(shape)} x "
+            f"input {quote(name)}: {len(data)} bytes{source} do not match shape {list(shape)} x "
             f"{type_name or dtype.name} ({expected} bytes expected)"
         )
     return np.frombuffer(data, dtype=dtype).reshape(shape)

@@ -13,9 +13,11 @@ import numpy as np
 
 from meshserve import tensors
 from meshserve.errors import InvalidInputError
+from meshserve.limits import DEFAULT_LIMITS, Limits, check_count, check_string, check_strings
 from meshserve.modelsvc.backend import TensorSpec
 from meshserve.modelsvc.batcher import BatchStats
 from meshserve.modelsvc.core import InferOutput, ModelInfo
+from meshserve.names import quote
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import model_pb2, tensor_pb2
 
@@ -53,13 +55,27 @@ def rows_of(request: model_pb2.InferRequest) -> int:
     return 1
 
 
+def _check_request(inputs: int, names: Any, outputs: Any, request_id: str, limits: Limits) -> None:
+    """Counts and string lengths of a request, before any tensor is decoded."""
+    check_count("request inputs", inputs, limits, "max_inputs")
+    check_count("requested outputs", len(outputs), limits, "max_inputs")
+    check_strings("input name", names, limits, "max_name_chars")
+    check_strings("output name", outputs, limits, "max_name_chars")
+    check_string("request id", request_id, limits, "max_string_chars")
+
+
 def request_from_proto(
-    request: model_pb2.InferRequest, max_elements: int
+    request: model_pb2.InferRequest, max_elements: int, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Arrays, tuple[str, ...], float | None]:
-    """(inputs, output_names, timeout_s) of an InferRequest; arrays view the message bytes."""
+    """(inputs, output_names, timeout_s) of an InferRequest; arrays view the message bytes.
+
+    Counts, names and shapes are checked against `limits` (elements against `max_elements`)
+    before anything is decoded."""
+    output_names = tuple(request.output_names)
+    _check_request(len(request.inputs), request.inputs, output_names, request.id, limits)
     inputs = tensors.to_numpy_map(request.inputs, max_elements)
     timeout_s = request.timeout_ms / 1000.0 if request.timeout_ms else None
-    return inputs, tuple(request.output_names), timeout_s
+    return inputs, output_names, timeout_s
 
 
 def stats_to_proto(stats: BatchStats) -> model_pb2.InferStats:
@@ -148,7 +164,7 @@ def _v2_dtype(name: str, datatype: str) -> np.dtype:
     dtype = V2_TO_NUMPY.get(datatype)
     if dtype is None:
         raise InvalidInputError(
-            f"input '{name}': datatype {datatype!r} is not supported "
+            f"input {quote(name)}: datatype {quote(datatype)} is not supported "
             f"(expected one of {sorted(V2_TO_NUMPY)})"
         )
     return dtype
@@ -161,17 +177,17 @@ def _from_contents(
     used = [f.name for f, _ in contents.ListFields()]
     if field is None:
         raise InvalidInputError(
-            f"input '{name}': datatype {datatype} can only be sent in raw_input_contents"
+            f"input {quote(name)}: datatype {datatype} can only be sent in raw_input_contents"
         )
     if any(u != field for u in used):
         raise InvalidInputError(
-            f"input '{name}': datatype {datatype} values belong in contents.{field}, "
+            f"input {quote(name)}: datatype {datatype} values belong in contents.{field}, "
             f"received {used}"
         )
     values = getattr(contents, field)
     if len(values) != count:
         raise InvalidInputError(
-            f"input '{name}': {len(values)} values in contents.{field} do not match shape "
+            f"input {quote(name)}: {len(values)} values in contents.{field} do not match shape "
             f"{list(shape)} ({count} values expected)"
         )
     if dtype.kind in "iu" and count:
@@ -179,20 +195,28 @@ def _from_contents(
         info = np.iinfo(dtype)
         if wide.min() < info.min or wide.max() > info.max:
             raise InvalidInputError(
-                f"input '{name}': values outside the {datatype} range [{info.min}, {info.max}]"
+                f"input {quote(name)}: values outside the {datatype} range [{info.min}, {info.max}]"
             )
         return wide.astype(dtype).reshape(shape)
     return np.fromiter(values, dtype=dtype, count=count).reshape(shape)
 
 
 def v2_request_from_proto(
-    request: v2.ModelInferRequest, max_elements: int
+    request: v2.ModelInferRequest, max_elements: int, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Arrays, tuple[str, ...], bool]:
     """(inputs, output_names, raw_outputs) of a ModelInferRequest.
 
     Values come either all from ``raw_input_contents`` (one entry per input, in order) or all
     from typed ``contents``; responses use the same form as the request.
     """
+    outputs = tuple(o.name for o in request.outputs)
+    _check_request(
+        len(request.inputs),
+        (t.name for t in request.inputs),
+        outputs,
+        request.id,
+        limits,
+    )
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidInputError(
@@ -203,14 +227,14 @@ def v2_request_from_proto(
     for i, tensor in enumerate(request.inputs):
         name = tensor.name
         if name in arrays:
-            raise InvalidInputError(f"input '{name}' appears more than once")
+            raise InvalidInputError(f"input {quote(name)} appears more than once")
         dtype = _v2_dtype(name, tensor.datatype)
         shape = tuple(int(d) for d in tensor.shape)
         count = tensors.element_count(name, shape, max_elements)
         if raw:
             if tensor.HasField("contents") and tensor.contents.ListFields():
                 raise InvalidInputError(
-                    f"input '{name}': send values in contents or raw_input_contents, not both"
+                    f"input {quote(name)}: send values in contents or raw_input_contents, not both"
                 )
             arrays[name] = tensors.view_bytes(
                 name,
@@ -225,7 +249,6 @@ def v2_request_from_proto(
             arrays[name] = _from_contents(
                 name, tensor.datatype, dtype, shape, count, tensor.contents
             )
-    outputs = tuple(o.name for o in request.outputs)
     return arrays, outputs, bool(raw)
 
 

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from meshserve.decoding import tolerant
 from meshserve.modelsvc.admission import Admission
 from meshserve.modelsvc.backend import OnnxBackend
 from meshserve.modelsvc.config import (
@@ -31,7 +32,7 @@ from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
 from meshserve.reflection import enable_reflection
-from meshserve.serving import serve_until_signal
+from meshserve.serving import serve_until_signal, server_options
 from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
 from meshserve.tls import bind
 from meshserve.v1 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc, model_pb2, model_pb2_grpc
@@ -110,11 +111,7 @@ class ModelServer:
         await asyncio.get_running_loop().run_in_executor(self._executor, core.warm_up)
         self.core = core
 
-        options = [
-            ("grpc.max_receive_message_length", cfg.max_message_bytes),
-            ("grpc.max_send_message_length", cfg.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
+        options = server_options(cfg.max_message_bytes)
         if cfg.max_pending_rpcs > 0:
             options.append(("grpc.server.max_pending_requests", cfg.max_pending_rpcs // 4))
             options.append(("grpc.server.max_pending_requests_hard_limit", cfg.max_pending_rpcs))
@@ -124,10 +121,10 @@ class ModelServer:
             interceptors=server_interceptors(enabled=self._telemetry_config.active()),
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(core, self.metrics, cfg.max_elements, self.admission), server
+            ModelServicer(core, self.metrics, cfg.max_elements, self.admission), tolerant(server)
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            V2Servicer(core, self.metrics, cfg.max_elements, self.admission), server
+            V2Servicer(core, self.metrics, cfg.max_elements, self.admission), tolerant(server)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection(server, (MODEL_SERVICE, V2_SERVICE))

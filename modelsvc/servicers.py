@@ -27,6 +27,7 @@ from meshserve.modelsvc import converters
 from meshserve.modelsvc.admission import Admission
 from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
+from meshserve.names import quote
 from meshserve.streams import fan_out
 from meshserve.telemetry import links_from_traceparents, tracing_enabled
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
@@ -233,11 +234,11 @@ class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
         info = self._core.info
         if name != info.name:
             raise NotFoundError(
-                f"model '{name}' is not served here (this replica serves '{info.name}')"
+                f"model {quote(name)} is not served here (this replica serves '{info.name}')"
             )
         if version and version != info.version:
             raise NotFoundError(
-                f"model '{name}' version '{version}' is not served here "
+                f"model {quote(name)} version {quote(version)} is not served here "
                 f"(this replica serves version '{info.version}')"
             )
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from meshserve.errors import InvalidInputError
 from meshserve.modelsvc.backend import Signature
+from meshserve.names import quote
 
 __all__ = ["RequestValidator", "validate_request"]
 
@@ -36,14 +37,14 @@ def validate_request(
     expected_names = _names(signature.inputs)
     for name in inputs:
         if name not in expected_names:
-            raise InvalidInputError(f"unknown input '{name}' (model inputs: {expected_names})")
+            raise InvalidInputError(f"unknown input {quote(name)} (model inputs: {expected_names})")
     rows_by_input: dict[str, int] = {}
     for spec in signature.inputs:
         array = inputs.get(spec.name)
         if array is None:
             raise InvalidInputError(
                 f"missing input '{spec.name}' (expected {spec.describe()}); "
-                f"received {sorted(inputs)}"
+                f"received {[quote(n) for n in sorted(inputs)[:8]]}"
             )
         if array.dtype != spec.dtype:
             raise InvalidInputError(
@@ -84,7 +85,7 @@ def validate_request(
     for name in output_names:
         if name not in known_outputs:
             raise InvalidInputError(
-                f"unknown output '{name}' requested (model outputs: {known_outputs})"
+                f"unknown output {quote(name)} requested (model outputs: {known_outputs})"
             )
     return next(iter(rows_by_input.values()), 1) if signature.batched else 1
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from meshserve import telemetry
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError
+from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits, check_string
+from meshserve.names import check_name, quote
 from meshserve.orchestrator.caller import EndpointSnapshot, FaultSpec, ModelCaller
 from meshserve.orchestrator.engine import Engine
 from meshserve.orchestrator.plans.parse import parse_plan_text
@@ -54,24 +56,31 @@ class AdminCore:
         caller: ModelCaller,
         *,
         list_services: ListServices | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
         self.engine = engine
         self.caller = caller
+        self.limits = limits
         self._list_services = list_services
 
     # ---- plans ------------------------------------------------------------------------------
     async def validate(self, plan: plan_pb2.Plan) -> None:
+        """Validate `plan` (limits first; a python target's module must be allow-listed and is
+        imported off the event loop)."""
         ctx = ValidationContext(
             metadata=self.caller.metadata,
             plan_exists=self.store.exists,
             logic_exists=_logic_exists,
+            limits=self.limits,
         )
         await validate_plan(plan, ctx)
         if plan.python:
             from meshserve.orchestrator.compiled import load_python_target
 
-            load_python_target(plan.python)
+            await asyncio.to_thread(
+                load_python_target, plan.python, self.engine.config.python_modules
+            )
 
     async def apply_plan(
         self,
@@ -81,12 +90,24 @@ class AdminCore:
         expected_version: int = 0,
         dry_run: bool = False,
     ) -> tuple[str, int]:
-        """Validate and store a plan; returns (name, version). Dry runs store nothing."""
-        if plan is None:
-            if not text.strip():
-                raise InvalidInputError("ApplyPlan needs 'plan' or 'plan_text'")
-            plan = parse_plan_text(text)
-        await self.validate(plan)
+        """Validate and store a plan; returns (name, version). Dry runs store nothing.
+
+        Control-plane work never blocks the data plane: plan text is parsed in a worker thread,
+        everything before the store write is bounded by the limits and by
+        ``plan_parse_timeout_s`` as a whole (LimitExceededError past it)."""
+        limits = self.limits
+        try:
+            async with asyncio.timeout(limits.plan_parse_timeout_s):
+                if plan is None:
+                    if not text.strip():
+                        raise InvalidInputError("ApplyPlan needs 'plan' or 'plan_text'")
+                    plan = await asyncio.to_thread(parse_plan_text, text, limits)
+                await self.validate(plan)
+        except TimeoutError:
+            raise LimitExceededError(
+                "ApplyPlan: parsing and validating the plan exceeds the limit "
+                f"plan_parse_timeout_s={limits.plan_parse_timeout_s}"
+            ) from None
         if dry_run:
             latest = 0
             if self.store.exists(plan.name):
@@ -158,12 +179,16 @@ class AdminCore:
     def drain(self, model: str, instance_id: str, drain: bool) -> int:
         if not model or not instance_id:
             raise InvalidInputError("DrainEndpoint needs 'model' and 'instance_id'")
+        check_name("model", model)
+        check_string("instance_id", instance_id, self.limits, "max_string_chars")
         return self.caller.drain(model, instance_id, drain)
 
     # ---- faults -----------------------------------------------------------------------------
     def inject_fault(self, fault: FaultSpec) -> str:
         if not fault.model:
             raise InvalidInputError("InjectFault: 'model' is required")
+        check_name("model", fault.model)
+        check_string("instance_id", fault.instance_id, self.limits, "max_string_chars")
         if not 0 < fault.duration_s <= MAX_FAULT_S:
             raise InvalidInputError(
                 f"InjectFault: duration_ms must be in (0, {int(MAX_FAULT_S * 1000)}], "
@@ -184,7 +209,7 @@ class AdminCore:
         """Spans of a recent trace kept by this orchestrator (NotFoundError otherwise)."""
         spans = telemetry.get_trace(trace_id)
         if not spans:
-            raise NotFoundError(f"trace '{trace_id}' is not in this orchestrator's buffer")
+            raise NotFoundError(f"trace {quote(trace_id)} is not in this orchestrator's buffer")
         return spans
 
     def slowest_traces(self, n: int) -> list[TraceSummary]:

@@ -53,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         admin_token=admin_token,
         instance_id=args.instance_id,
         python_plans=tuple(args.python_plan or ()),
+        python_modules=tuple(args.python_module or ()),
         plan_files=tuple(args.plans or ()),
         register=not args.no_register,
         metrics_port=args.metrics_port,
@@ -112,7 +113,14 @@ def register(subparsers: Any) -> None:
         action="append",
         type=_python_plan,
         metavar="NAME=module:attr",
-        help="serve a programmatic plan (repeatable)",
+        help="serve a programmatic plan (repeatable); its module joins the python allow-list",
+    )
+    serve.add_argument(
+        "--python-module",
+        action="append",
+        metavar="MODULE",
+        help="allow python plan targets applied over Admin from MODULE (repeatable); targets "
+        "from any other module are refused and never imported",
     )
     serve.add_argument(
         "--plans", action="append", metavar="FILE_OR_DIR", help="plan files to apply at start"

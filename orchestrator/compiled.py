@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshserve.errors import InvalidInputError
+from meshserve.names import quote
 from meshserve.orchestrator.plans.graph import PlanGraph, Ref
 from meshserve.orchestrator.steps.registry import kind_name, kind_of
 from meshserve.tensors import DTYPE_TO_NUMPY
@@ -73,34 +75,59 @@ class CompiledPlan:
         return self.plan.version
 
 
-def load_python_target(spec: str) -> Any:
-    """Import "package.module:attr" and return the attribute (function or class)."""
+def load_python_target(spec: str, allowed_modules: Collection[str] | None = None) -> Any:
+    """Import "package.module:attr" and return the attribute (function or class).
+
+    `allowed_modules` is the allow-list named at process start (``--python-module``, the
+    modules of ``--python-plan`` and ``--logic``): a module outside it is refused before
+    anything is imported (None: no list, for in-process embedding). `attr` names a callable
+    defined in that module (or an attribute of one), never a module or a ``_private`` name.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise InvalidInputError(f"python target '{spec}' must look like 'package.module:attr'")
+        raise InvalidInputError(f"python target {quote(spec)} must look like 'package.module:attr'")
+    if allowed_modules is not None and module_name not in allowed_modules:
+        raise InvalidInputError(
+            f"python target {quote(spec)}: module {quote(module_name)} is not in the allow-list "
+            f"{sorted(allowed_modules)} (modules named at start with --python-module, "
+            "--python-plan or --logic)"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidInputError(
-            f"python target '{spec}': cannot import '{module_name}': {exc}"
+            f"python target {quote(spec)}: cannot import {quote(module_name)}: {quote(str(exc))}"
         ) from None
     target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise InvalidInputError(f"python target '{spec}': '{module_name}' has no '{attr}'")
+    parts = attr.split(".")
+    for part in parts:
+        if part.startswith("_") or not hasattr(target, part):
+            raise InvalidInputError(
+                f"python target {quote(spec)}: {quote(module_name)} has no public {quote(attr)}"
+            )
         target = getattr(target, part)
+        if inspect.ismodule(target):
+            raise InvalidInputError(f"python target {quote(spec)}: {quote(part)} is a module")
+    if getattr(getattr(module, parts[0]), "__module__", module_name) != module_name:
+        raise InvalidInputError(
+            f"python target {quote(spec)}: {quote(parts[0])} is not defined in "
+            f"{quote(module_name)} (it was imported there)"
+        )
     if not callable(target):
-        raise InvalidInputError(f"python target '{spec}' is not callable")
+        raise InvalidInputError(f"python target {quote(spec)} is not callable")
     return target
 
 
-def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
+def compile_plan(
+    plan: plan_pb2.Plan, handles: Any = None, python_modules: Collection[str] | None = None
+) -> CompiledPlan:
     """Compile `plan` (graph + what each kind prepares, or load the Python target).
 
-    `handles` is passed to a class target's constructor as ``cls(models=..., plans=...)``.
+    `handles` is passed to a class target's constructor as ``cls(models=..., plans=...)``;
+    `python_modules` is the allow-list of `load_python_target`.
     """
     if plan.python:
-        target: Any = load_python_target(plan.python)
+        target: Any = load_python_target(plan.python, python_modules)
         if inspect.isclass(target):
             models, plans = handles if handles is not None else ({}, {})
             factory: Any = target
@@ -108,8 +135,8 @@ def compile_plan(plan: plan_pb2.Plan, handles: Any = None) -> CompiledPlan:
                 target = factory(models=models, plans=plans)
             except Exception as exc:
                 raise InvalidInputError(
-                    f"python target '{plan.python}': constructing it with models/plans handles "
-                    f"failed: {type(exc).__name__}: {exc}"
+                    f"python target {quote(plan.python)}: constructing it with models/plans "
+                    f"handles failed: {type(exc).__name__}: {quote(str(exc))}"
                 ) from None
         return CompiledPlan(plan=plan, graph=None, python=target, inputs=_input_specs(plan))
     graph = PlanGraph(plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meshserve.errors import InvalidInputError
+from meshserve.limits import DEFAULT_LIMITS, Limits, check_count, check_string, check_strings
 from meshserve.messages import fill
 from meshserve.orchestrator.admin import ModelView
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
@@ -17,6 +18,7 @@ from meshserve.v1 import admin_pb2, orchestrator_pb2
 
 __all__ = [
     "call_from_proto",
+    "check_request_limits",
     "fault_from_proto",
     "model_to_proto",
     "plan_summary_to_proto",
@@ -27,19 +29,37 @@ __all__ = [
 ]
 
 
+def check_request_limits(request: orchestrator_pb2.ExecuteRequest, limits: Limits) -> None:
+    """Counts and string lengths of an ExecuteRequest, before any tensor is decoded."""
+    check_string("plan name", request.plan, limits, "max_name_chars")
+    check_count("inputs", len(request.inputs), limits, "max_inputs")
+    check_strings("input name", request.inputs, limits, "max_name_chars")
+    check_string("request id", request.id, limits, "max_string_chars")
+    check_string("routing_key", request.routing_key, limits, "max_string_chars")
+    attributes = request.attributes
+    if attributes:
+        check_count("attributes", len(attributes), limits, "max_attributes")
+        check_strings("attribute key", attributes, limits, "max_name_chars")
+        check_strings("attribute value", attributes.values(), limits, "max_string_chars")
+
+
 def call_from_proto(
-    request: orchestrator_pb2.ExecuteRequest, call_timeout_s: float | None
+    request: orchestrator_pb2.ExecuteRequest,
+    call_timeout_s: float | None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ExecuteCall:
-    """An ExecuteCall; the budget is the smaller of the call deadline and `timeout_ms`."""
+    """An ExecuteCall; the budget is the smaller of the call deadline and `timeout_ms`.
+    Counts, strings and shapes are checked against `limits` before anything is decoded."""
     if not request.plan:
         raise InvalidInputError("ExecuteRequest: 'plan' (the plan name) is required")
+    check_request_limits(request, limits)
     timeout_s = call_timeout_s
     if request.timeout_ms:
         item = request.timeout_ms / 1000.0
         timeout_s = item if timeout_s is None else min(timeout_s, item)
     return ExecuteCall(
         plan=request.plan,
-        inputs=to_numpy_map(request.inputs),
+        inputs=to_numpy_map(request.inputs, limits.max_elements),
         request_id=request.id,
         plan_version=request.plan_version,
         routing_key=request.routing_key,

@@ -32,6 +32,8 @@ import numpy as np
 from opentelemetry import trace
 
 from meshserve.errors import DeadlineExceededError, InternalError, InvalidInputError, MeshError
+from meshserve.logs import rate_limited
+from meshserve.names import quote
 from meshserve.orchestrator.caller import ModelCaller
 from meshserve.orchestrator.compiled import CompiledPlan, StepPlan, compile_plan
 from meshserve.orchestrator.learning_port import Learning, NullLearning
@@ -68,10 +70,13 @@ class PlanSource(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Engine settings. `default_timeout_s` applies when a request brings no deadline."""
+    """Engine settings. `default_timeout_s` applies when a request brings no deadline;
+    `python_modules` is the allow-list of python plan targets (None: any module, for
+    in-process embedding; a server always sets it from its command line)."""
 
     default_timeout_s: float | None = 30.0
     max_background_tasks: int = 1024
+    python_modules: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,9 @@ class Engine:
         key = (plan.name, plan.version, plan.created_unix_ms)
         found = self._compiled.get(key)
         if found is None:
-            found = compile_plan(plan, (self.models_handles, self.plans_handles))
+            found = compile_plan(
+                plan, (self.models_handles, self.plans_handles), self.config.python_modules
+            )
             if len(self._compiled) > 1024:
                 self._compiled.clear()
             self._compiled[key] = found
@@ -347,7 +354,10 @@ class Engine:
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            log.exception("step %s of plan %s failed", sp.name, ctx.run.plan)
+            rate_limited(
+                log, "step failed", "step %s of plan %s failed", sp.name, ctx.run.plan,
+                level=logging.ERROR, exc_info=exc,
+            )  # fmt: skip
             raise InternalError(f"internal error ({type(exc).__name__})").add_context(
                 plan=ctx.run.plan, step=sp.name
             ) from exc
@@ -374,10 +384,13 @@ class Engine:
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            log.exception("python plan %s failed", compiled.name)
+            rate_limited(
+                log, "python plan failed", "python plan %s failed", compiled.name,
+                level=logging.ERROR, exc_info=exc,
+            )  # fmt: skip
             raise InternalError(
                 f"python plan '{compiled.name}' ({compiled.plan.python}) raised "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {quote(str(exc))}"
             ) from exc
         finally:
             current_run.reset(token)

@@ -5,6 +5,14 @@ names bound by the caller (``attributes``, ``inputs``, ``steps``), subscripts, b
 comparisons (including ``in``), arithmetic without ``**``, conditional expressions, and calls
 of ``len``, ``abs``, ``min``, ``max`` only. The only attributes allowed are ``.shape`` and
 ``.ndim``. Nothing else (no imports, lambdas, comprehensions, dunder access) ever runs.
+
+Cost is bounded by `meshserve.limits.Limits`: the source by ``max_expression_chars`` and its
+syntax tree by ``max_expression_depth`` (checked at compile, so evaluation recursion is
+bounded), integer literals by ``max_eval_int_bits``; per evaluation at most ``max_eval_steps``
+nodes run, and arithmetic that would build an integer over ``max_eval_int_bits``, a
+string/list/tuple or a tensor over ``max_eval_items`` is refused *before* it allocates (no
+``'x' * 10**8``, no ``[0] * 10**7``, no outer products of inputs); ``%`` on strings (formatting
+with a huge width) is not allowed. Over-limit is RESOURCE_EXHAUSTED naming the limit.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError
+from meshserve.limits import DEFAULT_LIMITS, LimitExceededError, Limits
+from meshserve.names import quote
 
 __all__ = ["Expression", "compile_expression"]
 
-MAX_EXPRESSION_CHARS = 1000
+MAX_EXPRESSION_CHARS = DEFAULT_LIMITS.max_expression_chars
 _ALLOWED_ATTRIBUTES = frozenset({"shape", "ndim"})
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"len": len, "abs": abs, "min": min, "max": max}
 _CONSTANTS = {"True": True, "False": False, "None": None}
@@ -52,16 +62,20 @@ class Expression:
     source: str
     tree: ast.Expression
     names: frozenset[str]
+    limits: Limits = DEFAULT_LIMITS
 
     def evaluate(self, bindings: Mapping[str, Any]) -> Any:
         try:
-            return _Evaluator(bindings).visit(self.tree.body)
-        except InvalidInputError:
+            return _Evaluator(bindings, self.limits).visit(self.tree.body)
+        except (InvalidInputError, LimitExceededError) as exc:
+            exc.detail = f"expression {quote(self.source)}: {exc.detail}"
             raise
         except (KeyError, IndexError) as exc:
-            raise InvalidInputError(f"expression '{self.source}': no such key {exc}") from None
+            raise InvalidInputError(
+                f"expression {quote(self.source)}: no such key {quote(str(exc))}"
+            ) from None
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
-            raise InvalidInputError(f"expression '{self.source}': {exc}") from None
+            raise InvalidInputError(f"expression {quote(self.source)}: {quote(str(exc))}") from None
 
     def truth(self, bindings: Mapping[str, Any]) -> bool:
         """Evaluate as a condition; an array must have exactly one element to be a truth value."""
@@ -69,26 +83,47 @@ class Expression:
         if isinstance(value, np.ndarray):
             if value.size != 1:
                 raise InvalidInputError(
-                    f"expression '{self.source}': result has shape {list(value.shape)}; "
+                    f"expression {quote(self.source)}: result has shape {list(value.shape)}; "
                     "a condition needs a single value (use .shape, len() or an index)"
                 )
             value = value.reshape(()).item()
         return bool(value)
 
 
-def compile_expression(source: str, names: frozenset[str]) -> Expression:
+def compile_expression(
+    source: str, names: frozenset[str], limits: Limits = DEFAULT_LIMITS
+) -> Expression:
     """Parse and check `source`; `names` are the variables it may use."""
-    if len(source) > MAX_EXPRESSION_CHARS:
-        raise InvalidInputError(
-            f"expression is {len(source)} characters; at most {MAX_EXPRESSION_CHARS} are allowed"
+    if len(source) > limits.max_expression_chars:
+        raise LimitExceededError(
+            f"expression is {len(source)} characters; exceeds the limit "
+            f"max_expression_chars={limits.max_expression_chars}"
         )
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise InvalidInputError(f"expression '{source}': syntax error: {exc.msg}") from None
+        raise InvalidInputError(f"expression {quote(source)}: syntax error: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):  # nesting past the parser's own stack
+        raise InvalidInputError(
+            f"expression {quote(source)}: nesting exceeds the limit "
+            f"max_expression_depth={limits.max_expression_depth}"
+        ) from None
+    _check_depth(tree, source, limits)
     for node in ast.walk(tree):
-        _check_node(node, source, names)
-    return Expression(source, tree, names)
+        _check_node(node, source, names, limits)
+    return Expression(source, tree, names, limits)
+
+
+def _check_depth(tree: ast.AST, source: str, limits: Limits) -> None:
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.max_expression_depth:
+            raise InvalidInputError(
+                f"expression {quote(source)}: nesting exceeds the limit "
+                f"max_expression_depth={limits.max_expression_depth}"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
@@ -117,10 +152,11 @@ _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
 )
 
 
-def _check_node(node: ast.AST, source: str, names: frozenset[str]) -> None:
+def _check_node(node: ast.AST, source: str, names: frozenset[str], limits: Limits) -> None:
+    where = f"expression {quote(source)}"
     if not isinstance(node, _ALLOWED_NODES):
         raise InvalidInputError(
-            f"expression '{source}': {type(node).__name__} is not allowed (allowed: literals, "
+            f"{where}: {type(node).__name__} is not allowed (allowed: literals, "
             "names, [index], .shape/.ndim, and/or/not, comparisons, + - * / // %, "
             "len/abs/min/max)"
         )
@@ -131,29 +167,84 @@ def _check_node(node: ast.AST, source: str, names: frozenset[str]) -> None:
         and node.id not in _FUNCTIONS
     ):
         raise InvalidInputError(
-            f"expression '{source}': unknown name '{node.id}' (expected one of {sorted(names)})"
+            f"{where}: unknown name {quote(node.id)} (expected one of {sorted(names)})"
         )
     if isinstance(node, ast.Attribute) and node.attr not in _ALLOWED_ATTRIBUTES:
         raise InvalidInputError(
-            f"expression '{source}': attribute '.{node.attr}' is not allowed "
+            f"{where}: attribute {quote(node.attr)} is not allowed "
             f"(only {sorted(_ALLOWED_ATTRIBUTES)})"
         )
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
-            raise InvalidInputError(
-                f"expression '{source}': only calls of {sorted(_FUNCTIONS)} are allowed"
-            )
+            raise InvalidInputError(f"{where}: only calls of {sorted(_FUNCTIONS)} are allowed")
         if node.keywords:
-            raise InvalidInputError(f"expression '{source}': keyword arguments are not allowed")
-    if isinstance(node, ast.Constant) and isinstance(node.value, bytes):
-        raise InvalidInputError(f"expression '{source}': bytes literals are not allowed")
+            raise InvalidInputError(f"{where}: keyword arguments are not allowed")
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bytes):
+            raise InvalidInputError(f"{where}: bytes literals are not allowed")
+        if isinstance(value, int) and value.bit_length() > limits.max_eval_int_bits:
+            raise LimitExceededError(
+                f"{where}: an integer literal exceeds the limit "
+                f"max_eval_int_bits={limits.max_eval_int_bits}"
+            )
+
+
+_SEQUENCES = (str, list, tuple)
+
+
+def _result_items(op: type[ast.operator], left: Any, right: Any) -> int:
+    """How many items `left op right` would hold (0: nothing that can grow)."""
+    if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+        shape = np.broadcast_shapes(np.shape(left), np.shape(right))
+        return int(np.prod(shape, dtype=object))
+    if op is ast.Mult:
+        if isinstance(left, _SEQUENCES) and isinstance(right, int):
+            return len(left) * max(right, 0)
+        if isinstance(right, _SEQUENCES) and isinstance(left, int):
+            return len(right) * max(left, 0)
+    if op is ast.Add and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+        return len(left) + len(right)
+    return 0
+
+
+def _int_bits(op: type[ast.operator], left: Any, right: Any) -> int:
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return 0
+    if op is ast.Mult:
+        return left.bit_length() + right.bit_length()
+    return max(left.bit_length(), right.bit_length()) + 1
 
 
 class _Evaluator:
-    def __init__(self, bindings: Mapping[str, Any]) -> None:
+    """Walks a checked tree; counts nodes (``max_eval_steps``) and sizes results before
+    computing them (``max_eval_items``, ``max_eval_int_bits``)."""
+
+    def __init__(self, bindings: Mapping[str, Any], limits: Limits) -> None:
         self.bindings = bindings
+        self.limits = limits
+        self.steps = 0
+
+    def binop(self, op: type[ast.operator], left: Any, right: Any) -> Any:
+        limits = self.limits
+        if op is ast.Mod and isinstance(left, str):
+            raise InvalidInputError("'%' on a string (formatting) is not allowed")
+        if _result_items(op, left, right) > limits.max_eval_items:
+            raise LimitExceededError(
+                f"the result would exceed the limit max_eval_items={limits.max_eval_items}"
+            )
+        if _int_bits(op, left, right) > limits.max_eval_int_bits:
+            raise LimitExceededError(
+                f"an integer would exceed the limit max_eval_int_bits={limits.max_eval_int_bits}"
+            )
+        return _BINOPS[op](left, right)
 
     def visit(self, node: ast.AST) -> Any:
+        self.steps += 1
+        if self.steps > self.limits.max_eval_steps:
+            raise LimitExceededError(
+                f"evaluation exceeds the limit max_eval_steps={self.limits.max_eval_steps}"
+            )
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
@@ -184,7 +275,7 @@ class _Evaluator:
                 return -operand
             return +operand
         if isinstance(node, ast.BinOp):
-            return _BINOPS[type(node.op)](self.visit(node.left), self.visit(node.right))
+            return self.binop(type(node.op), self.visit(node.left), self.visit(node.right))
         if isinstance(node, ast.Compare):
             left = self.visit(node.left)
             for op, comparator in zip(node.ops, node.comparators, strict=True):

@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import logging
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from meshserve import __version__
+from meshserve.decoding import tolerant
 from meshserve.errors import InvalidInputError, MeshError
+from meshserve.limits import DEFAULT_LIMITS, Limits
 from meshserve.names import check_prefix
 from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.auth import BearerTokenInterceptor
@@ -39,7 +42,7 @@ from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.reflection import enable_reflection
 from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
-from meshserve.serving import serve_until_signal
+from meshserve.serving import serve_until_signal, server_options
 from meshserve.telemetry import (
     Telemetry,
     TelemetryConfig,
@@ -56,7 +59,13 @@ from meshserve.v1 import (
     plan_pb2,
 )
 
-__all__ = ["ORCHESTRATOR_SERVICE", "OrchestratorConfig", "OrchestratorServer", "run"]
+__all__ = [
+    "ORCHESTRATOR_SERVICE",
+    "OrchestratorConfig",
+    "OrchestratorServer",
+    "python_allow_list",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,9 @@ class OrchestratorConfig:
     admin_token: str = ""
     instance_id: str = ""
     python_plans: tuple[tuple[str, str], ...] = ()  # (plan name, "module:attr")
+    # Modules python plan targets may come from (with those of python_plans and logic_modules):
+    # a plan applied over Admin naming any other module is refused before anything is imported.
+    python_modules: tuple[str, ...] = ()
     plan_files: tuple[str, ...] = ()
     register: bool = True
     metrics_port: int = -1
@@ -99,6 +111,10 @@ class OrchestratorConfig:
     learning: bool = True
     learning_dir: str = ""  # learner model files and logs (default: a temp folder)
     logic_modules: tuple[str, ...] = ()  # modules that register @logic functions on import
+    limits: Limits = DEFAULT_LIMITS  # every bound a caller can hit (meshserve.limits)
+    # sys.setswitchinterval of the process (`run`): how long a control-plane worker thread
+    # (plan parsing) may keep the GIL while the event loop waits to serve Execute calls.
+    gil_switch_interval_us: int = 500
     extra_interceptors: tuple[Any, ...] = field(default=(), compare=False)
 
 
@@ -133,6 +149,13 @@ def _plan_files(paths: tuple[str, ...]) -> list[Path]:
         else:
             raise InvalidInputError(f"--plans {raw}: no such file or directory")
     return out
+
+
+def python_allow_list(cfg: OrchestratorConfig) -> frozenset[str]:
+    """The modules python plan targets may come from: ``--python-module``, the modules of
+    ``--python-plan`` targets and ``--logic`` modules (named at process start, never by RPC)."""
+    plan_modules = (target.partition(":")[0] for _, target in cfg.python_plans)
+    return frozenset((*cfg.python_modules, *plan_modules, *cfg.logic_modules))
 
 
 def _import_logic_modules(modules: tuple[str, ...]) -> None:
@@ -174,11 +197,7 @@ class OrchestratorServer:
     async def start(self) -> Bound:
         cfg = self.config
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", cfg.max_message_bytes),
-                ("grpc.max_send_message_length", cfg.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(cfg.max_message_bytes),
             interceptors=[
                 BearerTokenInterceptor(cfg.admin_token),
                 *server_interceptors(enabled=self._telemetry_config.active()),
@@ -223,17 +242,26 @@ class OrchestratorServer:
             self.store,
             learning=self.learning,
             traffic=traffic,
-            config=EngineConfig(default_timeout_s=cfg.default_timeout_s),
+            config=EngineConfig(
+                default_timeout_s=cfg.default_timeout_s, python_modules=python_allow_list(cfg)
+            ),
         )
         consul = self.consul
         core = AdminCore(
-            self.store, self.engine, caller, list_services=lambda: list_services(consul)
+            self.store,
+            self.engine,
+            caller,
+            list_services=lambda: list_services(consul),
+            limits=cfg.limits,
         )
         await self._apply_startup_plans()
 
         election = self.election
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-            OrchestratorServicer(self.engine, self.learning, cfg.stream_max_in_flight), server
+            OrchestratorServicer(
+                self.engine, self.learning, cfg.stream_max_in_flight, limits=cfg.limits
+            ),
+            tolerant(server),
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminServicer(
@@ -242,7 +270,7 @@ class OrchestratorServer:
                 is_leader=lambda: election.is_leader,
                 learning=self.learning,
             ),
-            server,
+            tolerant(server),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection(server, (ORCHESTRATOR_SERVICE, ADMIN_SERVICE))
@@ -289,7 +317,7 @@ class OrchestratorServer:
         assert self.store is not None and self.engine is not None
         started_ms = int(time.time() * 1000)  # timestamps only, compared with created_unix_ms
         plans: list[tuple[plan_pb2.Plan, int]] = [
-            (load_plan_file(str(p)), int(p.stat().st_mtime * 1000))
+            (load_plan_file(str(p), self.config.limits), int(p.stat().st_mtime * 1000))
             for p in _plan_files(self.config.plan_files)
         ]
         for name, target in self.config.python_plans:
@@ -297,7 +325,11 @@ class OrchestratorServer:
             plans.append((plan, started_ms))
         for plan, written_ms in plans:
             # structure and imports only: models may come up later
-            compile_plan(plan, (self.engine.models_handles, self.engine.plans_handles))
+            compile_plan(
+                plan,
+                (self.engine.models_handles, self.engine.plans_handles),
+                self.engine.config.python_modules,
+            )
             version, decision = await self.store.seed(plan, written_ms)
             log.info("startup plan %s: %s (active version %d)", plan.name, decision, version)
 
@@ -350,4 +382,6 @@ class OrchestratorServer:
 
 async def run(config: OrchestratorConfig, consul: ConsulConfig) -> int:
     """Serve until SIGTERM/SIGINT; print the ready line once serving and registered."""
+    if config.gil_switch_interval_us > 0:
+        sys.setswitchinterval(config.gil_switch_interval_us / 1e6)
     return await serve_until_signal(OrchestratorServer(config, consul), config.grace_s)

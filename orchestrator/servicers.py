@@ -10,6 +10,7 @@ import grpc
 
 from meshserve.errors import InvalidInputError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
+from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
 from meshserve.orchestrator import converters
 from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.engine import Engine
@@ -37,16 +38,23 @@ def _remaining(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     """Execute, ExecuteStream (bidirectional, in-band statuses) and Feedback."""
 
-    def __init__(self, engine: Engine, learning: Learning, stream_max_in_flight: int = 256) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        learning: Learning,
+        stream_max_in_flight: int = 256,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.engine = engine
         self.learning = learning
         self.stream_max_in_flight = stream_max_in_flight
+        self.limits = limits
 
     @map_errors
     async def Execute(
         self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.ExecuteResponse:
-        call = converters.call_from_proto(request, _remaining(context))
+        call = converters.call_from_proto(request, _remaining(context), self.limits)
         return converters.result_to_proto(await self.engine.execute(call))
 
     @map_stream_errors
@@ -61,7 +69,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         async def one(request: orchestrator_pb2.ExecuteRequest) -> orchestrator_pb2.ExecuteResponse:
             if not request.id:
                 raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
-            call = converters.call_from_proto(request, _remaining(context))
+            call = converters.call_from_proto(request, _remaining(context), self.limits)
             return converters.result_to_proto(await self.engine.execute(call))
 
         def failed(
@@ -82,6 +90,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     ) -> orchestrator_pb2.FeedbackResponse:
         if not request.request_id:
             raise InvalidInputError("Feedback: 'request_id' is required")
+        check_string("Feedback request_id", request.request_id, self.limits, "max_string_chars")
         signal = request.WhichOneof("signal")
         if signal is None:
             raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")

@@ -23,6 +23,7 @@ from meshserve.orchestrator.datapath.ejection import OutlierState
 from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
 from meshserve.orchestrator.datapath.metrics import IN_FLIGHT
 from meshserve.orchestrator.datapath.transport import TRANSPORTS, Transport
+from meshserve.serving import CLIENT_KEEPALIVE_MS
 from meshserve.tls import open_channel
 from meshserve.v1 import model_pb2, model_pb2_grpc
 
@@ -148,7 +149,7 @@ class Replica:
                     ("grpc.max_send_message_length", size),
                     ("grpc.max_receive_message_length", size),
                     ("grpc.enable_retries", 0),
-                    ("grpc.keepalive_time_ms", 10_000),
+                    ("grpc.keepalive_time_ms", CLIENT_KEEPALIVE_MS),
                     ("grpc.keepalive_timeout_ms", 5_000),
                 ],
             )

@@ -23,10 +23,20 @@ import yaml
 from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError
+from meshserve.limits import (
+    DEFAULT_LIMITS,
+    LimitExceededError,
+    Limits,
+    check_count,
+    check_nesting,
+    check_string,
+)
+from meshserve.names import QUOTE_MAX_CHARS, quote
 from meshserve.orchestrator.steps.registry import CUSTOM, PROTO_KINDS, enum_form, lookup_kind
 from meshserve.v1 import plan_pb2
 
 __all__ = [
+    "check_yaml_events",
     "dumps_json",
     "load_plan_file",
     "loads_json",
@@ -35,38 +45,103 @@ __all__ = [
     "plan_to_json",
 ]
 
-_MAX_TEXT_BYTES = 4 << 20
+_PLAN_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_START_EVENTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_END_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+# How much of a parser's own message (which may echo the input) an error quotes.
+_DETAIL_CHARS = 240
 
 
-def parse_plan_text(text: str | bytes) -> plan_pb2.Plan:
-    """Parse a plan written in YAML or JSON (JSON is valid YAML) into a Plan proto."""
+def _bounded(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= _DETAIL_CHARS else f"{text[:_DETAIL_CHARS]}..."
+
+
+def check_yaml_events(text: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Refuse YAML that could cost more than it weighs, before any object is built: anchors and
+    aliases (a few hundred bytes of aliases expand into millions of nodes), nesting deeper than
+    ``max_nesting_depth`` and more than ``max_yaml_nodes`` nodes. One pass over the parser's
+    events (iterative; libyaml when available)."""
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=_PLAN_LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise InvalidInputError(
+                "plan text: YAML anchors and aliases (&name, *name) are not accepted in plans"
+            )
+        if isinstance(event, _START_EVENTS):
+            depth += 1
+            if depth > limits.max_nesting_depth:
+                raise InvalidInputError(
+                    "plan text: nesting exceeds the limit "
+                    f"max_nesting_depth={limits.max_nesting_depth}"
+                )
+        elif isinstance(event, _END_EVENTS):
+            depth -= 1
+            continue
+        elif not isinstance(event, yaml.ScalarEvent):
+            continue
+        nodes += 1
+        if nodes > limits.max_yaml_nodes:
+            raise LimitExceededError(
+                f"plan text: more than the limit max_yaml_nodes={limits.max_yaml_nodes} nodes"
+            )
+
+
+def parse_plan_text(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> plan_pb2.Plan:
+    """Parse a plan written in YAML or JSON (JSON is valid YAML) into a Plan proto.
+
+    Size (``max_plan_bytes``), nesting, node count and aliases are checked before objects are
+    built (`check_yaml_events`); the plan's structure by `plan_from_dict`."""
+    size = len(text)  # characters <= UTF-8 bytes: only a text under the limit is encoded
+    if isinstance(text, str) and size <= limits.max_plan_bytes:
+        size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_plan_bytes:
+        raise LimitExceededError(
+            f"plan text is {size} bytes; exceeds the limit max_plan_bytes={limits.max_plan_bytes}"
+        )
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
-    if len(text) > _MAX_TEXT_BYTES:
-        raise InvalidInputError(
-            f"plan text is {len(text)} bytes; at most {_MAX_TEXT_BYTES} bytes are accepted"
-        )
     try:
-        data = yaml.safe_load(text)
+        check_yaml_events(text, limits)
+        data = yaml.load(text, Loader=_PLAN_LOADER)
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"plan text is neither valid YAML nor JSON: {exc}") from None
+        raise InvalidInputError(
+            f"plan text is neither valid YAML nor JSON: {_bounded(exc)}"
+        ) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # constructors of odd scalars
+        raise InvalidInputError(
+            f"plan text has a value YAML cannot build: {_bounded(exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInputError(
             f"plan text must be a mapping with 'name' and 'steps', got {type(data).__name__}"
         )
-    return plan_from_dict(data)
+    return plan_from_dict(data, limits)
 
 
-def plan_from_dict(data: dict[str, Any]) -> plan_pb2.Plan:
-    """Build a Plan proto from its dict form (conveniences expanded)."""
+def _list_field(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise InvalidInputError(f"plan '{key}' must be a list, got {type(value).__name__}")
+    return value
+
+
+def plan_from_dict(data: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> plan_pb2.Plan:
+    """Build a Plan proto from its dict form (conveniences expanded). Wrong types anywhere are
+    InvalidInputError naming the field; nesting and step count are checked first."""
+    check_nesting("plan", data, limits)
     data = dict(data)
-    data["inputs"] = [_spec(s) for s in data.get("inputs") or []]
-    data["steps"] = [_step(s, i) for i, s in enumerate(data.get("steps") or [])]
+    inputs = _list_field(data, "inputs")
+    steps = _list_field(data, "steps")
+    check_count("plan steps", len(steps), limits, "max_plan_steps")
+    check_count("plan inputs", len(inputs), limits, "max_inputs")
+    data["inputs"] = [_spec(s) for s in inputs]
+    data["steps"] = [_step(s, i, limits) for i, s in enumerate(steps)]
     plan = plan_pb2.Plan()
     try:
         json_format.ParseDict(data, plan)
-    except json_format.ParseError as exc:
-        raise InvalidInputError(f"plan does not match the Plan schema: {exc}") from None
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise InvalidInputError(f"plan does not match the Plan schema: {_bounded(exc)}") from None
     return plan
 
 
@@ -85,26 +160,43 @@ def _spec(spec: Any) -> Any:
 _STEP_FIELDS = frozenset({"name", "inputs"})
 
 
-def _step(step: Any, index: int) -> Any:
+def _step(step: Any, index: int, limits: Limits) -> Any:
     if not isinstance(step, dict):
         raise InvalidInputError(f"steps[{index}] must be a mapping, got {type(step).__name__}")
     step = dict(step)
-    where = f"step '{step['name']}'" if step.get("name") else f"steps[{index}]"
+    name = step.get("name")
+    where = f"step {quote(name)}" if isinstance(name, str) and name else f"steps[{index}]"
     inputs = step.get("inputs")
     if isinstance(inputs, list):
         step["inputs"] = {_last(ref): ref for ref in inputs}
     keys = [key for key in step if key not in _STEP_FIELDS]
     if len(keys) > 1:
-        raise InvalidInputError(f"{where}: sets more than one kind ({', '.join(keys)})")
+        raise InvalidInputError(
+            f"{where}: sets more than one kind "
+            f"({', '.join(str(k)[:QUOTE_MAX_CHARS] for k in keys[:8])})"
+        )
     for key in keys:  # at most one
+        check_string(f"{where} kind", str(key), DEFAULT_LIMITS, "max_name_chars")
         body = step.pop(key)
         if key == CUSTOM and isinstance(body, dict):
-            kind = lookup_kind(str(body.get("kind", "")), where, custom=True)
-            step[CUSTOM] = {**body, "params": kind.parse(body.get("params") or {}, where)}
-        elif key in PROTO_KINDS:
-            step[key] = lookup_kind(key, where).parse(body, where)
-        else:
-            step[CUSTOM] = {"kind": key, "params": lookup_kind(key, where).parse(body, where)}
+            check_string(
+                f"{where} kind", str(body.get("kind", "")), DEFAULT_LIMITS, "max_name_chars"
+            )
+        try:
+            if key == CUSTOM and isinstance(body, dict):
+                kind = lookup_kind(str(body.get("kind", "")), where, custom=True)
+                step[CUSTOM] = {**body, "params": kind.parse(body.get("params") or {}, where)}
+            elif key in PROTO_KINDS:
+                step[key] = lookup_kind(key, where).parse(body, where)
+            else:
+                step[CUSTOM] = {
+                    "kind": key,
+                    "params": lookup_kind(str(key), where).parse(body, where),
+                }
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise InvalidInputError(
+                f"{where} {quote(str(key))}: malformed ({type(exc).__name__}: {_bounded(exc)})"
+            ) from None
     return step
 
 
@@ -112,10 +204,10 @@ def _last(ref: Any) -> str:
     return str(ref).rsplit(".", 1)[-1]
 
 
-def load_plan_file(path: str) -> plan_pb2.Plan:
+def load_plan_file(path: str, limits: Limits = DEFAULT_LIMITS) -> plan_pb2.Plan:
     """Parse a plan file (.yaml, .yml or .json)."""
     with open(path, encoding="utf-8") as handle:
-        return parse_plan_text(handle.read())
+        return parse_plan_text(handle.read(), limits)
 
 
 def dumps_json(plan: plan_pb2.Plan) -> bytes:

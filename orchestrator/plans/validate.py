@@ -15,8 +15,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from google.protobuf import json_format
+
 from meshserve.errors import InvalidInputError
-from meshserve.names import check_name
+from meshserve.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_count,
+    check_nesting,
+    check_string,
+    check_strings,
+)
+from meshserve.names import check_name, quote
 from meshserve.orchestrator.plans.graph import PlanGraph, Ref
 from meshserve.orchestrator.steps.registry import kind_of
 from meshserve.tensors import dtype_name
@@ -27,6 +37,7 @@ __all__ = [
     "PlanCheck",
     "StepOutputs",
     "ValidationContext",
+    "check_plan_limits",
     "format_spec",
     "validate_plan",
 ]
@@ -43,6 +54,7 @@ class ValidationContext:
     metadata: MetadataLookup
     plan_exists: Callable[[str], bool] = lambda name: True
     logic_exists: Callable[[str], bool] = lambda name: True
+    limits: Limits = DEFAULT_LIMITS
 
 
 def format_spec(spec: tensor_pb2.TensorSpec) -> str:
@@ -60,8 +72,29 @@ def _compatible(expected: tensor_pb2.TensorSpec, actual: tensor_pb2.TensorSpec) 
     return all(a == b or a < 0 or b < 0 for a, b in zip(expected.shape, actual.shape, strict=True))
 
 
+def check_plan_limits(plan: plan_pb2.Plan, limits: Limits) -> None:
+    """A plan proto (from text, gRPC or KV) within ``max_plan_bytes``, ``max_plan_steps``,
+    ``max_inputs``, names within ``max_name_chars`` and wires within ``max_string_chars`` and,
+    for registered kinds' params, ``max_nesting_depth``: checked before any other work."""
+    check_count("plan size in bytes", plan.ByteSize(), limits, "max_plan_bytes")
+    check_count("plan steps", len(plan.steps), limits, "max_plan_steps")
+    check_count("plan inputs", len(plan.inputs), limits, "max_inputs")
+    check_strings("plan input name", (s.name for s in plan.inputs), limits, "max_name_chars")
+    check_strings("plan output name", plan.outputs, limits, "max_name_chars")
+    check_strings("plan output wire", plan.outputs.values(), limits, "max_string_chars")
+    for step in plan.steps:
+        check_string("step name", step.name, limits, "max_name_chars")
+        check_strings("step input name", step.inputs, limits, "max_name_chars")
+        check_strings("step input wire", step.inputs.values(), limits, "max_string_chars")
+        if step.WhichOneof("kind") == "custom":
+            params = json_format.MessageToDict(step.custom.params)
+            check_nesting(f"step {quote(step.name)} custom params", params, limits)
+
+
 async def validate_plan(plan: plan_pb2.Plan, ctx: ValidationContext) -> PlanGraph | None:
-    """Validate `plan`; returns its graph (None for a python plan). Raises InvalidInputError."""
+    """Validate `plan`; returns its graph (None for a python plan). Raises InvalidInputError
+    (LimitExceededError for a plan over `ctx.limits`)."""
+    check_plan_limits(plan, ctx.limits)
     check_name("plan", plan.name)
     if plan.python:
         if plan.steps or plan.outputs:
@@ -70,7 +103,8 @@ async def validate_plan(plan: plan_pb2.Plan, ctx: ValidationContext) -> PlanGrap
             )
         if ":" not in plan.python:
             raise InvalidInputError(
-                f"plan '{plan.name}' python: '{plan.python}' must look like 'package.module:attr'"
+                f"plan '{plan.name}' python: {quote(plan.python)} must look like "
+                "'package.module:attr'"
             )
         return None
     if not plan.steps:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError, MeshError
+from meshserve.logs import rate_limited
 from meshserve.orchestrator.plans.validate import PlanCheck, StepOutputs
 from meshserve.orchestrator.steps.base import Outputs, StepContext, run_target
 from meshserve.orchestrator.steps.branches import check_branches, parse_branch
@@ -105,7 +106,10 @@ async def _candidate(
         out = await run_target(ctx, ctx.step.shadow.candidate, inputs)
     except (MeshError, Exception) as exc:
         latency_ms = (services.clock() - start) * 1000
-        log.info("shadow candidate of step %s failed: %s", ctx.step.name, exc)
+        rate_limited(
+            log, "shadow candidate failed", "shadow candidate of step %s failed: %s",
+            ctx.step.name, exc, level=logging.INFO,
+        )  # fmt: skip
         services.stats.shadow_candidate(ctx.run.plan, ctx.step.name, latency_ms, False)
         return
     latency_ms = (services.clock() - start) * 1000

@@ -7,6 +7,10 @@ from pathlib import Path
 from tests.procs import ChildProcess, unique_kv_prefix
 
 TOKEN = "test-admin-token"
+# The python allow-list of orchestrators whose tests apply python plans over Admin.
+PYTHON_MODULES = (
+    "--python-module", "examples.programmatic", "--python-module", "tests.integration.python_plans",
+)  # fmt: skip
 
 
 class Procs:

@@ -10,7 +10,7 @@ from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
 from meshserve.registry import KV, ConsulConfig
 from meshserve.v1 import plan_pb2
-from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.integration.orchestrator_helpers import PYTHON_MODULES, TOKEN, Procs
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,7 +32,7 @@ async def test_no_admin_call_reaches_a_key_outside_the_prefix(consul_addr, tmp_p
     await kv.put("unrelated-app/nested/deep", b"and me")
     procs = Procs(tmp_path)
     try:
-        orch = procs.orchestrator(consul_addr, "--no-learning")
+        orch = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
         before = await _outside(kv, procs.kv_prefix)
         async with MeshServeClient(orch.address, token=TOKEN) as client:
             plan = plan_pb2.Plan(name="confined", python="examples.programmatic:pipeline")

@@ -15,7 +15,7 @@ from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import CheckAndSetError, NotFoundError
 from meshserve.registry import KV, ConsulConfig
 from meshserve.v1 import plan_pb2
-from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.integration.orchestrator_helpers import PYTHON_MODULES, TOKEN, Procs
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +45,7 @@ async def _wait_plan(
 
 
 async def test_restart_keeps_every_plan_and_version(procs: Procs, consul_addr: str):
-    first = procs.orchestrator(consul_addr, "--no-learning")
+    first = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
     async with MeshServeClient(first.address, token=TOKEN) as client:
         for i in range(3):
             assert (await client.apply_plan(_py_plan("state-restart", f"v{i + 1}")))[1] == i + 1
@@ -55,7 +55,7 @@ async def test_restart_keeps_every_plan_and_version(procs: Procs, consul_addr: s
         assert await client.rollback_plan("state-restart", 1) == 4
         before = {p.name: (p.active_version, list(p.versions)) for p in await client.list_plans()}
     assert first.stop() == 0
-    second = procs.orchestrator(consul_addr, "--no-learning")
+    second = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
     async with MeshServeClient(second.address, token=TOKEN) as client:
         after = {p.name: (p.active_version, list(p.versions)) for p in await client.list_plans()}
         assert after["state-restart"] == before["state-restart"] == (4, [1, 2, 3, 4])
@@ -70,8 +70,8 @@ async def test_restart_keeps_every_plan_and_version(procs: Procs, consul_addr: s
 
 
 async def test_two_orchestrators_share_plans(procs: Procs, consul_addr: str):
-    a = procs.orchestrator(consul_addr, "--no-learning")
-    b = procs.orchestrator(consul_addr, "--no-learning")
+    a = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
+    b = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
     async with (
         MeshServeClient(a.address, token=TOKEN) as ca,
         MeshServeClient(b.address, token=TOKEN) as cb,
@@ -99,8 +99,8 @@ async def test_two_orchestrators_share_plans(procs: Procs, consul_addr: str):
 async def test_wiped_kv_is_re_persisted_and_deletes_still_propagate(procs: Procs, consul_addr: str):
     """A KV that lost the plans (a restarted dev agent keeps nothing) gets them back from the
     orchestrators' memory; a plan deleted through Admin stays deleted everywhere."""
-    a = procs.orchestrator(consul_addr, "--no-learning")
-    b = procs.orchestrator(consul_addr, "--no-learning")
+    a = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
+    b = procs.orchestrator(consul_addr, "--no-learning", *PYTHON_MODULES)
     async with (
         MeshServeClient(a.address, token=TOKEN) as ca,
         MeshServeClient(b.address, token=TOKEN) as cb,

@@ -12,7 +12,7 @@ import pytest
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshServeError
 from meshserve.v1 import plan_pb2
-from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.integration.orchestrator_helpers import PYTHON_MODULES, TOKEN, Procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,6 +40,8 @@ async def _apply_execute_delete(client: MeshServeClient, writer: int) -> None:
 
 async def test_every_execute_sees_the_apply_that_returned(consul_addr, tmp_path) -> None:
     with Procs(tmp_path) as procs:
-        orch = procs.orchestrator(consul_addr, "--no-learning", "--metrics-port", "-1")
+        orch = procs.orchestrator(
+            consul_addr, "--no-learning", "--metrics-port", "-1", *PYTHON_MODULES
+        )
         async with MeshServeClient(orch.address, token=TOKEN) as client:
             await asyncio.gather(*(_apply_execute_delete(client, w) for w in range(WRITERS)))

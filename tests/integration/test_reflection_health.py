@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.v1 import plan_pb2
-from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.integration.orchestrator_helpers import PYTHON_MODULES, TOKEN, Procs
 
 pytestmark = [pytest.mark.integration]
 
@@ -99,7 +99,9 @@ async def _plan_health_follows_the_store(address: str) -> None:
 
 def test_orchestrator_reflection_and_plan_health(consul_addr: str, tmp_path: Path) -> None:
     with Procs(tmp_path) as procs:
-        orch = procs.orchestrator(consul_addr, "--no-learning", "--metrics-port", "-1")
+        orch = procs.orchestrator(
+            consul_addr, "--no-learning", "--metrics-port", "-1", *PYTHON_MODULES
+        )
         expected = {"meshserve.v1.Orchestrator", "meshserve.v1.Admin", "grpc.health.v1.Health"}
         assert _v1alpha_services(orch.address) == expected | REFLECTION
         assert asyncio.run(_v1_services(orch.address)) == expected | REFLECTION

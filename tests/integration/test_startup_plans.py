@@ -11,7 +11,7 @@ import pytest
 
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.v1 import plan_pb2
-from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.integration.orchestrator_helpers import PYTHON_MODULES, TOKEN, Procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ async def test_restart_seeds_and_never_overrides(consul_addr: str, tmp_path: Pat
     file = plans / "seeded.yaml"
     _write(file, "file v1", time.time() - 3600)  # written an hour ago
     with Procs(tmp_path) as procs:
-        args = ("--no-learning", "--metrics-port", "-1", "--plans", str(plans))
+        args = ("--no-learning", "--metrics-port", "-1", "--plans", str(plans), *PYTHON_MODULES)
         first = procs.orchestrator(consul_addr, *args)
         assert await _state(first.address) == (1, [1], "file v1")
         await _operator_applies(first.address)

@@ -7,6 +7,7 @@ import pytest
 
 from examples.handlers import DigitsHandler
 from meshserve.errors import InvalidInputError
+from meshserve.limits import LimitExceededError
 from meshserve.modelsvc import converters
 from meshserve.modelsvc.backend import Signature, TensorSpec
 from meshserve.modelsvc.batcher import BatchStats
@@ -119,7 +120,7 @@ def test_v2_typed_and_raw_contents_decode_the_same() -> None:
 def test_v2_bad_inputs(build, expected) -> None:
     request = v2.ModelInferRequest(model_name="m")
     build(request)
-    with pytest.raises(InvalidInputError) as info:
+    with pytest.raises((InvalidInputError, LimitExceededError)) as info:
         converters.v2_request_from_proto(request, 1 << 20)
     assert expected in info.value.message
 

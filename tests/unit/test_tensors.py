@@ -6,6 +6,7 @@ from hypothesis.extra import numpy as hnp
 
 from meshserve import tensors
 from meshserve.errors import InvalidInputError
+from meshserve.limits import LimitExceededError
 from meshserve.v1 import tensor_pb2
 
 DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8,
@@ -45,10 +46,13 @@ def test_decoding_is_zero_copy() -> None:
         (tensor_pb2.Tensor(dtype=1, shape=[-1], data=b""), "negative dimension"),
         (tensor_pb2.Tensor(dtype=1, shape=[2, 2], data=b"\0" * 15), "16 bytes expected"),
         (tensor_pb2.Tensor(dtype=1, shape=[1 << 20, 1 << 20], data=b""), "exceeds the limit"),
+        (tensor_pb2.Tensor(dtype=1, shape=[1] * 40, data=b""), "max_dims=32"),
+        (tensor_pb2.Tensor(dtype=1, shape=[0, 1 << 40, 1 << 40], data=b""), "max_elements"),
     ],
 )
 def test_malformed_tensors_name_the_input_and_the_problem(tensor, fragment) -> None:
-    with pytest.raises(InvalidInputError, match=fragment) as info:
+    # Malformed is INVALID_ARGUMENT, too big RESOURCE_EXHAUSTED (LimitExceededError).
+    with pytest.raises((InvalidInputError, LimitExceededError), match=fragment) as info:
         tensors.to_numpy(tensor, name="x")
     assert "'x'" in info.value.message
 
