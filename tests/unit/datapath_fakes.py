@@ -3,8 +3,7 @@ wrapper and fault injection (integration tests use real replicas over real chann
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from meshserve.orchestrator.datapath.transport import Metadata
 from meshserve.v1 import model_pb2
 
 
@@ -16,10 +15,7 @@ class FakeTransport:
         self.closed = False
 
     def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, request: model_pb2.InferRequest, timeout_s: float, metadata: Metadata = ()
     ) -> object:
         return self.answer(request, timeout_s)
 
