@@ -111,8 +111,8 @@ def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     return remaining if remaining is not None and remaining < 1e9 else None
 
 
-class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    """meshserve.v1.ModelService over a ModelCore."""
+class _OverCore:
+    """What both servicers hold: the replica's core, metrics, element bound and admission."""
 
     def __init__(
         self, core: ModelCore, metrics: ModelMetrics, max_elements: int, admission: Admission
@@ -121,6 +121,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self._metrics = metrics
         self._max_elements = max_elements
         self._admission = admission
+
+
+class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
+    """meshserve.v1.ModelService over a ModelCore."""
 
     async def _infer(
         self,
@@ -219,16 +223,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         return converters.metadata_to_proto(self._core.info)
 
 
-class V2Servicer(v2_grpc.GRPCInferenceServiceServicer):
+class V2Servicer(_OverCore, v2_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol (KServe V2) over the same ModelCore, batcher and admission."""
-
-    def __init__(
-        self, core: ModelCore, metrics: ModelMetrics, max_elements: int, admission: Admission
-    ) -> None:
-        self._core = core
-        self._metrics = metrics
-        self._max_elements = max_elements
-        self._admission = admission
 
     def _check_model(self, name: str, version: str) -> None:
         info = self._core.info

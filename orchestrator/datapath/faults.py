@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from meshserve.errors import DeadlineExceededError, InvalidInputError, MeshError, error_for_status
 from meshserve.grpc_errors import code_from_int
 from meshserve.orchestrator.caller import FaultSpec
+from meshserve.orchestrator.datapath.transport import Metadata
 from meshserve.v1 import model_pb2
 
 if TYPE_CHECKING:
@@ -125,10 +126,7 @@ class FaultInjectingTransport:
         self._instance_id = instance_id
 
     def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, request: model_pb2.InferRequest, timeout_s: float, metadata: Metadata = ()
     ) -> Awaitable[model_pb2.InferResponse]:
         fault = self._faults.decide(self._model, self._instance_id)
         if fault is NO_FAULT:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -22,7 +22,7 @@ from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.datapath.ejection import OutlierState
 from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
 from meshserve.orchestrator.datapath.metrics import IN_FLIGHT
-from meshserve.orchestrator.datapath.transport import TRANSPORTS, Transport
+from meshserve.orchestrator.datapath.transport import TRANSPORTS, Metadata, Transport
 from meshserve.serving import CLIENT_KEEPALIVE_MS
 from meshserve.tls import open_channel
 from meshserve.v1 import model_pb2, model_pb2_grpc
@@ -171,11 +171,7 @@ class Replica:
         return transport
 
     async def infer(
-        self,
-        request: model_pb2.InferRequest,
-        *,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, request: model_pb2.InferRequest, *, timeout_s: float, metadata: Metadata = ()
     ) -> model_pb2.InferResponse:
         """One attempt; raises MeshError. Updates in-flight and totals (not the EWMA)."""
         transport = self._transport or self._open_transport()

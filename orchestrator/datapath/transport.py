@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRANSPORTS",
+    "Metadata",
     "StreamTransport",
     "Transport",
     "TransportClass",
@@ -41,12 +42,12 @@ __all__ = [
 ]
 
 
+Metadata = Sequence[tuple[str, str]]  # gRPC metadata sent with one attempt (traceparent)
+
+
 class Transport(Protocol):
     def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, request: model_pb2.InferRequest, timeout_s: float, metadata: Metadata = ()
     ) -> Awaitable[model_pb2.InferResponse]:
         """Send one attempt; the awaitable raises the MeshError of the failure."""
         ...
@@ -67,10 +68,7 @@ class UnaryTransport:
         self._call = stub.Infer
 
     async def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, request: model_pb2.InferRequest, timeout_s: float, metadata: Metadata = ()
     ) -> model_pb2.InferResponse:
         try:
             return await self._call(request, timeout=timeout_s, metadata=tuple(metadata))
@@ -92,10 +90,7 @@ class StreamTransport:
         self._session = StreamSession(stub, target, config.stream_max_in_flight)
 
     def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, request: model_pb2.InferRequest, timeout_s: float, metadata: Metadata = ()
     ) -> Awaitable[model_pb2.InferResponse]:
         request.timeout_ms = max(1, int(timeout_s * 1000))
         return self._session.infer(request, timeout_s)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from meshserve.errors import MeshError, UnavailableError
-from meshserve.orchestrator.datapath import MeshCaller
+from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
+from meshserve.registry.config import ConsulConfig
 from tests.procs import ChildProcess
 from tests.waiting import wait_until
 
@@ -35,6 +36,11 @@ def start_replicas(
     spawn: Callable[..., ChildProcess], models_dir: Path, consul_addr: str, n: int, name: str
 ) -> list[ChildProcess]:
     return [spawn(*serve_args(models_dir, consul_addr, name)) for _ in range(n)]
+
+
+def mesh_caller(consul_addr: str, config: DataPathConfig | None = None) -> MeshCaller:
+    """A MeshCaller discovering replicas in the session's Consul agent."""
+    return MeshCaller(config or DataPathConfig(), ConsulConfig(address=consul_addr))
 
 
 def rows(n: int, seed: int) -> np.ndarray:

@@ -18,10 +18,10 @@ from prometheus_client import REGISTRY
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
-from meshserve.registry.config import ConsulConfig
+from meshserve.orchestrator.datapath import DataPathConfig
 from tests.integration.datapath_helpers import (
     Load,
+    mesh_caller,
     rows,
     serve_args,
     start_replicas,
@@ -32,10 +32,6 @@ from tests.integration.orchestrator_helpers import TOKEN
 from tests.procs import ChildProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _caller(consul_addr: str, config: DataPathConfig | None = None) -> MeshCaller:
-    return MeshCaller(config or DataPathConfig(), ConsulConfig(address=consul_addr))
 
 
 def _report(label: str, load: Load) -> tuple[float, float]:
@@ -54,7 +50,7 @@ async def test_sigstopped_replica_costs_a_request_about_its_p99_not_its_hang(
     name = unique_name("dp-sigstop")
     procs = start_replicas(spawn, models_dir, consul_addr, 2, name)
     config = DataPathConfig()
-    caller = _caller(consul_addr, replace(config, hedge=replace(config.hedge, enabled=hedging)))
+    caller = mesh_caller(consul_addr, replace(config, hedge=replace(config.hedge, enabled=hedging)))
     try:
         await wait_passing(caller, name, 2)
         load = Load(caller, name, concurrency=8).start()
@@ -85,7 +81,7 @@ async def test_replica_answering_internal_fails_no_call(
 ) -> None:
     name = unique_name("dp-internal")
     start_replicas(spawn, models_dir, consul_addr, 2, name)
-    caller = _caller(consul_addr, DataPathConfig().with_batching(batching))
+    caller = mesh_caller(consul_addr, DataPathConfig().with_batching(batching))
     try:
         await wait_passing(caller, name, 2)
         bad = caller.snapshot(name)[0].instance_id
@@ -110,7 +106,7 @@ async def test_replica_pushing_back_gets_no_retry(
 ) -> None:
     name = unique_name("dp-pushback")
     start_replicas(spawn, models_dir, consul_addr, 3, name)
-    caller = _caller(consul_addr, DataPathConfig().with_batching(False))
+    caller = mesh_caller(consul_addr, DataPathConfig().with_batching(False))
     try:
         await wait_passing(caller, name, 3)
         pusher, failing, _ = (s.instance_id for s in caller.snapshot(name))

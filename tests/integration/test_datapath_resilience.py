@@ -12,10 +12,10 @@ import pytest
 
 from meshserve.errors import UnavailableError
 from meshserve.orchestrator.caller import FaultSpec
-from meshserve.orchestrator.datapath import DataPathConfig, MeshCaller
-from meshserve.registry.config import ConsulConfig
+from meshserve.orchestrator.datapath import DataPathConfig
 from tests.integration.datapath_helpers import (
     Load,
+    mesh_caller,
     requests_by_replica,
     rows,
     serve_args,
@@ -29,17 +29,13 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _caller(consul_addr: str, config: DataPathConfig | None = None) -> MeshCaller:
-    return MeshCaller(config or DataPathConfig(), ConsulConfig(address=consul_addr))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 async def test_replica_killed_or_stopped_under_load_loses_no_request(
     sig: int, consul_addr: str, spawn: Callable[..., ChildProcess], models_dir: Path
 ) -> None:
     name = unique_name(f"dp-{signal.Signals(sig).name.lower()}")
     procs = start_replicas(spawn, models_dir, consul_addr, 3, name)
-    caller = _caller(consul_addr)
+    caller = mesh_caller(consul_addr)
     try:
         await wait_passing(caller, name, 3)
         load = Load(caller, name, concurrency=12).start()
@@ -64,7 +60,7 @@ async def test_new_replica_gets_traffic_within_one_watch_cycle(
 ) -> None:
     name = unique_name("dp-new")
     start_replicas(spawn, models_dir, consul_addr, 2, name)
-    caller = _caller(consul_addr)
+    caller = mesh_caller(consul_addr)
     try:
         await wait_passing(caller, name, 2)
         load = Load(caller, name, concurrency=8).start()
@@ -93,7 +89,7 @@ async def test_slow_replica_gets_under_ten_percent_of_traffic(
 ) -> None:
     name = unique_name("dp-slow")
     start_replicas(spawn, models_dir, consul_addr, 3, name)
-    caller = _caller(consul_addr)
+    caller = mesh_caller(consul_addr)
     try:
         await wait_passing(caller, name, 3)
         slow = caller.snapshot(name)[0].instance_id
@@ -119,7 +115,7 @@ async def test_failing_replica_keeps_attempts_within_retry_budget(
     name = unique_name("dp-abort")
     start_replicas(spawn, models_dir, consul_addr, 3, name)
     config = DataPathConfig().with_batching(False)
-    caller = _caller(consul_addr, config)
+    caller = mesh_caller(consul_addr, config)
     try:
         await wait_passing(caller, name, 3)
         bad = caller.snapshot(name)[1].instance_id
@@ -152,7 +148,7 @@ async def test_every_replica_gone_fails_fast_with_unavailable(
 ) -> None:
     name = unique_name("dp-gone")
     procs = start_replicas(spawn, models_dir, consul_addr, 2, name)
-    caller = _caller(consul_addr, replace(DataPathConfig(), default_timeout_s=10.0))
+    caller = mesh_caller(consul_addr, replace(DataPathConfig(), default_timeout_s=10.0))
     try:
         await wait_passing(caller, name, 2)
         for proc in procs:

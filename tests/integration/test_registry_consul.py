@@ -28,20 +28,12 @@ from meshserve.registry import (
     list_services,
 )
 from meshserve.registry.client import ConsulClient
+from tests.integration.registry_helpers import no_leaked_registry_tasks  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "meshserve.v1.ModelService"
 FAST = BlockingOptions(wait_s=5.0, min_interval_s=0.05, backoff_initial_s=0.1, backoff_max_s=1.0)
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_registry_tasks() -> AsyncIterator[None]:
-    """Teardown check: every watcher, registration and election stopped its tasks."""
-    yield
-    prefixes = ("watch-", "register-", "leader-")
-    leaked = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(prefixes)]
-    assert not leaked, f"registry tasks still running: {leaked}"
 
 
 @dataclass
@@ -195,15 +187,23 @@ async def test_kv_watch_sees_changes(consul_addr: str) -> None:
             await kv.delete(prefix, recurse=True)
 
 
-async def test_leader_election_one_leader_then_takeover(consul_addr: str) -> None:
+async def _a_leads_b_follows(
+    consul_addr: str, label: str
+) -> tuple[ConsulConfig, str, LeaderElection, LeaderElection]:
+    """Two candidates for one fresh lock key: `a` started and leading, then `b` started."""
     config = ConsulConfig(address=consul_addr)
-    key = f"test/{unique('leader')}"
+    key = f"test/{unique(label)}"
     opts = LeaderOptions(lock_delay_s=0, watch=FAST)
     a = LeaderElection(config, key, "node-a", ttl_s=10, options=opts)
     b = LeaderElection(config, key, "node-b", ttl_s=10, options=opts)
     await a.start()
     assert await a.wait_until_leader(5)
     await b.start()
+    return config, key, a, b
+
+
+async def test_leader_election_one_leader_then_takeover(consul_addr: str) -> None:
+    config, key, a, b = await _a_leads_b_follows(consul_addr, "leader")
     assert not await b.wait_until_leader(1.0)
     assert a.is_leader and not b.is_leader
     assert b.leader_id == "node-a"
@@ -234,14 +234,7 @@ async def test_leader_election_one_leader_then_takeover(consul_addr: str) -> Non
 
 @pytest.mark.slow
 async def test_leader_lock_released_when_holder_stops_renewing(consul_addr: str) -> None:
-    config = ConsulConfig(address=consul_addr)
-    key = f"test/{unique('ttl')}"
-    opts = LeaderOptions(lock_delay_s=0, watch=FAST)
-    a = LeaderElection(config, key, "node-a", ttl_s=10, options=opts)
-    b = LeaderElection(config, key, "node-b", ttl_s=10, options=opts)
-    await a.start()
-    assert await a.wait_until_leader(5)
-    await b.start()
+    config, key, a, b = await _a_leads_b_follows(consul_addr, "ttl")
     # "Kill" a: its tasks stop (no renewals, no release), its session is left to expire.
     for task in a._tasks:
         task.cancel()

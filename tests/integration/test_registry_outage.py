@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -23,20 +23,12 @@ from meshserve.registry import (
     Registration,
     ServiceInstance,
 )
+from tests.integration.registry_helpers import no_leaked_registry_tasks  # noqa: F401
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVICE = "meshserve.v1.ModelService"
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_registry_tasks() -> AsyncIterator[None]:
-    """Teardown check: every watcher, registration and election stopped its tasks."""
-    yield
-    prefixes = ("watch-", "register-", "leader-")
-    leaked = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(prefixes)]
-    assert not leaked, f"registry tasks still running: {leaked}"
 
 
 @pytest.fixture

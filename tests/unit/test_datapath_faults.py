@@ -4,7 +4,6 @@ fault-injecting transport wrapper around a recording inner transport."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import grpc
 import pytest
@@ -13,6 +12,7 @@ from meshserve.errors import DeadlineExceededError, InvalidInputError, Overloade
 from meshserve.orchestrator.caller import FaultSpec
 from meshserve.orchestrator.datapath.faults import FaultInjectingTransport, FaultInjector
 from meshserve.v1 import model_pb2
+from tests.unit.datapath_fakes import FakeTransport
 
 
 class Clock:
@@ -70,24 +70,18 @@ def test_bad_fault_specs_are_rejected_with_a_precise_message(spec: FaultSpec, me
         FaultInjector(Clock()).inject(spec)
 
 
-class Inner:
+class Inner(FakeTransport):
     """A transport that records what reached it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sent: list[tuple[str, float]] = []
-        self.closed = False
 
-    async def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+    async def answer(
+        self, request: model_pb2.InferRequest, timeout_s: float
     ) -> model_pb2.InferResponse:
         self.sent.append((request.id, timeout_s))
         return model_pb2.InferResponse(id=request.id)
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 async def test_the_wrapper_passes_unfaulted_attempts_straight_to_the_inner_transport() -> None:
@@ -96,7 +90,7 @@ async def test_the_wrapper_passes_unfaulted_attempts_straight_to_the_inner_trans
     wrapped = FaultInjectingTransport(inner, faults, "m", "a")
     faults.inject(FaultSpec(model="m", instance_id="b", abort_rate=1.0, duration_s=10))
     pending = wrapped.infer(model_pb2.InferRequest(id="r1"), 1.0)
-    assert getattr(pending, "__qualname__", "") == "Inner.infer"  # no wrapper coroutine
+    assert getattr(pending, "__qualname__", "") == "Inner.answer"  # no wrapper coroutine
     assert (await pending).id == "r1"
     await wrapped.close()
     assert inner.sent == [("r1", 1.0)] and inner.closed

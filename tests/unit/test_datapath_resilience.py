@@ -33,6 +33,7 @@ from meshserve.orchestrator.datapath.replica import Replica
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
 from meshserve.orchestrator.datapath.transport import Transport
 from meshserve.v1 import model_pb2
+from tests.unit.datapath_fakes import FakeTransport
 from tests.unit.test_datapath_router import Clock, Ep
 
 CLOCK = Clock()
@@ -43,19 +44,13 @@ TIMEOUTS: list[tuple[str, float]] = []  # (replica, timeout_s) of every attempt
 ENTERED: dict[str, asyncio.Event] = {}  # set when an attempt reaches that replica
 
 
-class TimedTransport:
+class TimedTransport(FakeTransport):
     """Answers after `step_ms` of fake time; a HUNG replica consumes its timeout and fails."""
 
     step_ms = 10.0
 
-    def __init__(self, instance_id: str) -> None:
-        self.instance_id = instance_id
-
-    async def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+    async def answer(
+        self, request: model_pb2.InferRequest, timeout_s: float
     ) -> model_pb2.InferResponse:
         TIMEOUTS.append((self.instance_id, timeout_s))
         ENTERED.setdefault(self.instance_id, asyncio.Event()).set()
@@ -70,9 +65,6 @@ class TimedTransport:
         if outcome is not None:
             raise outcome
         return model_pb2.InferResponse(id=request.id, instance_id=self.instance_id)
-
-    async def close(self) -> None:
-        return None
 
 
 class TimedReplica(Replica):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -30,6 +30,7 @@ from meshserve.orchestrator.datapath.replica import Replica
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
 from meshserve.orchestrator.datapath.transport import Transport
 from meshserve.v1 import model_pb2
+from tests.unit.datapath_fakes import FakeTransport
 from tests.waiting import wait_until
 
 
@@ -49,17 +50,11 @@ SCRIPT: dict[str, list[MeshError | None]] = {}
 GATES: dict[str, asyncio.Event] = {}
 
 
-class ScriptedTransport:
+class ScriptedTransport(FakeTransport):
     """Plays SCRIPT[instance_id]; waits on GATES[instance_id] when there is one."""
 
-    def __init__(self, instance_id: str) -> None:
-        self.instance_id = instance_id
-
-    async def infer(
-        self,
-        request: model_pb2.InferRequest,
-        timeout_s: float,
-        metadata: Sequence[tuple[str, str]] = (),
+    async def answer(
+        self, request: model_pb2.InferRequest, timeout_s: float
     ) -> model_pb2.InferResponse:
         if self.instance_id in GATES:
             await GATES[self.instance_id].wait()
@@ -68,9 +63,6 @@ class ScriptedTransport:
         if outcome is not None:
             raise outcome
         return model_pb2.InferResponse(id=request.id, instance_id=self.instance_id)
-
-    async def close(self) -> None:
-        return None
 
 
 class FakeReplica(Replica):
