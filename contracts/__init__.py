@@ -22,6 +22,7 @@ Public API (stable; HTTP/JSON and OpenAPI are derived from the same descriptors)
     contract.fingerprint      # sha256 hex of the deterministic descriptor
     contract.proto_text()     # the .proto, per-row shapes in the field comments
 
+    contract.rows_of(msg) -> int         # rows of a request, read without decoding (admission)
     contract.decode_request(msg, limits) -> TypedRequest(arrays, request_id, timeout_ms,
                                                          routing_key, attributes)
     contract.encode_request(arrays, request_id=, timeout_ms=, routing_key=, attributes=)

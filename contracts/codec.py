@@ -31,6 +31,7 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "rows_of",
 ]
 
 
@@ -190,6 +191,23 @@ def _message_type_check(
             f"{contract.kind} {contract.name!r}: expected a {cls.DESCRIPTOR.full_name} message, "
             f"got {msg.DESCRIPTOR.full_name}"
         )
+
+
+def rows_of(contract: Contract, request: message.Message) -> int:
+    """Rows a typed request carries, read without decoding (for admission): dim 0 of its first
+    present input, 1 when it has no batched input."""
+    for tf in contract.inputs:
+        spec = tf.spec
+        if tf.nested:
+            if request.HasField(tf.field):
+                shape = getattr(request, tf.field).shape
+                if shape:
+                    return max(int(shape[0]), 0)
+            continue
+        count = len(getattr(request, tf.field))
+        if count and spec.shape:
+            return count // spec.row_size
+    return 1
 
 
 def decode_request(

@@ -187,6 +187,9 @@ class Contract:
     ) -> codec.TypedRequest:
         return codec.decode_request(self, request, limits)
 
+    def rows_of(self, request: message.Message) -> int:
+        return codec.rows_of(self, request)
+
     def encode_request(self, arrays: Mapping[str, Any], **fixed: Any) -> message.Message:
         return codec.encode_request(self, arrays, **fixed)
 
