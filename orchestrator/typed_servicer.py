@@ -39,9 +39,12 @@ class TypedPlanServicer:
         self.stream_max_in_flight = stream_max_in_flight
         self.limits = limits
 
-    async def _run(
+    async def run(
         self, contract: Contract, request: message.Message, call_timeout_s: float | None
     ) -> message.Message:
+        """One typed execution: `request` (a ``contract.request_class`` message, e.g. parsed
+        from proto3 JSON) -> the ``contract.response_class`` message. Raises the MeshError of
+        the failure (InvalidInputError naming the field, NotFoundError, ...)."""
         typed = contract.decode_request(request, self.limits)
         result = await self.engine.execute(
             ExecuteCall(
@@ -64,7 +67,7 @@ class TypedPlanServicer:
     async def execute(
         self, contract: Contract, request: message.Message, context: Context
     ) -> message.Message:
-        return await self._run(contract, request, call_remaining_s(context))
+        return await self.run(contract, request, call_remaining_s(context))
 
     async def execute_stream(
         self,
@@ -80,7 +83,7 @@ class TypedPlanServicer:
                 raise InvalidInputError(
                     f"{contract.stream_method} items need a 'request_id' to correlate"
                 )
-            return await self._run(contract, request, call_remaining_s(context))
+            return await self.run(contract, request, call_remaining_s(context))
 
         def failed(request: message.Message, exc: Exception) -> message.Message:
             request_id = getattr(request, "request_id", "")

@@ -280,6 +280,28 @@ async def test_sdk_typed_calls(mesh, digits):
     assert out["label"].shape == (3,) and out["label"].dtype == np.int64
 
 
+async def test_typed_execute_stream_answers_items_in_band(mesh, digits):
+    async with MeshServeClient(mesh["orchestrator"]) as client:
+        contract = (await client.plan("digits-pipeline")).contract
+    good = [
+        contract.encode_request({"input": digits[i : i + 1]}, request_id=f"r{i}") for i in range(4)
+    ]
+    bad = contract.request_class(request_id="bad")
+    bad.input.extend([1.0] * 10)
+    async with grpc.aio.insecure_channel(mesh["orchestrator"]) as channel:
+        stream = channel.stream_stream(
+            contract.method_path(stream=True),
+            request_serializer=contract.request_class.SerializeToString,
+            response_deserializer=contract.response_class.FromString,
+        )
+        replies = {r.request_id: r async for r in stream(iter([*good, bad]), timeout=30)}
+    assert set(replies) == {"r0", "r1", "r2", "r3", "bad"}
+    assert replies["bad"].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "got 10 values" in replies["bad"].status.message
+    want = (await _generic(mesh["orchestrator"], digits[:4]))["label"]
+    assert [replies[f"r{i}"].label[0] for i in range(4)] == want.tolist()
+
+
 async def _expect(call: Any, code: grpc.StatusCode, *fragments: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
