@@ -78,6 +78,8 @@ class StatsRecorder:
         # Per plan: (window, ok counter, error counter, latency histogram), resolved once so a
         # request pays no label lookups.
         self._plan_slots: dict[str, tuple[LatencyWindow, Any, Any, Any]] = {}
+        # (plan, step, ok) -> its step latency histogram child.
+        self._step_slots: dict[tuple[str, str, bool], Any] = {}
 
     def _plan_slot(self, plan: str) -> tuple[LatencyWindow, Any, Any, Any]:
         with self._lock:
@@ -100,12 +102,26 @@ class StatsRecorder:
         with self._lock:
             window.add(latency_ms, ok)
 
+    def step_done(self, plan: str, step: str, latency_s: float, ok: bool) -> None:
+        """One step of `plan` ran for `latency_s` (Prometheus only)."""
+        child = self._step_slots.get((plan, step, ok))
+        if child is None:  # both outcomes at once: an error rate of 0 is a series, not a gap
+            for outcome in (True, False):
+                self._step_slots[(plan, step, outcome)] = metrics.STEP_LATENCY.labels(
+                    plan, step, "ok" if outcome else "error"
+                )
+            child = self._step_slots[(plan, step, ok)]
+        child.observe(latency_s)
+
     def decision(self, plan: str, step: str, branch: str) -> None:
         metrics.PLAN_DECISIONS.labels(plan, step, branch).inc()
         with self._lock:
             self._decisions.setdefault(plan, Counter())[f"{step}/{branch}"] += 1
 
-    def shadow_primary(self, plan: str, step: str, latency_ms: float) -> None:
+    def shadow_primary(self, plan: str, step: str, latency_ms: float, candidate: str = "") -> None:
+        """Record the primary's latency of a mirrored request (`candidate`: what it is compared
+        with, so the dashboard can put the two latencies side by side)."""
+        metrics.SHADOW_LATENCY.labels(plan, step, candidate, "primary").observe(latency_ms / 1e3)
         with self._lock:
             self._shadows.setdefault((plan, step), _Shadow()).primary.add(latency_ms)
 
@@ -118,12 +134,18 @@ class StatsRecorder:
         *,
         agreed: int = 0,
         compared: int = 0,
+        candidate: str = "",
     ) -> None:
-        """Record one candidate run: `compared` rows of which `agreed` gave the same class."""
+        """Record one run of `candidate`: `compared` rows of which `agreed` agreed with the
+        primary (by the step's comparison)."""
+        labels = (plan, step, candidate)
+        errors = metrics.SHADOW_CANDIDATE_ERRORS.labels(*labels)  # 0 errors is a series too
         if not ok:
-            metrics.SHADOW_CANDIDATE_ERRORS.labels(plan, step).inc()
-        metrics.SHADOW_COMPARED_ROWS.labels(plan, step).inc(compared)
-        metrics.SHADOW_AGREED_ROWS.labels(plan, step).inc(agreed)
+            errors.inc()
+        else:
+            metrics.SHADOW_LATENCY.labels(*labels, "candidate").observe(latency_ms / 1e3)
+        metrics.SHADOW_COMPARED_ROWS.labels(*labels).inc(compared)
+        metrics.SHADOW_AGREED_ROWS.labels(*labels).inc(agreed)
         with self._lock:
             shadow = self._shadows.setdefault((plan, step), _Shadow())
             shadow.candidate.add(latency_ms, ok)

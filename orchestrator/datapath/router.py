@@ -54,7 +54,9 @@ from meshserve.orchestrator.datapath.metrics import (
     EJECTIONS,
     HEDGES,
     NO_ENDPOINT,
+    READY_REPLICAS,
     RETRIES,
+    RETRY_BUDGET,
     SERVER_BATCH_ROWS,
 )
 from meshserve.orchestrator.datapath.policy import CallInfo, PickerPolicy
@@ -143,6 +145,14 @@ class ModelRouter:
         self._ejections = EJECTIONS.labels(model)
         self._attempts = ATTEMPTS.labels(model)
         self._server_rows = SERVER_BATCH_ROWS.labels(model)
+        NO_ENDPOINT.labels(model)  # a series at 0 from the start, not only after a failure
+        # Read on the scrape thread: read-only views of loop-owned state.
+        RETRY_BUDGET.labels(model).set_function(self.budget.peek)
+        READY_REPLICAS.labels(model).set_function(self._passing_count)
+
+    def _passing_count(self) -> int:
+        """Replicas neither draining nor ejected (read-only, safe from another thread)."""
+        return sum(1 for r in list(self._replicas.values()) if r.state == "passing")
 
     # ----- replica set -----------------------------------------------------------------------
     def update_endpoints(self, endpoints: Sequence[EndpointInfo]) -> None:
@@ -488,6 +498,9 @@ class ModelRouter:
         )
 
     async def close(self) -> None:
+        for gauge in (RETRY_BUDGET, READY_REPLICAS):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.model)
         replicas = list(self._replicas.values())
         self._replicas.clear()
         await asyncio.gather(*(r.close() for r in replicas), return_exceptions=True)

@@ -23,7 +23,7 @@ from meshserve.orchestrator.steps.branches import check_branches, parse_branch
 from meshserve.orchestrator.steps.registry import StepKind
 from meshserve.v1 import plan_pb2
 
-__all__ = ["ShadowKind", "agreement"]
+__all__ = ["ShadowKind", "agreement", "candidate_label"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,21 @@ def _compare_name(ctx: StepContext, primary: Outputs, candidate: Outputs) -> str
         if preferred in common:
             return preferred
     return common[0] if common else None
+
+
+def candidate_label(branch: plan_pb2.Branch) -> str:
+    """The candidate's name in metrics and stats: ``model@version`` for a pinned model (so two
+    versions of one model are told apart), else the model, function, plan or branch name."""
+    target = branch.target
+    kind = target.WhichOneof("kind")
+    if kind == "model":
+        m = target.model
+        return f"{m.model}@{m.version}" if m.version else m.model
+    if kind == "logic":
+        return target.logic.function
+    if kind == "plan":
+        return target.plan
+    return branch.name
 
 
 class ShadowKind(StepKind):
@@ -90,9 +105,13 @@ class ShadowKind(StepKind):
         except BaseException:
             primary_done.cancel()
             raise
-        services.stats.shadow_primary(
-            ctx.run.plan, ctx.step.name, (services.clock() - start) * 1000
-        )
+        if mirror:
+            services.stats.shadow_primary(
+                ctx.run.plan,
+                ctx.step.name,
+                (services.clock() - start) * 1000,
+                candidate_label(shadow.candidate),
+            )
         primary_done.set_result(out)
         return out
 
@@ -101,6 +120,7 @@ async def _candidate(
     ctx: StepContext, inputs: dict[str, np.ndarray], primary_done: asyncio.Future[Outputs]
 ) -> None:
     services = ctx.services
+    candidate = candidate_label(ctx.step.shadow.candidate)
     start = services.clock()
     try:
         out = await run_target(ctx, ctx.step.shadow.candidate, inputs)
@@ -110,7 +130,9 @@ async def _candidate(
             log, "shadow candidate failed", "shadow candidate of step %s failed: %s",
             ctx.step.name, exc, level=logging.INFO,
         )  # fmt: skip
-        services.stats.shadow_candidate(ctx.run.plan, ctx.step.name, latency_ms, False)
+        services.stats.shadow_candidate(
+            ctx.run.plan, ctx.step.name, latency_ms, False, candidate=candidate
+        )
         return
     latency_ms = (services.clock() - start) * 1000
     agreed = compared = 0
@@ -123,5 +145,11 @@ async def _candidate(
         if name:
             agreed, compared = agreement(primary[name], out[name])
     services.stats.shadow_candidate(
-        ctx.run.plan, ctx.step.name, latency_ms, True, agreed=agreed, compared=compared
+        ctx.run.plan,
+        ctx.step.name,
+        latency_ms,
+        True,
+        agreed=agreed,
+        compared=compared,
+        candidate=candidate,
     )
