@@ -29,7 +29,7 @@ from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.names import quote
 from meshserve.streams import fan_out
-from meshserve.telemetry import links_from_traceparents, tracing_enabled
+from meshserve.telemetry import EMPTY_CONTEXT, context_from_traceparent, tracing_enabled
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc
@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 STREAM_MAX_IN_FLIGHT = 1024
 # Longest client id (header value or peer) kept as an admission key.
 _CLIENT_KEY_MAX_CHARS = 128
-# A stream item's (token, links) while tracing is off: nothing attached, no links.
-_UNTRACED: Final[tuple[None, tuple[()]]] = (None, ())
+# The callers of a request that carries no trace context of its own: the current context.
+_CURRENT: Final[tuple[None]] = (None,)
 
 
 def _code_of(exc: BaseException) -> str:
@@ -74,16 +74,25 @@ def _attach_caller(carrier: Mapping[str, str]) -> Token[Context] | None:
     return otel_context.attach(propagate.extract(carrier))
 
 
-def _attach_item(
+def _item_callers(
     request: model_pb2.InferRequest, stream_metadata: Mapping[str, str]
-) -> tuple[Token[Context] | None, Sequence[trace.Link]]:
-    """A stream item's trace context, while tracing_enabled(): a child of its first caller
-    (made current; the token to detach), linked to the others coalesced into the item."""
-    carrier = dict(stream_metadata)
-    if request.traceparents:
-        carrier["traceparent"] = request.traceparents[0]
-    links = links_from_traceparents(request.traceparents[1:])
-    return _attach_caller(carrier), links
+) -> Sequence[Context | None]:
+    """The trace context of every caller whose rows a stream item carries (its
+    ``traceparents``; the stream's own metadata when it has none), while tracing_enabled()."""
+    contexts = [c for tp in request.traceparents if (c := context_from_traceparent(tp))]
+    if contexts:
+        return contexts
+    if "traceparent" in stream_metadata:
+        return (propagate.extract(dict(stream_metadata)),)
+    return _CURRENT
+
+
+def _further_callers(request: model_pb2.InferRequest) -> Sequence[Context | None]:
+    """A unary call's callers: the current context (the RPC span, a child of the first caller),
+    then every further caller whose rows a client-side micro-batch put in the request."""
+    if len(request.traceparents) < 2:
+        return _CURRENT
+    return (None, *(c for tp in request.traceparents[1:] if (c := context_from_traceparent(tp))))
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -130,14 +139,12 @@ class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
         self,
         request: model_pb2.InferRequest,
         timeout_s: float | None,
-        caller_links: Sequence[trace.Link] = (),
+        callers: Sequence[Context | None] = _CURRENT,
     ) -> model_pb2.InferResponse:
         inputs, outputs, item_timeout_s = converters.request_from_proto(request, self._max_elements)
         if item_timeout_s is not None:
             timeout_s = item_timeout_s if timeout_s is None else min(timeout_s, item_timeout_s)
-        result = await self._core.infer(
-            inputs, outputs, timeout_s=timeout_s, caller_links=caller_links
-        )
+        result = await self._core.infer(inputs, outputs, timeout_s=timeout_s, callers=callers)
         return converters.response_to_proto(request.id, result, self._core.info.instance_id)
 
     @map_errors
@@ -155,9 +162,12 @@ class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
         except OverloadedError:
             self._metrics.request_done("Infer", "RESOURCE_EXHAUSTED", time.monotonic() - started)
             raise
-        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
+        token: Token[Context] | None = None
+        callers: Sequence[Context | None] = _CURRENT
+        if tracing_enabled(EMPTY_CONTEXT):
+            token, callers = _attach_caller(_metadata(context)), _further_callers(request)
         try:
-            response = await self._infer(request, _timeout_s(context))
+            response = await self._infer(request, _timeout_s(context), callers)
         except BaseException as exc:
             self._metrics.request_done("Infer", _code_of(exc), time.monotonic() - started)
             raise
@@ -190,14 +200,12 @@ class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
                 try:
                     if not request.id:
                         raise InvalidInputError("InferStream items need an id (field 'id')")
-                    token, links = (
-                        _attach_item(request, stream_metadata) if tracing_enabled() else _UNTRACED
+                    callers = (
+                        _item_callers(request, stream_metadata)
+                        if tracing_enabled(EMPTY_CONTEXT)
+                        else _CURRENT
                     )
-                    try:
-                        response = await self._infer(request, call_timeout_s, links)
-                    finally:
-                        if token is not None:
-                            otel_context.detach(token)
+                    response = await self._infer(request, call_timeout_s, callers)
                 finally:
                     admission.release(rows, client)
             except BaseException as exc:
