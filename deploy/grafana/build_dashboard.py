@@ -168,11 +168,6 @@ ROWS: list[tuple[str, list[Panel]]] = [
 ]  # fmt: skip
 
 
-def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every target, with Grafana's ``$__rate_interval`` left in."""
-    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", ())]
-
-
 def _panel(
     panel_id: int, title: str, unit: str, targets: list[tuple[str, str]], kind: str, x: int, y: int
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ The table ``TRANSPORTS`` maps a config name (``DataPathConfig.transport``, per-m
 - ``infer(request, timeout_s, metadata)`` sends one attempt and returns an awaitable of the
   ``InferResponse``; every failure is raised as the ``MeshError`` of its status (code kept, a broken
   stream as ``reason="stream_broken"`` so the router may retry it elsewhere). `metadata` (the
-  attempt span's traceparent, or empty) goes with the call where the wire allows.
+  first caller's CLIENT span traceparent, or empty) goes with the call where the wire allows.
 - ``close()`` releases what the transport holds (outstanding attempts fail as broken).
 - Optional class attribute ``rpc_method``: the ModelService method it calls (``Infer`` when
   absent), the name of the attempt's CLIENT spans (datapath/spans.py).

@@ -36,6 +36,7 @@ from tests.waiting import wait_until
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
+    pytest.mark.timeout(600),  # generous on a loaded machine; ~25 s when idle
     pytest.mark.skipif(
         PROMETHEUS is None,
         reason="prometheus binary not installed (Debian package `prometheus`, deploy/bootstrap.sh)",
