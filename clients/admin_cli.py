@@ -28,6 +28,7 @@ from google.protobuf import json_format
 from meshserve.clients.local_state import add_token_flags, orchestrator_target
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.errors import MeshError
+from meshserve.v1 import admin_pb2
 
 __all__ = ["parse_input", "register", "render_table"]
 
@@ -209,16 +210,7 @@ async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
     ]  # fmt: skip
     out += ["", render_table(("PLAN", "COUNT", "ERRORS", "P50 ms", "P99 ms", "DECISIONS"), rows)]
     if stats.shadows:
-        rows = [
-            (
-                s.plan, s.step, s.compared, s.agreed,
-                f"{s.agreed / s.compared:.3f}" if s.compared else "-", s.candidate_errors,
-                f"{s.primary_latency_p50_ms:.2f}", f"{s.candidate_latency_p50_ms:.2f}",
-            )
-            for s in stats.shadows
-        ]  # fmt: skip
-        headers = ("PLAN", "STEP", "ROWS", "AGREED", "RATE", "CAND ERR", "PRIM P50", "CAND P50")
-        out += ["", render_table(headers, rows)]
+        out += ["", _shadow_table(stats.shadows)]
     if stats.bandits:
         rows = [
             (b.plan, b.step, a.context or "-", a.arm, a.pulls, f"{a.reward_sum:.2f}")
@@ -246,6 +238,39 @@ async def _proto_export(client: MeshServeClient, args: argparse.Namespace) -> st
     )
 
 
+def _shadow_table(shadows: Sequence[admin_pb2.ShadowStats]) -> str:
+    rows = [
+        (
+            s.plan, s.step, s.candidate or "-", s.comparison or "label", s.compared, s.agreed,
+            f"{s.agreement_rate:.3f}" if s.compared else "-", s.candidate_errors,
+            f"{s.candidate_latency_p50_ms - s.primary_latency_p50_ms:+.2f}",
+            f"{s.candidate_latency_p99_ms - s.primary_latency_p99_ms:+.2f}",
+        )
+        for s in shadows
+    ]  # fmt: skip
+    headers = ("PLAN", "STEP", "CANDIDATE", "COMPARISON", "ROWS", "AGREED", "RATE", "CAND ERR",
+               "ΔP50 ms", "ΔP99 ms")  # fmt: skip
+    return render_table(headers, rows)
+
+
+async def _shadows(client: MeshServeClient, args: argparse.Namespace) -> str:
+    stats = await client.stats()
+    shadows = [
+        s for s in stats.shadows
+        if (not args.plan or s.plan == args.plan) and (not args.step or s.step == args.step)
+    ]  # fmt: skip
+    found = await client.shadow_disagreements(args.plan, args.step, args.candidate, args.limit)
+    rows = [
+        (d.plan, d.step, d.candidate, d.request_id, d.row, d.primary_value, d.candidate_value,
+         f"{d.distance:.4g}")
+        for d in found
+    ]  # fmt: skip
+    headers = ("PLAN", "STEP", "CANDIDATE", "REQUEST", "ROW", "PRIMARY", "CANDIDATE OUT", "DIST")
+    return "\n".join(
+        [_shadow_table(shadows), "", f"disagreements ({len(found)}):", render_table(headers, rows)]
+    )
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="orchestrator")
     add_token_flags(parser)
@@ -255,7 +280,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``plans``, ``models``, ``call`` and ``stats`` to the meshserve CLI."""
+    """Add ``plans``, ``models``, ``call``, ``stats`` and ``shadows`` to the meshserve CLI."""
     plans = subparsers.add_parser("plans", help="apply, list, get, delete, roll back plans")
     sub = plans.add_subparsers(dest="plans_command", required=True)
     p = sub.add_parser("apply", help="validate and store a plan file (YAML or JSON)")
@@ -312,3 +337,13 @@ def register(subparsers: Any) -> None:
     stats = subparsers.add_parser("stats", help="plan latency, decisions, shadows, bandits")
     stats.set_defaults(handler=_run(_stats))
     _common(stats)
+
+    shadows = subparsers.add_parser(
+        "shadows", help="shadow/canary agreement, latency deltas and disagreeing requests"
+    )
+    shadows.add_argument("--plan", default="")
+    shadows.add_argument("--step", default="")
+    shadows.add_argument("--candidate", default="", help="e.g. mlp@2")
+    shadows.add_argument("--limit", type=int, default=20, help="disagreements shown (0 = all)")
+    shadows.set_defaults(handler=_run(_shadows))
+    _common(shadows)

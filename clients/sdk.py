@@ -308,6 +308,18 @@ class MeshServeClient:
             self._admin.GetTrace, admin_pb2.GetTraceRequest(trace_id=trace_id)
         )
 
+    async def shadow_disagreements(
+        self, plan: str = "", step: str = "", candidate: str = "", limit: int = 0
+    ) -> list[admin_pb2.ShadowDisagreement]:
+        """Kept rows where a shadow candidate disagreed with its primary, newest first."""
+        response = await self._admin_call(
+            self._admin.ListShadowDisagreements,
+            admin_pb2.ListShadowDisagreementsRequest(
+                plan=plan, step=step, candidate=candidate, limit=limit
+            ),
+        )
+        return list(response.disagreements)
+
     async def list_traces(self, slowest: int = 10) -> admin_pb2.ListTracesResponse:
         return await self._admin_call(
             self._admin.ListTraces, admin_pb2.ListTracesRequest(slowest=slowest)

@@ -58,10 +58,12 @@ class BatchStats:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One request's own rows of the outputs, and how its batch ran."""
+    """One request's own rows of the outputs, how its batch ran, and the batch's span (None
+    while tracing is off)."""
 
     outputs: Arrays
     stats: BatchStats
+    batch_span: trace.SpanContext | None = None
 
 
 class BatchObserver(Protocol):

@@ -276,12 +276,13 @@ class DynamicBatcher:
         self._observer.batch_done(rows, requests, compute_s)
         compute_us = int(compute_s * 1e6)
         dispatched_at = batch.dispatched_at
+        batch_span = None if batch.span is None else batch.span.get_span_context()
         for item, own in zip(items, split_rows(outputs, items), strict=True):
             if not item.future.done():
                 stats = BatchStats(
                     rows, requests, int((dispatched_at - item.enqueued_at) * 1e6), compute_us
                 )
-                item.future.set_result(BatchResult(own, stats))
+                item.future.set_result(BatchResult(own, stats, batch_span))
 
     @staticmethod
     def _end(batch: Batch, error: str | None) -> None:

@@ -10,21 +10,22 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
 
 from meshserve.clock import LOOP_TIMERS, Timers
 from meshserve.contracts import Contract, FieldSpec, build_contract
-from meshserve.errors import InternalError, InvalidInputError
+from meshserve.errors import InternalError, InvalidInputError, MeshError
 from meshserve.modelsvc.backend import ModelBackend, Signature, TensorSpec
-from meshserve.modelsvc.batcher import BatchObserver, BatchStats, DynamicBatcher
+from meshserve.modelsvc.batcher import BatchObserver, BatchResult, BatchStats, DynamicBatcher
 from meshserve.modelsvc.config import BatchingConfig
 from meshserve.modelsvc.handler import Handler, IdentityHandler
 from meshserve.modelsvc.validation import RequestValidator
-from meshserve.telemetry import NO_SPAN, tracing_enabled
+from meshserve.telemetry import EMPTY_CONTEXT, tracing_enabled
 from meshserve.tensors import NUMPY_TO_DTYPE
 
 __all__ = ["InferOutput", "ModelCore", "ModelInfo", "model_contract", "served_signature"]
@@ -170,38 +171,38 @@ class ModelCore:
         output_names: Sequence[str] = (),
         *,
         timeout_s: float | None = None,
-        caller_links: Sequence[trace.Link] = (),
+        callers: Sequence[Context | None] = (None,),
     ) -> InferOutput:
         """Validate, queue and run one request; returns only the requested outputs.
 
-        `caller_links`: spans of further callers whose rows the request carries (a client-side
-        micro-batch); the request and batch spans link to them. The request runs inside a
-        ``modelsvc.request`` span while ``tracing_enabled()``.
+        `callers`: the trace context of each caller whose rows the request carries, in order
+        (None: the current context; several for a client-side micro-batch). While tracing, each
+        sampled caller gets a ``modelsvc.request`` span in its own trace - its share of the
+        batch: SERVER for a remote caller (a stream item), INTERNAL under an RPC's server span -
+        covering its queue wait and batch, linked to the ``modelsvc.batch`` span that served it
+        (which links back to every share).
 
         Raises InvalidInputError, OverloadedError, DeadlineExceededError, UnavailableError.
         """
-        span_cm: AbstractContextManager[trace.Span | None] = (
-            tracer.start_as_current_span("modelsvc.request", links=caller_links)
-            if tracing_enabled()
-            else NO_SPAN
-        )
-        with span_cm as span:
+        shares = _share_spans(callers) if tracing_enabled(EMPTY_CONTEXT) else _NO_SHARES
+        try:
             rows = self._validate(inputs, output_names)
             deadline = None if timeout_s is None else self._clock() + timeout_s
             result = await self._batcher.submit(
                 inputs,
                 rows,
                 deadline,
-                # Untraced (or sampled out): the batch span links to neither.
-                span_context=None if span is None else span.get_span_context(),
-                caller_links=() if span is None else caller_links,
+                # Untraced (or sampled out): the batch span links to none.
+                span_context=shares[0].get_span_context() if shares else None,
+                caller_links=[trace.Link(s.get_span_context()) for s in shares[1:]],
             )
-            if span is not None:
-                stats = result.stats
-                span.set_attribute("meshserve.batch_size", stats.batch_size)
-                span.set_attribute("meshserve.batch_requests", stats.batch_requests)
-                span.set_attribute("meshserve.queue_wait_us", stats.queue_wait_us)
-                span.set_attribute("meshserve.compute_us", stats.compute_us)
+        except BaseException as exc:
+            for span in shares:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, _describe(exc)))
+                span.end()
+            raise
+        if shares:
+            _end_shares(shares, result)
         outputs = result.outputs
         return InferOutput(
             {n: outputs[n] for n in output_names or self._output_names}, result.stats
@@ -219,3 +220,39 @@ class ModelCore:
                     "not return it"
                 )
         return outputs
+
+
+_NO_SHARES: tuple[Span, ...] = ()
+
+
+def _share_spans(callers: Sequence[Context | None]) -> tuple[Span, ...]:
+    """One ``modelsvc.request`` span per caller whose trace is sampled."""
+    return tuple(
+        tracer.start_span(
+            "modelsvc.request",
+            context=caller,
+            kind=SpanKind.INTERNAL if caller is None else SpanKind.SERVER,
+            attributes={"meshserve.batch_callers": len(callers)},
+        )
+        for caller in callers
+        if tracing_enabled(caller)
+    )
+
+
+def _end_shares(shares: Sequence[Span], result: BatchResult) -> None:
+    stats = result.stats
+    attributes = {
+        "meshserve.batch_size": stats.batch_size,
+        "meshserve.batch_requests": stats.batch_requests,
+        "meshserve.queue_wait_us": stats.queue_wait_us,
+        "meshserve.compute_us": stats.compute_us,
+    }
+    for span in shares:
+        if result.batch_span is not None:
+            span.add_link(result.batch_span, {"meshserve.link": "batch"})
+        span.set_attributes(attributes)
+        span.end()
+
+
+def _describe(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, MeshError) else type(exc).__name__

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a model replica (prefix ``meshserve_modelsvc_``, base units).
+"""Prometheus metrics of a model replica (prefix ``meshserve_modelsvc_``, base units; names,
+labels and buckets are specs in meshserve/telemetry/catalog.py).
 
 Each `ModelMetrics` owns its registry, so several replicas (or tests) in one process don't clash;
 `serve(port)` exposes it on /metrics.
@@ -6,14 +7,12 @@ Each `ModelMetrics` owns its registry, so several replicas (or tests) in one pro
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from meshserve.telemetry import catalog
+from meshserve.telemetry.metrics import build
 
 __all__ = ["ModelMetrics"]
-
-_LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-)  # fmt: skip
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ModelMetrics:
@@ -22,53 +21,14 @@ class ModelMetrics:
     def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._model = model
-        self.requests = Counter(
-            "meshserve_modelsvc_requests_total",
-            "Requests served, by RPC method and gRPC status code",
-            ["model", "method", "code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "meshserve_modelsvc_request_duration_seconds",
-            "Request latency inside the server, by RPC method and gRPC status code",
-            ["model", "method", "code"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.batch_rows = Histogram(
-            "meshserve_modelsvc_batch_rows",
-            "Rows per session call",
-            ["model"],
-            buckets=_BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self.batch_requests = Histogram(
-            "meshserve_modelsvc_batch_requests",
-            "Requests merged into one session call",
-            ["model"],
-            buckets=_BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self.queue_wait_s = Histogram(
-            "meshserve_modelsvc_queue_wait_seconds",
-            "Time a request waited in the batch queue",
-            ["model"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.compute_s = Histogram(
-            "meshserve_modelsvc_compute_seconds",
-            "Duration of one batch (concatenate, handler, session call)",
-            ["model"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.depth = Gauge(
-            "meshserve_modelsvc_queue_depth",
-            "Requests waiting in the batch queue",
-            ["model"],
-            registry=self.registry,
-        )
+        self.requests = build(catalog.MODEL_REQUESTS, self.registry)
+        self.latency = build(catalog.MODEL_LATENCY, self.registry)
+        self.batch_rows = build(catalog.MODEL_BATCH_ROWS, self.registry)
+        self.batch_requests = build(catalog.MODEL_BATCH_REQUESTS, self.registry)
+        self.queue_wait_s = build(catalog.MODEL_QUEUE_WAIT, self.registry)
+        self.compute_s = build(catalog.MODEL_COMPUTE, self.registry)
+        self.depth = build(catalog.MODEL_QUEUE_DEPTH, self.registry)
+        self.capacity = build(catalog.MODEL_QUEUE_CAPACITY, self.registry)
 
         # Labelled children are looked up once, not per request (labels() takes a lock).
         self._depth = self.depth.labels(model)
@@ -79,6 +39,10 @@ class ModelMetrics:
         self._by_code: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     # BatchObserver
+    def queue_capacity(self, capacity: int) -> None:
+        """The batch queue's bound (set once; queue saturation = depth / capacity)."""
+        self.capacity.labels(self._model).set(capacity)
+
     def queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
 

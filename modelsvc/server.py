@@ -85,6 +85,7 @@ class ModelServer:
             thread_name_prefix="modelsvc-infer",
         )
         self.metrics = ModelMetrics(config.name)
+        self.metrics.queue_capacity(config.batching.queue_max)
         self.admission = Admission(config.admission, config.batching.overload_pushback_ms)
         self.core: ModelCore | None = None
         self.bound: Bound | None = None

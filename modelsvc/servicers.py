@@ -30,12 +30,12 @@ from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.names import quote
 from meshserve.streams import fan_out
-from meshserve.telemetry import links_from_traceparents, tracing_enabled
+from meshserve.telemetry import EMPTY_CONTEXT, context_from_traceparent, tracing_enabled
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc
 
-__all__ = ["ModelServicer", "V2Servicer"]
+__all__ = ["CURRENT_CALLER", "Callers", "ModelServicer", "OverCore", "StreamItem", "V2Servicer"]
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 STREAM_MAX_IN_FLIGHT = 1024
 # Longest client id (header value or peer) kept as an admission key.
 _CLIENT_KEY_MAX_CHARS = 128
-# A stream item's (token, links) while tracing is off: nothing attached, no links.
-_UNTRACED: Final[tuple[None, tuple[()]]] = (None, ())
+# The trace contexts of the callers whose rows one request carries (None: the current context).
+Callers = Sequence[Context | None]
+# The callers of a request that carries no trace context of its own: the current context.
+CURRENT_CALLER: Final[tuple[None]] = (None,)
 
 
 def _code_of(exc: BaseException) -> str:
@@ -78,16 +80,27 @@ def _attach_caller(carrier: Mapping[str, str]) -> Token[Context] | None:
     return otel_context.attach(propagate.extract(carrier))
 
 
-def _attach_item(
-    traceparents: Sequence[str], stream_metadata: Mapping[str, str]
-) -> tuple[Token[Context] | None, Sequence[trace.Link]]:
-    """A stream item's trace context, while tracing_enabled(): a child of its first caller
-    (made current; the token to detach), linked to the others coalesced into the item."""
-    carrier = dict(stream_metadata)
-    if traceparents:
-        carrier["traceparent"] = traceparents[0]
-    links = links_from_traceparents(traceparents[1:])
-    return _attach_caller(carrier), links
+def _item_callers(traceparents: Sequence[str], stream_metadata: Mapping[str, str]) -> Callers:
+    """The trace context of every caller whose rows a stream item carries (its
+    ``traceparents``; the stream's own metadata when it has none), while tracing_enabled()."""
+    contexts = [c for tp in traceparents if (c := context_from_traceparent(tp))]
+    if contexts:
+        return contexts
+    if "traceparent" in stream_metadata:
+        return (propagate.extract(dict(stream_metadata)),)
+    return CURRENT_CALLER
+
+
+def _further_callers(traceparents: Sequence[str]) -> Callers:
+    """A unary call's callers: the current context (the RPC span, a child of the first caller),
+    then every further caller whose rows a client-side micro-batch put in the request."""
+    if len(traceparents) < 2:
+        return CURRENT_CALLER
+    return (None, *(c for tp in traceparents[1:] if (c := context_from_traceparent(tp))))
+
+
+def _no_traceparents() -> Sequence[str]:
+    return ()
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -132,10 +145,13 @@ class OverCore:
         method: str,
         context: grpc.aio.ServicerContext[Any, Any],
         rows_of: Callable[[], int],
-        run: Callable[[float | None], Awaitable[R]],
+        run: Callable[[float | None, Callers], Awaitable[R]],
+        traceparents_of: Callable[[], Sequence[str]] = _no_traceparents,
     ) -> R:
-        """A unary call: admission first (before any tensor is decoded), the caller's trace
-        context only while tracing is on, metrics by status; `run(call timeout)` does the work."""
+        """A unary call: admission first (before any tensor is decoded), the callers' trace
+        contexts only while tracing is on (the RPC's own, then those of further callers a
+        client-side micro-batch carries: `traceparents_of`), metrics by status;
+        `run(call timeout, callers)` does the work."""
         # The hot path: no context managers, metadata read only while tracing is on (or a
         # per-client limit needs the client).
         started = time.monotonic()
@@ -147,9 +163,12 @@ class OverCore:
         except OverloadedError:
             self._metrics.request_done(method, "RESOURCE_EXHAUSTED", time.monotonic() - started)
             raise
-        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
+        token: Token[Context] | None = None
+        callers: Callers = CURRENT_CALLER
+        if tracing_enabled(EMPTY_CONTEXT):
+            token, callers = _attach_caller(_metadata(context)), _further_callers(traceparents_of())
         try:
-            response = await run(_timeout_s(context))
+            response = await run(_timeout_s(context), callers)
         except BaseException as exc:
             self._metrics.request_done(method, _code_of(exc), time.monotonic() - started)
             raise
@@ -185,16 +204,12 @@ class OverCore:
                         raise InvalidInputError(
                             f"{method} items need an id (field {item.id_field!r})"
                         )
-                    token, links = (
-                        _attach_item(item.traceparents(request), stream_metadata)
-                        if tracing_enabled()
-                        else _UNTRACED
+                    callers = (
+                        _item_callers(item.traceparents(request), stream_metadata)
+                        if tracing_enabled(EMPTY_CONTEXT)
+                        else CURRENT_CALLER
                     )
-                    try:
-                        response = await item.run(request, call_timeout_s, links)
-                    finally:
-                        if token is not None:
-                            otel_context.detach(token)
+                    response = await item.run(request, call_timeout_s, callers)
                 finally:
                     admission.release(rows, client)
             except BaseException as exc:
@@ -217,7 +232,7 @@ class StreamItem(Generic[Q, R]):
     id_of: Callable[[Q], str]
     id_field: str
     traceparents: Callable[[Q], Sequence[str]]
-    run: Callable[[Q, float | None, Sequence[trace.Link]], Awaitable[R]]
+    run: Callable[[Q, float | None, Callers], Awaitable[R]]
     failed: Callable[[Q, Exception], R]
 
 
@@ -228,14 +243,12 @@ class ModelServicer(OverCore, model_pb2_grpc.ModelServiceServicer):
         self,
         request: model_pb2.InferRequest,
         timeout_s: float | None,
-        caller_links: Sequence[trace.Link] = (),
+        callers: Callers = CURRENT_CALLER,
     ) -> model_pb2.InferResponse:
         inputs, outputs, item_timeout_s = converters.request_from_proto(request, self._max_elements)
         if item_timeout_s is not None:
             timeout_s = item_timeout_s if timeout_s is None else min(timeout_s, item_timeout_s)
-        result = await self._core.infer(
-            inputs, outputs, timeout_s=timeout_s, caller_links=caller_links
-        )
+        result = await self._core.infer(inputs, outputs, timeout_s=timeout_s, callers=callers)
         return converters.response_to_proto(request.id, result, self._core.info.instance_id)
 
     @map_errors
@@ -246,7 +259,8 @@ class ModelServicer(OverCore, model_pb2_grpc.ModelServiceServicer):
             "Infer",
             context,
             lambda: converters.rows_of(request),
-            lambda timeout_s: self._infer(request, timeout_s),
+            lambda timeout_s, callers: self._infer(request, timeout_s, callers),
+            lambda: request.traceparents,
         )
 
     @map_stream_errors

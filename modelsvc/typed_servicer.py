@@ -8,16 +8,15 @@ batcher and validation (NaN policy included), the same metrics under their own m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import message
-from opentelemetry import trace
 
 from meshserve.contracts import Contract
 from meshserve.limits import Limits
-from meshserve.modelsvc.servicers import OverCore, StreamItem
+from meshserve.modelsvc.servicers import CURRENT_CALLER, Callers, OverCore, StreamItem
 from meshserve.typed_rpc import stream_status
 
 __all__ = ["TypedModelServicer"]
@@ -37,15 +36,13 @@ class TypedModelServicer(OverCore):
         contract: Contract,
         request: message.Message,
         timeout_s: float | None,
-        caller_links: Sequence[trace.Link] = (),
+        callers: Callers = CURRENT_CALLER,
     ) -> message.Message:
         typed = contract.decode_request(request, self._limits)
         if typed.timeout_ms:
             item = typed.timeout_ms / 1000.0
             timeout_s = item if timeout_s is None else min(timeout_s, item)
-        result = await self._core.infer(
-            typed.arrays, (), timeout_s=timeout_s, caller_links=caller_links
-        )
+        result = await self._core.infer(typed.arrays, (), timeout_s=timeout_s, callers=callers)
         return contract.encode_response(result.outputs, request_id=typed.request_id)
 
     async def predict(
@@ -55,7 +52,7 @@ class TypedModelServicer(OverCore):
             contract.unary_method,
             context,
             lambda: contract.rows_of(request),
-            lambda timeout_s: self._predict(contract, request, timeout_s),
+            lambda timeout_s, callers: self._predict(contract, request, timeout_s, callers),
         )
 
     async def predict_stream(
@@ -69,9 +66,9 @@ class TypedModelServicer(OverCore):
             return contract.encode_response({}, request_id=r.request_id, status=stream_status(exc))
 
         async def run(
-            request: message.Message, timeout_s: float | None, links: Sequence[trace.Link]
+            request: message.Message, timeout_s: float | None, callers: Callers
         ) -> message.Message:
-            return await self._predict(contract, request, timeout_s, links)
+            return await self._predict(contract, request, timeout_s, callers)
 
         item: StreamItem[message.Message, message.Message] = StreamItem(
             rows_of=contract.rows_of,

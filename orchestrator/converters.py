@@ -10,6 +10,7 @@ from meshserve.messages import fill
 from meshserve.orchestrator.admin import AppliedPlan, ModelView
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
 from meshserve.orchestrator.engine import ExecuteCall, ExecutionResult
+from meshserve.orchestrator.shadows import Disagreement
 from meshserve.orchestrator.stats import PlanStatsView, ShadowStatsView
 from meshserve.orchestrator.store import PlanInfo
 from meshserve.orchestrator.traffic import TrafficPolicy
@@ -156,6 +157,14 @@ def _plan_stats(view: PlanStatsView) -> admin_pb2.PlanStats:
 
 def _shadow_stats(view: ShadowStatsView) -> admin_pb2.ShadowStats:
     return fill(admin_pb2.ShadowStats, view)
+
+
+def disagreements_to_proto(
+    found: Sequence[Disagreement],
+) -> admin_pb2.ListShadowDisagreementsResponse:
+    return admin_pb2.ListShadowDisagreementsResponse(
+        disagreements=[fill(admin_pb2.ShadowDisagreement, d) for d in found]
+    )
 
 
 def stats_to_proto(

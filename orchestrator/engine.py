@@ -328,13 +328,16 @@ class Engine:
             if tracing_enabled()
             else NO_SPAN
         )
+        started = self.clock()
         with span_cm as span:
             try:
                 out = await self._execute_step(ctx, sp, step_inputs)
             except MeshError as exc:
+                self.stats.step_done(compiled.name, sp.name, self.clock() - started, False)
                 if span is not None:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
                 raise
+            self.stats.step_done(compiled.name, sp.name, self.clock() - started, True)
             if span is not None and sp.name in run.decisions:
                 span.set_attribute("meshserve.branch", run.decisions[sp.name])
             return out

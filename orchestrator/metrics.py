@@ -1,40 +1,33 @@
-"""Prometheus metrics of plan execution (process-wide, default registry; base units)."""
+"""Prometheus metrics of plan execution (process-wide, default registry; base units).
+
+Names, labels and buckets are specs in meshserve/telemetry/catalog.py.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from meshserve.telemetry import catalog
+from meshserve.telemetry.metrics import build
 
 __all__ = [
+    "LEARNER_FEEDBACK",
+    "LEARNER_REWARD",
     "PLAN_DECISIONS",
     "PLAN_LATENCY",
     "PLAN_REQUESTS",
     "SHADOW_AGREED_ROWS",
     "SHADOW_CANDIDATE_ERRORS",
     "SHADOW_COMPARED_ROWS",
+    "SHADOW_LATENCY",
+    "STEP_LATENCY",
 ]
 
-PLAN_REQUESTS = Counter(
-    "meshserve_plan_requests_total", "Plan executions by outcome", ["plan", "outcome"]
-)
-PLAN_LATENCY = Histogram(
-    "meshserve_plan_latency_seconds",
-    "End-to-end plan execution time in the orchestrator",
-    ["plan"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-)
-PLAN_DECISIONS = Counter(
-    "meshserve_plan_decisions_total",
-    "Branches chosen by select/split/bandit steps",
-    ["plan", "step", "branch"],
-)
-SHADOW_COMPARED_ROWS = Counter(
-    "meshserve_shadow_compared_rows_total", "Rows compared between primary and candidate",
-    ["plan", "step"],
-)  # fmt: skip
-SHADOW_AGREED_ROWS = Counter(
-    "meshserve_shadow_agreed_rows_total", "Rows where the candidate agreed with the primary",
-    ["plan", "step"],
-)  # fmt: skip
-SHADOW_CANDIDATE_ERRORS = Counter(
-    "meshserve_shadow_candidate_errors_total", "Failed shadow candidate runs", ["plan", "step"]
-)
+PLAN_REQUESTS = build(catalog.PLAN_REQUESTS)
+PLAN_LATENCY = build(catalog.PLAN_LATENCY)
+STEP_LATENCY = build(catalog.STEP_LATENCY)
+PLAN_DECISIONS = build(catalog.PLAN_DECISIONS)
+SHADOW_COMPARED_ROWS = build(catalog.SHADOW_COMPARED_ROWS)
+SHADOW_AGREED_ROWS = build(catalog.SHADOW_AGREED_ROWS)
+SHADOW_CANDIDATE_ERRORS = build(catalog.SHADOW_CANDIDATE_ERRORS)
+SHADOW_LATENCY = build(catalog.SHADOW_LATENCY)
+LEARNER_FEEDBACK = build(catalog.LEARNER_FEEDBACK)
+LEARNER_REWARD = build(catalog.LEARNER_REWARD)

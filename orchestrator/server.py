@@ -39,6 +39,7 @@ from meshserve.orchestrator.model_usage import follow_plan_models
 from meshserve.orchestrator.plan_health import PlanHealth
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
+from meshserve.orchestrator.shadows import ShadowStore
 from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore
 from meshserve.orchestrator.traffic import TrafficTable
 from meshserve.orchestrator.typed_plans import follow_plan_contracts, stamp_plan
@@ -113,6 +114,8 @@ class OrchestratorConfig:
     # uses: orchestrators with the same prefix form one group, other prefixes share Consul safely.
     kv_prefix: str = DEFAULT_PREFIX
     learning: bool = True
+    # How often shadow results recorded here are added to Consul KV (orchestrator/shadows.py).
+    shadow_flush_s: float = 2.0
     learning_dir: str = ""  # learner model files and logs (default: a temp folder)
     logic_modules: tuple[str, ...] = ()  # modules that register @logic functions on import
     limits: Limits = DEFAULT_LIMITS  # every bound a caller can hit (meshserve.limits)
@@ -197,6 +200,7 @@ class OrchestratorServer:
         self.election: LeaderElection | None = None
         self.learning: Learning = NullLearning()
         self.engine: Engine | None = None
+        self.shadow_store: ShadowStore | None = None
         self.bound: Bound | None = None
 
     async def start(self) -> Bound:
@@ -262,6 +266,9 @@ class OrchestratorServer:
             list_services=lambda: list_services(consul),
             limits=cfg.limits,
         )
+        self.shadow_store = ShadowStore(self.kv, self.engine.stats.shadow_results, cfg.kv_prefix)
+        await self.shadow_store.load()
+        self.shadow_store.start(cfg.shadow_flush_s)
         await self._apply_startup_plans()
 
         election = self.election
@@ -385,6 +392,8 @@ class OrchestratorServer:
             await self._server.stop(grace)
         if self.engine is not None:
             await self.engine.drain_background(timeout_s=1.0)
+        if self.shadow_store is not None:
+            await self.shadow_store.stop()
         stop = getattr(self.learning, "stop", None)
         if stop is not None:
             await stop()

@@ -242,6 +242,17 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )
 
     @map_errors
+    async def ListShadowDisagreements(
+        self,
+        request: admin_pb2.ListShadowDisagreementsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> admin_pb2.ListShadowDisagreementsResponse:
+        found = self.core.engine.stats.shadow_results.disagreements(
+            request.plan, request.step, request.candidate, request.limit
+        )
+        return converters.disagreements_to_proto(found)
+
+    @map_errors
     async def InjectFault(
         self, request: admin_pb2.InjectFaultRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.InjectFaultResponse:

@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from meshserve.orchestrator import metrics
+from meshserve.orchestrator.comparison import Comparison, RowComparison
+from meshserve.orchestrator.shadows import ShadowKey, ShadowResults, ShadowStatsView
+from meshserve.orchestrator.windows import LatencyWindow
 
 __all__ = ["LatencyWindow", "PlanStatsView", "ShadowStatsView", "StatsRecorder"]
-
-WINDOW = 2048
-
-
-@dataclass
-class LatencyWindow:
-    """Count, errors and the latest `WINDOW` latencies (for percentiles)."""
-
-    count: int = 0
-    errors: int = 0
-    samples_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
-
-    def add(self, latency_ms: float, ok: bool = True) -> None:
-        self.count += 1
-        if not ok:
-            self.errors += 1
-        self.samples_ms.append(latency_ms)
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(list(self.samples_ms), q)) if self.samples_ms else 0.0
-
-    def mean(self) -> float:
-        return float(np.mean(list(self.samples_ms))) if self.samples_ms else 0.0
 
 
 @dataclass(frozen=True)
@@ -48,25 +28,6 @@ class PlanStatsView:
     decisions: dict[str, int]
 
 
-@dataclass(frozen=True)
-class ShadowStatsView:
-    plan: str
-    step: str
-    compared: int
-    agreed: int
-    candidate_errors: int
-    candidate_latency_p50_ms: float
-    primary_latency_p50_ms: float
-
-
-@dataclass
-class _Shadow:
-    compared: int = 0
-    agreed: int = 0
-    candidate: LatencyWindow = field(default_factory=LatencyWindow)
-    primary: LatencyWindow = field(default_factory=LatencyWindow)
-
-
 class StatsRecorder:
     """Thread-safe counters; views are consistent snapshots."""
 
@@ -74,10 +35,12 @@ class StatsRecorder:
         self._lock = threading.Lock()
         self._plans: dict[str, LatencyWindow] = {}
         self._decisions: dict[str, Counter[str]] = {}
-        self._shadows: dict[tuple[str, str], _Shadow] = {}
+        self.shadow_results = ShadowResults()
         # Per plan: (window, ok counter, error counter, latency histogram), resolved once so a
         # request pays no label lookups.
         self._plan_slots: dict[str, tuple[LatencyWindow, Any, Any, Any]] = {}
+        # (plan, step, ok) -> its step latency histogram child.
+        self._step_slots: dict[tuple[str, str, bool], Any] = {}
 
     def _plan_slot(self, plan: str) -> tuple[LatencyWindow, Any, Any, Any]:
         with self._lock:
@@ -100,35 +63,47 @@ class StatsRecorder:
         with self._lock:
             window.add(latency_ms, ok)
 
+    def step_done(self, plan: str, step: str, latency_s: float, ok: bool) -> None:
+        """One step of `plan` ran for `latency_s` (Prometheus only)."""
+        child = self._step_slots.get((plan, step, ok))
+        if child is None:  # both outcomes at once: an error rate of 0 is a series, not a gap
+            for outcome in (True, False):
+                self._step_slots[(plan, step, outcome)] = metrics.STEP_LATENCY.labels(
+                    plan, step, "ok" if outcome else "error"
+                )
+            child = self._step_slots[(plan, step, ok)]
+        child.observe(latency_s)
+
     def decision(self, plan: str, step: str, branch: str) -> None:
         metrics.PLAN_DECISIONS.labels(plan, step, branch).inc()
         with self._lock:
             self._decisions.setdefault(plan, Counter())[f"{step}/{branch}"] += 1
 
-    def shadow_primary(self, plan: str, step: str, latency_ms: float) -> None:
-        with self._lock:
-            self._shadows.setdefault((plan, step), _Shadow()).primary.add(latency_ms)
+    def shadow_primary(self, key: ShadowKey, latency_ms: float) -> None:
+        """The primary's latency of a request mirrored to candidate ``key[2]``."""
+        metrics.SHADOW_LATENCY.labels(*key, "primary").observe(latency_ms / 1e3)
+        self.shadow_results.primary(key, latency_ms)
+
+    def shadow_candidate_failed(self, key: ShadowKey, latency_ms: float) -> None:
+        metrics.SHADOW_CANDIDATE_ERRORS.labels(*key).inc()
+        self.shadow_results.candidate_failed(key, latency_ms)
 
     def shadow_candidate(
         self,
-        plan: str,
-        step: str,
+        key: ShadowKey,
         latency_ms: float,
-        ok: bool,
-        *,
-        agreed: int = 0,
-        compared: int = 0,
+        comparison: Comparison,
+        rows: RowComparison | None,
+        request_id: str,
+        outputs: tuple[np.ndarray, np.ndarray] | None,
     ) -> None:
-        """Record one candidate run: `compared` rows of which `agreed` gave the same class."""
-        if not ok:
-            metrics.SHADOW_CANDIDATE_ERRORS.labels(plan, step).inc()
-        metrics.SHADOW_COMPARED_ROWS.labels(plan, step).inc(compared)
-        metrics.SHADOW_AGREED_ROWS.labels(plan, step).inc(agreed)
-        with self._lock:
-            shadow = self._shadows.setdefault((plan, step), _Shadow())
-            shadow.candidate.add(latency_ms, ok)
-            shadow.compared += compared
-            shadow.agreed += agreed
+        """One good candidate run; `rows`: its comparison with the primary (None: none)."""
+        metrics.SHADOW_CANDIDATE_ERRORS.labels(*key)  # 0 errors is a series too
+        metrics.SHADOW_LATENCY.labels(*key, "candidate").observe(latency_ms / 1e3)
+        if rows is not None:
+            metrics.SHADOW_COMPARED_ROWS.labels(*key).inc(rows.rows)
+            metrics.SHADOW_AGREED_ROWS.labels(*key).inc(int(rows.agreed.sum()))
+        self.shadow_results.candidate_ran(key, latency_ms, comparison, rows, request_id, outputs)
 
     def plans(self) -> list[PlanStatsView]:
         with self._lock:
@@ -150,16 +125,4 @@ class StatsRecorder:
             return out
 
     def shadows(self) -> list[ShadowStatsView]:
-        with self._lock:
-            return [
-                ShadowStatsView(
-                    plan=plan,
-                    step=step,
-                    compared=s.compared,
-                    agreed=s.agreed,
-                    candidate_errors=s.candidate.errors,
-                    candidate_latency_p50_ms=s.candidate.percentile(50),
-                    primary_latency_p50_ms=s.primary.percentile(50),
-                )
-                for (plan, step), s in sorted(self._shadows.items())
-            ]
+        return self.shadow_results.views()

@@ -3,8 +3,11 @@
     .venv/bin/python deploy/grafana/build_dashboard.py          # rewrite the JSON
     .venv/bin/python deploy/grafana/build_dashboard.py --check  # fail if it is stale
 
-Every query uses metric names the processes export (prefix ``meshserve_``); the unit test
-tests/unit/test_telemetry_dashboards.py checks the JSON is current and well formed.
+Every query is built from the metric specs in meshserve/telemetry/catalog.py, the same specs
+the processes build their metrics from, so names and labels cannot drift. The unit test
+tests/unit/test_telemetry_dashboards.py checks the JSON is current and well formed;
+tests/integration/test_prometheus_dashboard.py evaluates every query on a real Prometheus
+scraping a real mesh and asserts each returns data.
 """
 
 from __future__ import annotations
@@ -15,248 +18,154 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
+from meshserve.telemetry import catalog as c
+from meshserve.telemetry import promql
+from meshserve.telemetry.catalog import MetricSpec
+
 OUT = Path(__file__).resolve().parent / "dashboards" / "meshserve.json"
 DS = {"type": "prometheus", "uid": "meshserve-prometheus"}
+RATE = "$__rate_interval"
 
-# (row title, [(panel title, unit, [(expr, legend)], kind)])
-ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
+Target = tuple[str, str]  # (PromQL, legend)
+Panel = tuple[str, str, list[Target], str]  # (title, unit, targets, kind)
+
+
+def _rate(spec: MetricSpec, by: tuple[str, ...], match: str = "", suffix: str = "") -> str:
+    return promql.rate(spec, by, RATE, match, suffix)
+
+
+def _quantile(q: float, spec: MetricSpec, by: tuple[str, ...], match: str = "") -> str:
+    return promql.quantile(q, spec, by, RATE, match)
+
+
+def _mean(spec: MetricSpec, by: tuple[str, ...]) -> str:
+    return promql.mean(spec, by, RATE)
+
+
+def _legend(*labels: str, extra: str = "") -> str:
+    return " ".join(f"{{{{{label}}}}}" for label in labels) + extra
+
+
+def _p50_p99(spec: MetricSpec, by: tuple[str, ...]) -> list[Target]:
+    return [(_quantile(q, spec, by), _legend(*by, extra=f" p{int(q * 100)}")) for q in (0.5, 0.99)]
+
+
+_ERR = promql.selector(**{c.L_OUTCOME: "error"})
+_SHADOW = (c.L_PLAN, c.L_STEP, c.L_CANDIDATE)
+
+
+def _shadow_latency_delta(q: float) -> Target:
+    """Candidate minus primary latency at quantile `q`, per shadow step and candidate."""
+    candidate, primary = (
+        _quantile(q, c.SHADOW_LATENCY, _SHADOW, promql.selector(**{c.L_BRANCH: branch}))
+        for branch in ("candidate", "primary")
+    )
+    return f"{candidate} - {primary}", _legend(*_SHADOW, extra=f" p{int(q * 100)}")
+
+
+ROWS: list[tuple[str, list[Panel]]] = [
     (
-        "Traffic and errors",
+        "Plans",
         [
-            (
-                "Plan requests /s",
-                "reqps",
-                [
-                    (
-                        "sum by (plan) "
-                        "(rate(meshserve_orchestrator_requests_total[$__rate_interval]))",
-                        "{{plan}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Plan error ratio",
-                "percentunit",
-                [
-                    (
-                        'sum by (plan) (rate(meshserve_orchestrator_requests_total{code!="OK"}'
-                        "[$__rate_interval])) / sum by (plan) "
-                        "(rate(meshserve_orchestrator_requests_total[$__rate_interval]))",
-                        "{{plan}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Model requests /s by status",
-                "reqps",
-                [
-                    (
-                        "sum by (model, code) "
-                        "(rate(meshserve_modelsvc_requests_total[$__rate_interval]))",
-                        "{{model}} {{code}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Model calls by outcome (orchestrator side)",
-                "reqps",
-                [
-                    (
-                        "sum by (model, outcome) "
-                        "(rate(meshserve_datapath_calls_total[$__rate_interval]))",
-                        "{{model}} {{outcome}}",
-                    )
-                ],
-                "timeseries",
-            ),
+            ("Plan requests /s", "reqps",
+             [(_rate(c.PLAN_REQUESTS, (c.L_PLAN,)), _legend(c.L_PLAN))], "timeseries"),
+            ("Plan error ratio", "percentunit",
+             [(promql.ratio(_rate(c.PLAN_REQUESTS, (c.L_PLAN,), _ERR),
+                      _rate(c.PLAN_REQUESTS, (c.L_PLAN,))), _legend(c.L_PLAN))], "timeseries"),
+            ("Plan latency p50 / p99", "s", _p50_p99(c.PLAN_LATENCY, (c.L_PLAN,)), "timeseries"),
         ],
     ),
     (
-        "Latency",
+        "Steps",
         [
-            (
-                "Plan latency p50 / p99",
-                "s",
-                [
-                    (
-                        f"histogram_quantile({q}, sum by (plan, le) (rate("
-                        "meshserve_orchestrator_request_duration_seconds_bucket[$__rate_interval])))",
-                        f"{{{{plan}}}} p{int(q * 100)}",
-                    )
-                    for q in (0.5, 0.99)
-                ],
-                "timeseries",
-            ),
-            (
-                "Model call latency p50 / p99 (as the orchestrator sees it)",
-                "s",
-                [
-                    (
-                        f"histogram_quantile({q}, sum by (model, le) (rate("
-                        "meshserve_datapath_call_latency_seconds_bucket[$__rate_interval])))",
-                        f"{{{{model}}}} p{int(q * 100)}",
-                    )
-                    for q in (0.5, 0.99)
-                ],
-                "timeseries",
-            ),
-            (
-                "Model server latency p99, queue wait p99, compute p99",
-                "s",
-                [
-                    (
-                        "histogram_quantile(0.99, sum by (model, le) (rate("
-                        f"meshserve_modelsvc_{metric}_bucket[$__rate_interval])))",
-                        f"{{{{model}}}} {label}",
-                    )
-                    for metric, label in (
-                        ("request_duration_seconds", "request"),
-                        ("queue_wait_seconds", "queue wait"),
-                        ("compute_seconds", "compute"),
-                    )
-                ],
-                "timeseries",
-            ),
+            ("Step latency p99", "s",
+             [(_quantile(0.99, c.STEP_LATENCY, (c.L_PLAN, c.L_STEP)),
+               _legend(c.L_PLAN, c.L_STEP))], "timeseries"),
+            ("Step errors /s", "reqps",
+             [(_rate(c.STEP_LATENCY, (c.L_PLAN, c.L_STEP), _ERR, "_count"),
+               _legend(c.L_PLAN, c.L_STEP))], "timeseries"),
         ],
     ),
     (
-        "Batching",
+        "Models and replicas",
         [
-            (
-                "Mean rows per session call (server batching)",
-                "short",
-                [
-                    (
-                        "sum by (model) (rate(meshserve_modelsvc_batch_rows_sum[$__rate_interval]))"
-                        " / sum by (model) "
-                        "(rate(meshserve_modelsvc_batch_rows_count[$__rate_interval]))",
-                        "{{model}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Mean rows per micro-batch (orchestrator streaming batcher)",
-                "short",
-                [
-                    (
-                        "sum by (model) (rate(meshserve_datapath_batch_rows_sum[$__rate_interval]))"
-                        " / sum by (model) "
-                        "(rate(meshserve_datapath_batch_rows_count[$__rate_interval]))",
-                        "{{model}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Batch queue depth",
-                "short",
-                [("sum by (model, instance) (meshserve_modelsvc_queue_depth)", "{{instance}}")],
-                "timeseries",
-            ),
+            ("Model requests /s by status", "reqps",
+             [(_rate(c.MODEL_REQUESTS, (c.L_MODEL, c.L_CODE)), _legend(c.L_MODEL, c.L_CODE))],
+             "timeseries"),
+            ("Requests per replica /s", "reqps",
+             [(_rate(c.MODEL_REQUESTS, (c.L_MODEL, c.L_INSTANCE)), _legend(c.L_INSTANCE))],
+             "timeseries"),
+            ("Model server latency p99: request, queue wait, compute", "s",
+             [(_quantile(0.99, spec, (c.L_MODEL,)), _legend(c.L_MODEL, extra=f" {what}"))
+              for spec, what in ((c.MODEL_LATENCY, "request"), (c.MODEL_QUEUE_WAIT, "queue wait"),
+                                 (c.MODEL_COMPUTE, "compute"))], "timeseries"),
+            ("Mean rows per session call (server batching)", "short",
+             [(_mean(c.MODEL_BATCH_ROWS, (c.L_MODEL,)), _legend(c.L_MODEL))], "timeseries"),
+            ("Batch queue saturation (depth / capacity)", "percentunit",
+             [(promql.ratio(f"max by ({c.L_MODEL}, {c.L_INSTANCE}) ({c.MODEL_QUEUE_DEPTH.name})",
+                      f"max by ({c.L_MODEL}, {c.L_INSTANCE}) ({c.MODEL_QUEUE_CAPACITY.name})"),
+               _legend(c.L_INSTANCE))], "timeseries"),
+            ("Ready replicas (as the orchestrator sees them)", "short",
+             [(f"min by ({c.L_MODEL}) ({c.DATAPATH_READY_REPLICAS.name})", _legend(c.L_MODEL))],
+             "timeseries"),
         ],
     ),
     (
-        "Replicas and resilience",
+        "Data path",
         [
-            (
-                "In-flight requests per replica",
-                "short",
-                [
-                    (
-                        "sum by (model, endpoint) (meshserve_datapath_in_flight)",
-                        "{{model}} {{endpoint}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Requests per replica /s",
-                "reqps",
-                [
-                    (
-                        "sum by (model, instance) "
-                        "(rate(meshserve_modelsvc_requests_total[$__rate_interval]))",
-                        "{{instance}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Retries /s by reason",
-                "reqps",
-                [
-                    (
-                        "sum by (model, reason) "
-                        "(rate(meshserve_datapath_retries_total[$__rate_interval]))",
-                        "{{model}} {{reason}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Ejections and no-endpoint failures (5m)",
-                "short",
-                [
-                    (
-                        "sum by (model) (increase(meshserve_datapath_ejections_total[5m]))",
-                        "{{model}} ejections",
-                    ),
-                    (
-                        "sum by (model) "
-                        "(increase(meshserve_datapath_no_endpoint_failures_total[5m]))",
-                        "{{model}} no endpoint",
-                    ),
-                ],
-                "timeseries",
-            ),
+            ("Model calls by outcome (orchestrator side)", "reqps",
+             [(_rate(c.DATAPATH_CALLS, (c.L_MODEL, c.L_OUTCOME)),
+               _legend(c.L_MODEL, c.L_OUTCOME))], "timeseries"),
+            ("Model call latency p50 / p99 (batch wait and retries included)", "s",
+             _p50_p99(c.DATAPATH_CALL_LATENCY, (c.L_MODEL,)), "timeseries"),
+            ("Mean rows per micro-batch (orchestrator streaming batcher)", "short",
+             [(_mean(c.DATAPATH_BATCH_ROWS, (c.L_MODEL,)), _legend(c.L_MODEL))], "timeseries"),
+            ("In-flight requests per replica", "short",
+             [(f"sum by ({c.L_MODEL}, {c.L_ENDPOINT}) ({c.DATAPATH_IN_FLIGHT.name})",
+               _legend(c.L_MODEL, c.L_ENDPOINT))], "timeseries"),
+            ("Retries /s by reason", "reqps",
+             [(_rate(c.DATAPATH_RETRIES, (c.L_MODEL, c.L_REASON)),
+               _legend(c.L_MODEL, c.L_REASON))], "timeseries"),
+            ("Ejections, hedges and no-endpoint failures (5m)", "short",
+             [(f"sum by ({c.L_MODEL}) (increase({spec.name}[5m]))",
+               _legend(c.L_MODEL, extra=f" {what}"))
+              for spec, what in ((c.DATAPATH_EJECTIONS, "ejections"), (c.DATAPATH_HEDGES, "hedges"),
+                                 (c.DATAPATH_NO_ENDPOINT, "no endpoint"))], "timeseries"),
+            ("Retry budget tokens left", "short",
+             [(f"min by ({c.L_MODEL}) ({c.DATAPATH_RETRY_BUDGET.name})", _legend(c.L_MODEL))],
+             "timeseries"),
         ],
     ),
     (
         "Decisions and online learning",
         [
-            (
-                "Bandit / select / split choices /s",
-                "reqps",
-                [
-                    (
-                        "sum by (plan, step, branch) "
-                        "(rate(meshserve_orchestrator_decisions_total[$__rate_interval]))",
-                        "{{plan}}/{{step}} -> {{branch}}",
-                    )
-                ],
-                "timeseries",
-            ),
-            (
-                "Learner deployed version",
-                "none",
-                [("max by (learner) (meshserve_learner_deployed_version)", "{{learner}}")],
-                "stat",
-            ),
-            (
-                "Learner holdout accuracy",
-                "percentunit",
-                [("max by (learner) (meshserve_learner_holdout_accuracy)", "{{learner}}")],
-                "timeseries",
-            ),
-            (
-                "Feedback updates /s",
-                "ops",
-                [
-                    (
-                        "sum by (learner) "
-                        "(rate(meshserve_learner_updates_total[$__rate_interval]))",
-                        "{{learner}}",
-                    )
-                ],
-                "timeseries",
-            ),
+            ("Bandit / select / split choices /s", "reqps",
+             [(_rate(c.PLAN_DECISIONS, (c.L_PLAN, c.L_STEP, c.L_BRANCH)),
+               f"{{{{{c.L_PLAN}}}}}/{{{{{c.L_STEP}}}}} -> {{{{{c.L_BRANCH}}}}}")], "timeseries"),
+            ("Feedback applied /s", "ops",
+             [(_rate(c.LEARNER_FEEDBACK, (c.L_LEARNER,)), _legend(c.L_LEARNER))], "timeseries"),
+            ("Mean reward per arm", "percentunit",
+             [(promql.ratio(_rate(c.LEARNER_REWARD, (c.L_LEARNER, c.L_ARM)),
+                      f"on ({c.L_LEARNER}) group_left {_rate(c.LEARNER_FEEDBACK, (c.L_LEARNER,))}"),
+               _legend(c.L_LEARNER, c.L_ARM))], "timeseries"),
         ],
     ),
-]
+    (
+        "Shadows and canaries",
+        [
+            ("Shadow agreement rate per candidate", "percentunit",
+             [(promql.ratio(_rate(c.SHADOW_AGREED_ROWS, _SHADOW),
+                            _rate(c.SHADOW_COMPARED_ROWS, _SHADOW)),
+               _legend(*_SHADOW))], "timeseries"),
+            ("Shadow latency delta (candidate - primary) p50 / p99", "s",
+             [_shadow_latency_delta(q) for q in (0.5, 0.99)], "timeseries"),
+            ("Shadow candidate errors /s", "reqps",
+             [(_rate(c.SHADOW_CANDIDATE_ERRORS, _SHADOW), _legend(*_SHADOW))], "timeseries"),
+        ],
+    ),
+]  # fmt: skip
 
 
 def _panel(

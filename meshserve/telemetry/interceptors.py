@@ -1,7 +1,8 @@
 """gRPC aio interceptors that carry W3C trace context in metadata and record RPC spans.
 
 Server side: one SERVER span per traced RPC (``_ServerSpans`` below), a child of the caller's
-``traceparent`` metadata, named after the full method, with the RPC semantic conventions
+``traceparent`` metadata, named ``$rpc.service/$rpc.method`` (``meshserve.v1.Orchestrator/Execute``,
+no leading slash), with the RPC semantic conventions
 ``rpc.system``, ``rpc.service``, ``rpc.method`` and ``rpc.grpc.status_code``; the span's status is
 ERROR for the codes that are the server's fault (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
 INTERNAL, UNAVAILABLE, DATA_LOSS), as opentelemetry-instrumentation-grpc does. It is written for
@@ -154,7 +155,8 @@ def _stream_response(behavior: Behavior, name: str, attrs: dict[str, Any]) -> Be
 
 
 def _wrap(handler: _Handler, method: str) -> _Handler:
-    service, _, name = method.lstrip("/").partition("/")
+    span_name = method.lstrip("/")  # the RPC conventions' "$rpc.service/$rpc.method"
+    service, _, name = span_name.partition("/")
     attrs: dict[str, Any] = {
         "rpc.system": "grpc",
         "rpc.service": service,
@@ -166,13 +168,13 @@ def _wrap(handler: _Handler, method: str) -> _Handler:
     fields: Any = handler
     wrapped: _Handler
     if handler.request_streaming and handler.response_streaming:
-        wrapped = fields._replace(stream_stream=wrap(fields.stream_stream, method, attrs))
+        wrapped = fields._replace(stream_stream=wrap(fields.stream_stream, span_name, attrs))
     elif handler.request_streaming:
-        wrapped = fields._replace(stream_unary=wrap(fields.stream_unary, method, attrs))
+        wrapped = fields._replace(stream_unary=wrap(fields.stream_unary, span_name, attrs))
     elif handler.response_streaming:
-        wrapped = fields._replace(unary_stream=wrap(fields.unary_stream, method, attrs))
+        wrapped = fields._replace(unary_stream=wrap(fields.unary_stream, span_name, attrs))
     else:
-        wrapped = fields._replace(unary_unary=wrap(fields.unary_unary, method, attrs))
+        wrapped = fields._replace(unary_unary=wrap(fields.unary_unary, span_name, attrs))
     return wrapped
 
 

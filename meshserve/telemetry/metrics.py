@@ -1,7 +1,9 @@
 """Prometheus /metrics for every meshserve process.
 
-Metrics themselves are defined next to the code they measure (``modelsvc/metrics.py``,
-``orchestrator/metrics.py``) on prometheus_client's default registry; this module serves them.
+Every metric's name, labels, help and buckets are specs in ``meshserve/telemetry/catalog.py``
+(the one place dashboards and rules read them from too); ``build(spec)`` makes the
+prometheus_client object next to the code that measures it (``modelsvc/metrics.py``,
+``orchestrator/metrics.py``, ``orchestrator/datapath/metrics.py``); this module also serves them.
 Naming (Prometheus conventions): prefix ``meshserve_``, base units in the name (``_seconds``,
 ``_bytes``), ``_total`` on counters, no unit suffix on ratios/counts of things
 (``meshserve_batch_size``); ``check_metric_names`` flags deviations.
@@ -13,13 +15,26 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Info, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
 from prometheus_client.metrics_core import Metric
+
+from meshserve.telemetry import catalog
+from meshserve.telemetry.catalog import MetricSpec
 
 __all__ = [
     "METRICS_OFF",
+    "build",
     "check_metric_names",
     "set_build_info",
     "start_metrics_server",
@@ -31,6 +46,15 @@ logger = logging.getLogger(__name__)
 METRICS_OFF = -1
 _servers: list[tuple[WSGIServer, threading.Thread]] = []
 _build_info: Info | None = None
+
+
+def build(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY) -> Any:
+    """The prometheus_client Counter/Gauge/Histogram `spec` describes, on `registry`."""
+    if spec.kind == "counter":
+        return Counter(spec.name, spec.help, spec.labels, registry=registry)
+    if spec.kind == "gauge":
+        return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    return Histogram(spec.name, spec.help, spec.labels, buckets=spec.buckets, registry=registry)
 
 
 def start_metrics_server(
@@ -67,13 +91,15 @@ def set_build_info(service: str, version: str, instance_id: str) -> None:
     from meshserve import __version__
 
     if _build_info is None:
-        _build_info = Info("meshserve_build", "meshserve process identity")
+        spec = catalog.BUILD_INFO
+        _build_info = Info(spec.name.removesuffix("_info"), spec.help)
+    service_label, version_label, instance_label, meshserve_label = catalog.BUILD_INFO.labels
     _build_info.info(
         {
-            "service": service,
-            "version": version,
-            "instance_id": instance_id,
-            "meshserve_version": __version__,
+            service_label: service,
+            version_label: version,
+            instance_label: instance_id,
+            meshserve_label: __version__,
         }
     )
 

@@ -12,6 +12,7 @@ __all__ = ["render_slowest", "render_waterfall"]
 _LABEL_WIDTH = 46
 _SERVICE_WIDTH = 18
 _SHOWN_ATTRIBUTES = (
+    "meshserve.model",
     "meshserve.endpoint",
     "meshserve.attempt",
     "meshserve.retry_reason",

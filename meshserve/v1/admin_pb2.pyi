@@ -220,7 +220,7 @@ class PlanStats(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., decisions: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ShadowStats(_message.Message):
-    __slots__ = ("plan", "step", "compared", "agreed", "candidate_errors", "candidate_latency_p50_ms", "primary_latency_p50_ms")
+    __slots__ = ("plan", "step", "compared", "agreed", "candidate_errors", "candidate_latency_p50_ms", "primary_latency_p50_ms", "candidate", "candidate_latency_p99_ms", "primary_latency_p99_ms", "agreement_rate", "comparison", "tolerance", "runs")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     COMPARED_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,13 @@ class ShadowStats(_message.Message):
     CANDIDATE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_RATE_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     step: str
     compared: int
@@ -235,7 +242,54 @@ class ShadowStats(_message.Message):
     candidate_errors: int
     candidate_latency_p50_ms: float
     primary_latency_p50_ms: float
-    def __init__(self, plan: _Optional[str] = ..., step: _Optional[str] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., candidate_errors: _Optional[int] = ..., candidate_latency_p50_ms: _Optional[float] = ..., primary_latency_p50_ms: _Optional[float] = ...) -> None: ...
+    candidate: str
+    candidate_latency_p99_ms: float
+    primary_latency_p99_ms: float
+    agreement_rate: float
+    comparison: str
+    tolerance: float
+    runs: int
+    def __init__(self, plan: _Optional[str] = ..., step: _Optional[str] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., candidate_errors: _Optional[int] = ..., candidate_latency_p50_ms: _Optional[float] = ..., primary_latency_p50_ms: _Optional[float] = ..., candidate: _Optional[str] = ..., candidate_latency_p99_ms: _Optional[float] = ..., primary_latency_p99_ms: _Optional[float] = ..., agreement_rate: _Optional[float] = ..., comparison: _Optional[str] = ..., tolerance: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
+
+class ListShadowDisagreementsRequest(_message.Message):
+    __slots__ = ("plan", "step", "candidate", "limit")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    step: str
+    candidate: str
+    limit: int
+    def __init__(self, plan: _Optional[str] = ..., step: _Optional[str] = ..., candidate: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ShadowDisagreement(_message.Message):
+    __slots__ = ("plan", "step", "candidate", "request_id", "row", "primary_value", "candidate_value", "distance", "unix_ms")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    step: str
+    candidate: str
+    request_id: str
+    row: int
+    primary_value: str
+    candidate_value: str
+    distance: float
+    unix_ms: int
+    def __init__(self, plan: _Optional[str] = ..., step: _Optional[str] = ..., candidate: _Optional[str] = ..., request_id: _Optional[str] = ..., row: _Optional[int] = ..., primary_value: _Optional[str] = ..., candidate_value: _Optional[str] = ..., distance: _Optional[float] = ..., unix_ms: _Optional[int] = ...) -> None: ...
+
+class ListShadowDisagreementsResponse(_message.Message):
+    __slots__ = ("disagreements",)
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    disagreements: _containers.RepeatedCompositeFieldContainer[ShadowDisagreement]
+    def __init__(self, disagreements: _Optional[_Iterable[_Union[ShadowDisagreement, _Mapping]]] = ...) -> None: ...
 
 class ArmStats(_message.Message):
     __slots__ = ("arm", "context", "pulls", "reward_sum", "alpha", "beta")

@@ -105,6 +105,11 @@ class AdminStub:
                 request_serializer=meshserve_dot_v1_dot_admin__pb2.ListTracesRequest.SerializeToString,
                 response_deserializer=meshserve_dot_v1_dot_admin__pb2.ListTracesResponse.FromString,
                 _registered_method=True)
+        self.ListShadowDisagreements = channel.unary_unary(
+                '/meshserve.v1.Admin/ListShadowDisagreements',
+                request_serializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsRequest.SerializeToString,
+                response_deserializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -199,6 +204,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListShadowDisagreements(self, request, context):
+        """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
+        Consul KV, shared by every orchestrator of the namespace).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +284,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListTraces,
                     request_deserializer=meshserve_dot_v1_dot_admin__pb2.ListTracesRequest.FromString,
                     response_serializer=meshserve_dot_v1_dot_admin__pb2.ListTracesResponse.SerializeToString,
+            ),
+            'ListShadowDisagreements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShadowDisagreements,
+                    request_deserializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsRequest.FromString,
+                    response_serializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -651,6 +669,33 @@ class Admin:
             '/meshserve.v1.Admin/ListTraces',
             meshserve_dot_v1_dot_admin__pb2.ListTracesRequest.SerializeToString,
             meshserve_dot_v1_dot_admin__pb2.ListTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShadowDisagreements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.v1.Admin/ListShadowDisagreements',
+            meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsRequest.SerializeToString,
+            meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

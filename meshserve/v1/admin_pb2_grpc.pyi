@@ -51,6 +51,10 @@ class AdminStub:
     GetTrace: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTraceRequest, _admin_pb2.Trace]
     """Recent traces kept in memory by this orchestrator."""
     ListTraces: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTracesRequest, _admin_pb2.ListTracesResponse]
+    ListShadowDisagreements: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListShadowDisagreementsRequest, _admin_pb2.ListShadowDisagreementsResponse]
+    """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
+    Consul KV, shared by every orchestrator of the namespace).
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -74,6 +78,10 @@ class AdminAsyncStub(AdminStub):
     GetTrace: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTraceRequest, _admin_pb2.Trace]  # type: ignore[assignment]
     """Recent traces kept in memory by this orchestrator."""
     ListTraces: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTracesRequest, _admin_pb2.ListTracesResponse]  # type: ignore[assignment]
+    ListShadowDisagreements: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListShadowDisagreementsRequest, _admin_pb2.ListShadowDisagreementsResponse]  # type: ignore[assignment]
+    """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
+    Consul KV, shared by every orchestrator of the namespace).
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -178,5 +186,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListTracesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListTracesResponse, _abc.Awaitable[_admin_pb2.ListTracesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListShadowDisagreements(
+        self,
+        request: _admin_pb2.ListShadowDisagreementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListShadowDisagreementsResponse, _abc.Awaitable[_admin_pb2.ListShadowDisagreementsResponse]]:
+        """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
+        Consul KV, shared by every orchestrator of the namespace).
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

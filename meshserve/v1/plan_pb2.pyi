@@ -18,6 +18,13 @@ class Aggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATION_MAX_PROBABILITY: _ClassVar[Aggregation]
     AGGREGATION_CUSTOM: _ClassVar[Aggregation]
 
+class ShadowComparison(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHADOW_COMPARISON_UNSPECIFIED: _ClassVar[ShadowComparison]
+    SHADOW_COMPARISON_LABEL: _ClassVar[ShadowComparison]
+    SHADOW_COMPARISON_PROBABILITY: _ClassVar[ShadowComparison]
+    SHADOW_COMPARISON_REGRESSION: _ClassVar[ShadowComparison]
+
 class BanditPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BANDIT_POLICY_UNSPECIFIED: _ClassVar[BanditPolicy]
@@ -29,6 +36,10 @@ AGGREGATION_WEIGHTED_MEAN: Aggregation
 AGGREGATION_MAJORITY_VOTE: Aggregation
 AGGREGATION_MAX_PROBABILITY: Aggregation
 AGGREGATION_CUSTOM: Aggregation
+SHADOW_COMPARISON_UNSPECIFIED: ShadowComparison
+SHADOW_COMPARISON_LABEL: ShadowComparison
+SHADOW_COMPARISON_PROBABILITY: ShadowComparison
+SHADOW_COMPARISON_REGRESSION: ShadowComparison
 BANDIT_POLICY_UNSPECIFIED: BanditPolicy
 BANDIT_POLICY_THOMPSON: BanditPolicy
 BANDIT_POLICY_EPSILON_GREEDY: BanditPolicy
@@ -194,16 +205,20 @@ class SplitStep(_message.Message):
     def __init__(self, branches: _Optional[_Iterable[_Union[Branch, _Mapping]]] = ..., sticky: _Optional[bool] = ...) -> None: ...
 
 class ShadowStep(_message.Message):
-    __slots__ = ("primary", "candidate", "sample_rate", "compare_output")
+    __slots__ = ("primary", "candidate", "sample_rate", "compare_output", "comparison", "tolerance")
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     COMPARE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     primary: Branch
     candidate: Branch
     sample_rate: float
     compare_output: str
-    def __init__(self, primary: _Optional[_Union[Branch, _Mapping]] = ..., candidate: _Optional[_Union[Branch, _Mapping]] = ..., sample_rate: _Optional[float] = ..., compare_output: _Optional[str] = ...) -> None: ...
+    comparison: ShadowComparison
+    tolerance: float
+    def __init__(self, primary: _Optional[_Union[Branch, _Mapping]] = ..., candidate: _Optional[_Union[Branch, _Mapping]] = ..., sample_rate: _Optional[float] = ..., compare_output: _Optional[str] = ..., comparison: _Optional[_Union[ShadowComparison, str]] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class BanditStep(_message.Message):
     __slots__ = ("arms", "policy", "epsilon", "context_attribute", "seed")

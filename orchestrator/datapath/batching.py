@@ -18,8 +18,9 @@ Contract:
   fewer, larger batches (less CPU per row in the orchestrator and the replicas). Callers that
   only come back when their batch replies (a closed loop, concurrency 1) never arrive during a
   round trip, so nothing waits for them.
-- Inputs are stacked along the first dimension into one request that carries every caller's W3C
-  traceparent; each output's rows are sliced back so every caller gets exactly its own rows
+- Inputs are stacked along the first dimension into one request; each attempt of it carries,
+  for every caller, the traceparent of that caller's own CLIENT span (datapath/spans.py); each
+  output's rows are sliced back so every caller gets exactly its own rows
   (an output whose first dimension is not the batch's row count fails the batch, naming it).
   The row rules are meshserve/rows.py, shared with the replica's batcher.
 - Time: an injected monotonic clock and timers on it (meshserve/clock.py); the deadline of
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 from meshserve.clock import LOOP_TIMERS, Clock, TimerHandle, Timers
 from meshserve.errors import DeadlineExceededError, InternalError
@@ -70,8 +71,7 @@ class BatchEntry:
     future: asyncio.Future[dict[str, np.ndarray]]
     output_names: tuple[str, ...] = ()
     version: str = ""
-    traceparent: str = ""
-    link: trace.Link | None = None
+    parent: SpanContext | None = None  # the caller's span (None: no SDK or no span)
     enqueued: float = 0.0
 
 
@@ -91,8 +91,7 @@ def build_request(entries: Sequence[BatchEntry]) -> model_pb2.InferRequest:
     request = model_pb2.InferRequest(id=next_request_id(), output_names=first.output_names)
     for name, stacked in stack(entries).items():
         request.inputs[name].CopyFrom(from_numpy(stacked))
-    request.traceparents.extend(e.traceparent for e in entries if e.traceparent)
-    return request
+    return request  # the router sets traceparents per attempt (datapath/spans.py)
 
 
 def split_response(

@@ -54,6 +54,11 @@ class RetryBudget:
             return True
         return False
 
+    def peek(self) -> float:
+        """The tokens held now, without taking or refilling (safe from another thread)."""
+        elapsed = max(0.0, self._clock() - self._last)
+        return min(self._max, self._tokens + elapsed * self._min_per_s)
+
     @property
     def tokens(self) -> float:
         self._refill()

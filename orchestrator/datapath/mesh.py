@@ -52,7 +52,7 @@ from meshserve.orchestrator.datapath.policy import make_policy
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.discovery import EndpointWatcher
-from meshserve.telemetry import EMPTY_CONTEXT, traceparent_of, tracing_enabled
+from meshserve.telemetry import EMPTY_CONTEXT, tracing_enabled
 from meshserve.v1 import model_pb2
 
 __all__ = ["MeshCaller"]
@@ -259,11 +259,10 @@ class MeshCaller:
                 raise InvalidInputError(f"model '{model}': no inputs given (expected named arrays)")
             names = tuple(output_names)
             key, rows = entry_key(arrays, names, version)
-            parent, link = "", None
+            parent = None
             if tracing_enabled(EMPTY_CONTEXT):  # an SDK is installed (sampling aside)
                 span_ctx = trace.get_current_span().get_span_context()
-                if span_ctx.is_valid:
-                    parent, link = traceparent_of(span_ctx), trace.Link(span_ctx)
+                parent = span_ctx if span_ctx.is_valid else None
             entry = BatchEntry(
                 inputs=arrays,
                 rows=rows,
@@ -272,8 +271,7 @@ class MeshCaller:
                 future=asyncio.get_running_loop().create_future(),
                 output_names=names,
                 version=version,
-                traceparent=parent,
-                link=link,
+                parent=parent,
             )
             if state.batcher is not None:
                 result = await state.batcher.submit(entry)
@@ -318,8 +316,8 @@ class MeshCaller:
                 deadline=max(e.deadline for e in live),
                 version=live[0].version,
                 routing_key=routing_key,
-                # Always link the callers: a batch may be flushed outside any caller's context.
-                links=[e.link for e in live if e.link is not None],
+                # Each caller's own span: a batch may be flushed outside any caller's context.
+                callers=[e.parent for e in live],
             )
             results = split_response(model, response, live)
         except MeshError as exc:

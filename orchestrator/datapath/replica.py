@@ -139,6 +139,12 @@ class Replica:
         )
 
     # ----- transport -------------------------------------------------------------------------
+    @property
+    def rpc_method(self) -> str:
+        """The ModelService method its transport calls (``Infer``, ``InferStream``)."""
+        cls = TRANSPORTS.get(self._config.transport_for(self.model))
+        return str(getattr(cls, "rpc_method", "Infer"))
+
     def _ensure_stub(self) -> ModelServiceAsyncStub:
         if self._stub is None:
             size = self._config.max_message_bytes

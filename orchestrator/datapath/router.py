@@ -41,6 +41,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 from meshserve.errors import DeadlineExceededError, MeshError, OverloadedError, UnavailableError
 from meshserve.orchestrator.datapath.attempt import RetryPolicy, is_replica_fault
@@ -54,12 +55,16 @@ from meshserve.orchestrator.datapath.metrics import (
     EJECTIONS,
     HEDGES,
     NO_ENDPOINT,
+    READY_REPLICAS,
     RETRIES,
+    RETRY_BUDGET,
     SERVER_BATCH_ROWS,
 )
 from meshserve.orchestrator.datapath.policy import CallInfo, PickerPolicy
 from meshserve.orchestrator.datapath.replica import EndpointInfo, Replica
-from meshserve.telemetry import traceparent_of, tracing_enabled
+from meshserve.orchestrator.datapath.spans import NO_METADATA as _NO_METADATA
+from meshserve.orchestrator.datapath.spans import ClientSpans
+from meshserve.telemetry import EMPTY_CONTEXT, tracing_enabled
 from meshserve.v1 import model_pb2
 
 __all__ = ["ModelRouter", "ReplicaFactory", "RouterCounters"]
@@ -86,12 +91,12 @@ ReplicaFactory = Callable[
 ]
 
 _NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()
-_NO_METADATA: tuple[tuple[str, str], ...] = ()
 
 
-def _traceparent_metadata(span: trace.Span) -> tuple[tuple[str, str], ...]:
-    ctx = span.get_span_context()
-    return (("traceparent", traceparent_of(ctx)),) if ctx.is_valid else _NO_METADATA
+def _copy(request: model_pb2.InferRequest) -> model_pb2.InferRequest:
+    copy = model_pb2.InferRequest()
+    copy.CopyFrom(request)
+    return copy
 
 
 class ModelRouter:
@@ -143,6 +148,14 @@ class ModelRouter:
         self._ejections = EJECTIONS.labels(model)
         self._attempts = ATTEMPTS.labels(model)
         self._server_rows = SERVER_BATCH_ROWS.labels(model)
+        NO_ENDPOINT.labels(model)  # a series at 0 from the start, not only after a failure
+        # Read on the scrape thread: read-only views of loop-owned state.
+        RETRY_BUDGET.labels(model).set_function(self.budget.peek)
+        READY_REPLICAS.labels(model).set_function(self._passing_count)
+
+    def _passing_count(self) -> int:
+        """Replicas neither draining nor ejected (read-only, safe from another thread)."""
+        return sum(1 for r in list(self._replicas.values()) if r.state == "passing")
 
     # ----- replica set -----------------------------------------------------------------------
     def update_endpoints(self, endpoints: Sequence[EndpointInfo]) -> None:
@@ -230,9 +243,14 @@ class ModelRouter:
         deadline: float,
         version: str = "",
         routing_key: str = "",
-        links: Sequence[trace.Link] = (),
+        callers: Sequence[SpanContext | None] = (),
     ) -> model_pb2.InferResponse:
-        """Send `request` to a replica, retrying elsewhere as policy allows; raises MeshError."""
+        """Send `request` to a replica, retrying elsewhere as policy allows; raises MeshError.
+
+        `callers`: the span of each caller whose rows `request` carries, in order (None: the
+        current span). While tracing, every attempt records one CLIENT span per sampled caller,
+        in that caller's trace, and the request carries those spans' traceparents, so each
+        caller's trace holds its own share of every attempt (see ``_attempt``)."""
         call = CallInfo(self.model, version, routing_key)
         attempt = 0
         reason = ""
@@ -270,12 +288,12 @@ class ModelRouter:
                 hedge = Hedge(
                     self._hedge_delay_s,
                     functools.partial(
-                        self._start_hedge, request, call, replica, deadline, attempt, links
+                        self._start_hedge, request, call, replica, deadline, attempt, callers
                     ),
                 )
             try:
                 primary = self._attempt(
-                    replica, request, timeout, timeout < remaining, attempt, reason, links
+                    replica, request, timeout, timeout < remaining, attempt, reason, callers
                 )
                 return await (primary if hedge is None else hedge.run(primary))
             except MeshError as err:
@@ -342,7 +360,7 @@ class ModelRouter:
         primary: Replica,
         deadline: float,
         attempt: int,
-        links: Sequence[trace.Link],
+        callers: Sequence[SpanContext | None],
     ) -> tuple[str, asyncio.Task[model_pb2.InferResponse]] | None:
         """The hedge of `attempt` (sent to `primary`) as a task, if one may still be sent."""
         now = self._clock()
@@ -359,7 +377,7 @@ class ModelRouter:
         timeout = self._attempt_timeout(remaining, attempt + 1, len(candidates))
         task = asyncio.get_running_loop().create_task(
             self._attempt(
-                replica, request, timeout, timeout < remaining, attempt + 1, "hedge", links
+                replica, request, timeout, timeout < remaining, attempt + 1, "hedge", callers
             )
         )
         self._closing.add(task)
@@ -374,16 +392,20 @@ class ModelRouter:
         capped: bool,
         attempt: int,
         reason: str,
-        links: Sequence[trace.Link],
+        callers: Sequence[SpanContext | None],
     ) -> model_pb2.InferResponse:
-        """One attempt on `replica` (in a span when spans are wanted), with its latency, health
-        and batch-size bookkeeping. With tracing off it costs one no-op ``with``. `capped`: the
-        timeout is the latency-derived attempt timeout, not the call's deadline."""
-        scope: AbstractContextManager[trace.Span | None] = _NO_SPAN
-        if self._own_tracer or tracing_enabled():  # the router's one tracing check
-            scope = self._attempt_span(replica, attempt, reason, links)
+        """One attempt on `replica` (in CLIENT spans when spans are wanted), with its latency,
+        health and batch-size bookkeeping. With tracing off it costs one no-op ``with``.
+        `capped`: the timeout is the latency-derived attempt timeout, not the call's deadline."""
+        scope: AbstractContextManager[ClientSpans | None] = _NO_SPAN
+        if self._own_tracer or tracing_enabled(EMPTY_CONTEXT):  # the router's one tracing check
+            if attempt > 1:  # a retry or hedge: the first attempt's request may still be queued
+                request = _copy(request)
+            scope = ClientSpans(
+                self._tracer, replica, self.model, attempt, reason, callers, request
+            )
         with scope as span:
-            metadata = _NO_METADATA if span is None else _traceparent_metadata(span)
+            metadata = _NO_METADATA if span is None else span.metadata
             start = self._clock()
             try:
                 resp = await replica.infer(request, timeout_s=timeout_s, metadata=metadata)
@@ -396,7 +418,7 @@ class ModelRouter:
                     )
                 self._on_failure(replica, err, start)
                 if span is not None:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
+                    span.failed(err)
                 raise err.add_context(model=self.model, replica=replica.instance_id) from None
             except asyncio.CancelledError:  # a lost hedge race, or the caller gave up
                 replica.record_latency((self._clock() - start) * 1000.0)
@@ -420,19 +442,6 @@ class ModelRouter:
             self._attempt_cap_s = max(at.floor_ms, at.p99_multiplier * window.p99_ms) / 1000.0
         if hedge.enabled and not hedge.delay_ms:
             self._hedge_delay_s = max(hedge.min_delay_ms, window.p95_ms) / 1000.0
-
-    def _attempt_span(
-        self, replica: Replica, attempt: int, reason: str, links: Sequence[trace.Link]
-    ) -> AbstractContextManager[trace.Span]:
-        attrs: dict[str, str | int] = {
-            "meshserve.endpoint": replica.instance_id,
-            "meshserve.attempt": attempt,
-        }
-        if reason:
-            attrs["meshserve.retry_reason"] = reason
-        return self._tracer.start_as_current_span(
-            f"model.call {self.model}", links=links, attributes=attrs
-        )
 
     def _on_failure(self, replica: Replica, err: MeshError, start: float) -> None:
         now = self._clock()
@@ -488,6 +497,9 @@ class ModelRouter:
         )
 
     async def close(self) -> None:
+        for gauge in (RETRY_BUDGET, READY_REPLICAS):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.model)
         replicas = list(self._replicas.values())
         self._replicas.clear()
         await asyncio.gather(*(r.close() for r in replicas), return_exceptions=True)

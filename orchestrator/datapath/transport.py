@@ -9,8 +9,10 @@ The table ``TRANSPORTS`` maps a config name (``DataPathConfig.transport``, per-m
 - ``infer(request, timeout_s, metadata)`` sends one attempt and returns an awaitable of the
   ``InferResponse``; every failure is raised as the ``MeshError`` of its status (code kept, a broken
   stream as ``reason="stream_broken"`` so the router may retry it elsewhere). `metadata` (the
-  attempt span's traceparent, or empty) goes with the call where the wire allows.
+  first caller's CLIENT span traceparent, or empty) goes with the call where the wire allows.
 - ``close()`` releases what the transport holds (outstanding attempts fail as broken).
+- Optional class attribute ``rpc_method``: the ModelService method it calls (``Infer`` when
+  absent), the name of the attempt's CLIENT spans (datapath/spans.py).
 
 Wrappers (``faults.FaultInjectingTransport``) implement the same protocol around a real one.
 """
@@ -64,6 +66,8 @@ class TransportClass(Protocol):
 class UnaryTransport:
     """One ``Infer`` call per attempt, with the attempt's timeout and metadata."""
 
+    rpc_method = "Infer"
+
     def __init__(self, stub: ModelServiceAsyncStub, target: str, config: DataPathConfig) -> None:
         self._call = stub.Infer
 
@@ -85,6 +89,8 @@ class StreamTransport:
     Each item carries its own budget (``timeout_ms``): the server drops it if it expires in its
     queue. Metadata is not sent per item (the stream is shared by many calls).
     """
+
+    rpc_method = "InferStream"
 
     def __init__(self, stub: ModelServiceAsyncStub, target: str, config: DataPathConfig) -> None:
         self._session = StreamSession(stub, target, config.stream_max_in_flight)

@@ -28,6 +28,7 @@ import numpy as np
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError, UnavailableError
 from meshserve.messages import fill
 from meshserve.names import check_name
+from meshserve.orchestrator import metrics
 from meshserve.orchestrator.learning.bandits import BanditState, choose, normalise_policy
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
@@ -386,6 +387,9 @@ class LearningHub:
                 else:
                     await self._teach(record, int(label))  # type: ignore[arg-type]
                 applied.append(record.key)
+                metrics.LEARNER_FEEDBACK.labels(record.key).inc()
+                if reward is not None:
+                    metrics.LEARNER_REWARD.labels(record.key, record.value[1]).inc(reward)
         except BaseException:
             self._memory.put_back(request_id, records[len(applied) :])
             raise

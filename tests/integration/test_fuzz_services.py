@@ -237,6 +237,7 @@ ORCHESTRATOR_METHODS = [
     "/meshserve.v1.Admin/DeletePlan",
     "/meshserve.v1.Admin/SetTrafficSplit",
     "/meshserve.v1.Admin/InjectFault",
+    "/meshserve.v1.Admin/ListShadowDisagreements",
 ]
 raw_bodies = st.one_of(
     st.binary(min_size=1, max_size=256),

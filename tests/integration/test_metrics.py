@@ -8,19 +8,17 @@ import asyncio
 import importlib.util
 import json
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from meshserve import tensors
-from meshserve.telemetry import check_metric_names
 from meshserve.v1 import model_pb2, model_pb2_grpc
 from tests.integration.datapath_helpers import unique_name
+from tests.integration.prometheus_helpers import scrape_and_validate
 from tests.waiting import wait_until_sync
 
 pytestmark = pytest.mark.integration
@@ -41,25 +39,6 @@ def _metrics_url(consul_addr: str, predicate, what: str, timeout_s: float = 15.0
     return wait_until_sync(registered, timeout_s, f"{what} registered with a metrics_port")
 
 
-def _scrape_and_validate(url: str) -> dict[str, str]:
-    """Scrape `url`; assert it parses, names follow conventions and promtool accepts it.
-    Returns metric family name -> type."""
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        assert reply.headers.get_content_type() == "text/plain"
-        text = reply.read().decode()
-    families = list(text_string_to_metric_families(text))
-    assert families, f"{url} exports nothing"
-    problems = check_metric_names(families)
-    assert not problems, "\n".join(problems)
-    promtool = shutil.which("promtool")
-    if promtool is not None:
-        proc = subprocess.run(
-            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
-        )
-        assert proc.returncode == 0, f"promtool check metrics {url}:\n{proc.stdout}{proc.stderr}"
-    return {f.name: f.type for f in families}
-
-
 def test_model_service_metrics(spawn, consul_addr: str, models_dir: Path):
     name = unique_name("metrics-mlp")
     proc = spawn(
@@ -77,7 +56,7 @@ def test_model_service_metrics(spawn, consul_addr: str, models_dir: Path):
 
     asyncio.run(call())
     url = _metrics_url(consul_addr, lambda s: s["Service"] == name, f"model service {name}")
-    types = _scrape_and_validate(url)
+    types = scrape_and_validate(url)
     for family, kind in {
         "meshserve_modelsvc_requests": "counter",
         "meshserve_modelsvc_request_duration_seconds": "histogram",
@@ -99,7 +78,7 @@ def test_orchestrator_metrics(spawn, consul_addr: str):
         "--instance-id", instance, env={"MESHSERVE_ADMIN_TOKEN": "t0k"},
     )  # fmt: skip
     url = _metrics_url(consul_addr, lambda s: s["ID"] == instance, f"orchestrator {instance}")
-    types = _scrape_and_validate(url)
+    types = scrape_and_validate(url)
     assert any(name.startswith("meshserve_") for name in types), sorted(types)
     if shutil.which("promtool") is None:
         pytest.skip("promtool not installed (Debian package `prometheus`); parser checks passed")

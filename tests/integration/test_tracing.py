@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 from meshserve import tensors
-from meshserve.telemetry import SpanRecord, read_spans
+from meshserve.telemetry import read_spans
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.integration.datapath_helpers import unique_name
+from tests.integration.trace_checks import MODEL_RPC_PREFIX, by_trace, model_calls
 from tests.waiting import wait_until_sync
 
 pytestmark = [
@@ -100,21 +101,6 @@ async def _execute_all(address: str, plan: str, bad_index: int) -> list[tuple[st
         return await asyncio.gather(*(one(i) for i in range(CONCURRENT)))
 
 
-def _by_trace(spans: list[SpanRecord]) -> dict[str, list[SpanRecord]]:
-    out: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        out.setdefault(span.trace_id, []).append(span)
-    return out
-
-
-def _ancestors(span: SpanRecord, by_id: dict[str, SpanRecord]) -> list[SpanRecord]:
-    chain = []
-    while span.parent_span_id in by_id:
-        span = by_id[span.parent_span_id]
-        chain.append(span)
-    return chain
-
-
 def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, tmp_path: Path):
     trace_dir = tmp_path / "traces"
     env = {"MESHSERVE_TRACE_DIR": str(trace_dir), "OTEL_BSP_SCHEDULE_DELAY": "100"}
@@ -170,16 +156,17 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
         assert proc.stop(timeout_s=20) == 0, proc.tail()
 
     spans = list(read_spans([trace_dir]))
-    traces = _by_trace(spans)
+    traces = by_trace(spans)
     model_services = {scaler, logreg, mlp}
 
-    calls = [s for s in spans if s.name.startswith("model.call ")]
+    ok_ids = {t for t, _ in ok}
+    coalesced = 0
     for trace_id, client_span_id in ok:
         trace = traces[trace_id]
         by_id = {s.span_id: s for s in trace}
         # The orchestrator's server span continues the caller's span, with RPC conventions.
         (server,) = [s for s in trace if s.parent_span_id == client_span_id]
-        assert server.kind == "SERVER" and server.name == "/meshserve.v1.Orchestrator/Execute"
+        assert server.kind == "SERVER" and server.name == "meshserve.v1.Orchestrator/Execute"
         assert server.attributes["rpc.system"] == "grpc"
         assert server.attributes["rpc.service"] == "meshserve.v1.Orchestrator"
         assert server.attributes["rpc.method"] == "Execute"
@@ -192,56 +179,22 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
         for step in ("check", "scale", "vote"):
             assert names[f"step {step}"].parent_span_id == root.span_id
         assert names["logic validate"].parent_span_id == names["step check"].span_id
-        # Each model step is served by a (micro-batched) model call: its child, or a call made
-        # for a batch of callers that links to it.
+        # Every model call of the request is in its own trace, micro-batched or not: its CLIENT
+        # span(s) and the replica's share of the batch, linked to the batch span.
+        assert {s.service for s in trace} >= model_services
         for step, model in (("scale", scaler), ("vote", logreg), ("vote", mlp)):
-            step_id = names[f"step {step}"].span_id
-            assert any(
-                c.name == f"model.call {model}"
-                and (c.parent_span_id == step_id or step_id in c.linked_span_ids)
-                for c in calls
-            ), (trace_id, step, model)
-
-    # One trace id across every process: requests whose rows led a batch carry the model-side
-    # spans (modelsvc.request is a child of the orchestrator's step span).
-    full = [t for t, _ in ok if {s.service for s in traces[t]} >= model_services]
-    assert full, "no trace reached all of the orchestrator and the three model services"
+            call = model_calls(trace, spans, step, model)
+            batch_traces = {ln.trace_id for ln in call.batch.links}
+            coalesced += len(batch_traces & ok_ids) >= 2
+            assert int(call.batch.attributes["meshserve.batch_size"]) >= 1
     orchestrator_services = {s.service for s in spans} - model_services
     assert len(orchestrator_services) == 1
-    for trace_id in full:
-        by_id = {s.span_id: s for s in traces[trace_id]}
-        for req in (s for s in traces[trace_id] if s.name == "modelsvc.request"):
-            assert by_id[req.parent_span_id].name in ("step scale", "step vote") or (
-                by_id[req.parent_span_id].name.startswith(("model.call", "/meshserve.v1.Model"))
-            ), by_id[req.parent_span_id]
-    # Every micro-batch call reached its model within the trace of one of its callers.
-    for call in (c for c in calls if c.trace_id in {t for t, _ in ok}):
-        model = call.name.removeprefix("model.call ")
-        caller_traces = {call.trace_id, *(ln.trace_id for ln in call.links)}
-        assert any(
-            s.name == "modelsvc.request" and s.service == model and s.trace_id in caller_traces
-            for s in spans
-        ), call
-    # The orchestrator's streaming batcher coalesced callers: one call links several traces.
-    assert max(len({ln.trace_id for ln in c.links}) for c in calls) >= 2
-
-    # Server batching: every request span of the scaler is linked by the batch that served it,
-    # and at least one batch served requests from several traces.
-    ok_ids = {t for t, _ in ok}
-    scaler_requests = [
-        s for s in spans
-        if s.service == scaler and s.name == "modelsvc.request" and s.trace_id in ok_ids
-    ]  # fmt: skip
-    assert scaler_requests
-    batches = [s for s in spans if s.service == scaler and s.name == "modelsvc.batch"]
-    linked = {(ln.trace_id, ln.span_id): b for b in batches for ln in b.links}
-    for req in scaler_requests:
-        batch = linked.get((req.trace_id, req.span_id))
-        assert batch is not None, f"request span {req.span_id} not linked by any batch span"
-        assert int(batch.attributes["meshserve.batch_size"]) >= 1
-    assert max(len({ln.trace_id for ln in b.links} & ok_ids) for b in batches) >= 2
+    # The streaming batcher and the scaler's batcher coalesced callers: one micro-batch attempt
+    # carried several callers, and some batch span served requests from several traces.
+    assert any(int(s.attributes.get("meshserve.batch_requests", "1")) >= 2 for s in spans)
+    assert coalesced, "no batch served requests from several traces"
     # The inference span runs under its batch span.
-    batch_ids = {b.span_id for b in batches}
+    batch_ids = {s.span_id for s in spans if s.name == "modelsvc.batch"}
     assert any(s.name == "modelsvc.inference" and s.parent_span_id in batch_ids for s in spans)
 
     # The failing step: ERROR status on the logic and step spans and on the plan, with a message
@@ -251,7 +204,7 @@ def test_one_trace_across_processes(spawn, consul_addr: str, models_dir: Path, t
     for name in ("step check", f"plan {plan}"):
         assert names[name].status == "ERROR", (name, names[name])
     assert "input" in names["step check"].status_message
-    assert not [s for s in traces[bad_trace] if s.name.startswith("model.call")]
+    assert not [s for s in traces[bad_trace] if s.name.startswith(MODEL_RPC_PREFIX)]
     (server,) = [s for s in traces[bad_trace] if s.kind == "SERVER"]
     invalid_argument = grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert server.attributes["rpc.grpc.status_code"] == str(invalid_argument)

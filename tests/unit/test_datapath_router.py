@@ -29,6 +29,7 @@ from meshserve.orchestrator.datapath.policy import PickerPolicy, RoundRobin
 from meshserve.orchestrator.datapath.replica import Replica
 from meshserve.orchestrator.datapath.router import ModelRouter, RouterCounters
 from meshserve.orchestrator.datapath.transport import Transport
+from meshserve.telemetry import traceparent_of
 from meshserve.v1 import model_pb2
 from tests.unit.datapath_fakes import FakeTransport
 from tests.waiting import wait_until
@@ -226,7 +227,7 @@ async def test_retry_pushback_is_honoured_or_refused_past_the_deadline() -> None
     assert counters.retries_total == 0
 
 
-async def test_every_attempt_is_a_model_call_span_with_endpoint_attempt_and_reason() -> None:
+async def test_every_attempt_is_a_client_span_with_rpc_conventions_attempt_and_reason() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -235,12 +236,67 @@ async def test_every_attempt_is_a_model_call_span_with_endpoint_attempt_and_reas
     SCRIPT["a"] = [unavailable()]
     await call(router)
     spans = exporter.get_finished_spans()
-    assert [s.name for s in spans] == ["model.call m", "model.call m"]
+    assert [s.name for s in spans] == ["meshserve.v1.ModelService/InferStream"] * 2
+    assert all(s.kind == trace.SpanKind.CLIENT for s in spans)
     first, second = (dict(s.attributes or {}) for s in spans)
-    assert first == {"meshserve.endpoint": "a", "meshserve.attempt": 1}
-    assert second == {
-        "meshserve.endpoint": "b",
-        "meshserve.attempt": 2,
-        "meshserve.retry_reason": "unavailable",
+    rpc = {
+        "rpc.system": "grpc",
+        "rpc.service": "meshserve.v1.ModelService",
+        "rpc.method": "InferStream",
+        "server.port": 1,
+        "meshserve.model": "m",
+        "meshserve.batch_requests": 1,
     }
+    unavailable_code = grpc.StatusCode.UNAVAILABLE.value[0]
+    assert first == {
+        **rpc, "server.address": "a", "meshserve.endpoint": "a", "meshserve.attempt": 1,
+        "rpc.grpc.status_code": unavailable_code,
+    }  # fmt: skip
+    assert second == {
+        **rpc, "server.address": "b", "meshserve.endpoint": "b", "meshserve.attempt": 2,
+        "meshserve.retry_reason": "unavailable", "rpc.grpc.status_code": 0,
+    }  # fmt: skip
     assert not spans[0].status.is_ok
+
+
+async def test_a_batch_attempt_has_one_client_span_in_each_callers_trace() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    router, _, _ = make_router(tracer=tracer)
+    router.update_endpoints([Ep("a"), Ep("b")])
+    SCRIPT["a"] = [unavailable()]
+    callers = [tracer.start_span(f"caller {i}") for i in range(3)]
+    sampled_out = trace.SpanContext(
+        0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0)
+    )  # a caller whose trace is not recorded: no span, but its traceparent travels
+    sent: list[list[str]] = []
+    original = ScriptedTransport.answer
+
+    async def record(self, request, timeout_s):  # type: ignore[no-untyped-def]
+        sent.append(list(request.traceparents))
+        return await original(self, request, timeout_s)
+
+    ScriptedTransport.answer = record  # type: ignore[method-assign]
+    try:
+        await router.call(
+            model_pb2.InferRequest(id="r"),
+            deadline=1005.0,
+            callers=[*(c.get_span_context() for c in callers), sampled_out],
+        )
+    finally:
+        ScriptedTransport.answer = original  # type: ignore[method-assign]
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 6  # 3 sampled callers x 2 attempts (the first failed)
+    for attempt in (1, 2):
+        mine = [s for s in spans if s.attributes["meshserve.attempt"] == attempt]
+        parents = [s.parent.span_id for s in mine if s.parent is not None]
+        assert parents == [c.get_span_context().span_id for c in callers]
+        assert {s.context.trace_id for s in mine} == {
+            c.get_span_context().trace_id for c in callers
+        }
+        assert all(s.attributes["meshserve.batch_requests"] == 4 for s in mine)
+        # The attempt carried its own spans' traceparents, then the sampled-out caller's.
+        expected = [traceparent_of(s.context) for s in mine]
+        assert sent[attempt - 1] == [*expected, f"00-{0xABC:032x}-{0xDEF:016x}-00"]

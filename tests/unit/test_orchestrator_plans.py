@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from meshserve.errors import InvalidInputError, NotFoundError
+from meshserve.orchestrator.comparison import Comparison, comparison_of
 from meshserve.orchestrator.expr import compile_expression
 from meshserve.orchestrator.plans.parse import loads_json, parse_plan_text, plan_to_json
 from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan
 from meshserve.orchestrator.steps.aggregations import majority_vote, max_probability, weighted_mean
-from meshserve.orchestrator.steps.shadow import agreement
 from meshserve.orchestrator.traffic import TrafficPolicy, TrafficTable, pick_weighted, stable_unit
 from meshserve.v1 import model_pb2, plan_pb2, tensor_pb2
 
@@ -195,8 +195,32 @@ def test_max_probability_and_weighted_mean():
     np.testing.assert_array_equal(max_probability([p, q]), q)
     np.testing.assert_allclose(weighted_mean([p, q], [1, 3]), 0.25 * p + 0.75 * q, rtol=1e-6)
     assert weighted_mean([p, q], [1, 1]).dtype == np.float32
-    assert agreement(p, q) == (1, 2)  # row 0: 0 vs 1, row 1: 0 vs 0
-    assert agreement(np.array([1, 2, 3]), np.array([1, 2, 4])) == (2, 3)
+    label = Comparison(plan_pb2.SHADOW_COMPARISON_LABEL)
+    assert label.compare(p, q).agreed.tolist() == [False, True]  # argmax 0 vs 1, 0 vs 0
+    assert label.compare(np.array([1, 2, 3]), np.array([1, 2, 4])).agreed.tolist() == [
+        True, True, False,
+    ]  # fmt: skip
+
+
+def test_shadow_comparisons_suit_the_output():
+    p = np.array([[0.6, 0.4], [0.5, 0.5], [0.9, 0.1]])
+    q = np.array([[0.55, 0.45], [0.1, 0.9], [0.9, 0.1]])
+    probability = comparison_of(
+        plan_pb2.ShadowStep(comparison=plan_pb2.SHADOW_COMPARISON_PROBABILITY)
+    )
+    assert probability.tolerance == 0.1
+    rows = probability.compare(p, q)
+    assert rows.agreed.tolist() == [True, False, True]
+    np.testing.assert_allclose(rows.distance, [0.05, 0.4, 0.0])
+    regression = comparison_of(
+        plan_pb2.ShadowStep(comparison=plan_pb2.SHADOW_COMPARISON_REGRESSION, tolerance=0.5)
+    )
+    rows = regression.compare(np.array([1.0, 2.0, 3.0]), np.array([1.2, 2.0, 4.0]))
+    assert rows.agreed.tolist() == [True, True, False]
+    np.testing.assert_allclose(rows.distance, [0.2, 0.0, 1.0])
+    assert comparison_of(plan_pb2.ShadowStep()).name == "label"
+    mismatch = probability.compare(p, p[:, :1])
+    assert mismatch.agreed.tolist() == [False] * 3 and np.isinf(mismatch.distance).all()
 
 
 def test_traffic_and_stable_hash():

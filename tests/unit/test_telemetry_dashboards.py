@@ -41,8 +41,13 @@ def test_dashboard_panels_query_meshserve_metrics():
         "retries",
         "ejections",
         "bandit",
-        "accuracy",
-        "version",
+        "reward",
+        "feedback",
+        "shadow",
+        "agreement",
+        "step",
+        "queue",
+        "budget",
     ):
         assert topic in titles, topic
     exprs = [t["expr"] for p in panels for t in p.get("targets", ())]
@@ -58,6 +63,32 @@ def test_dashboard_panels_query_meshserve_metrics():
     sources = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yaml").read_text())
     uids = {s["uid"] for s in sources["datasources"]}
     assert {t["datasource"]["uid"] for p in panels for t in p.get("targets", ())} <= uids
+
+
+def test_dashboard_queries_only_catalogued_metrics_and_labels():
+    """Every metric a panel reads is in the catalogue the processes build their metrics from,
+    and every label it groups or filters by is one that metric (or Prometheus) has."""
+    from meshserve.telemetry import catalog
+
+    specs = {}
+    for spec in catalog.ALL:
+        for suffix in ("", "_bucket", "_sum", "_count") if spec.kind == "histogram" else ("",):
+            specs[spec.name + suffix] = spec
+    scrape_labels = {catalog.L_INSTANCE, catalog.L_SERVICE, catalog.L_ROLE, "job", "version"}
+    dashboard = json.loads((GRAFANA / "dashboards" / "meshserve.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", ()):
+            expr = target["expr"]
+            for name in re.findall(r"\b(meshserve_[a-z_]+)", expr):
+                assert name in specs, f"{panel['title']}: {name} is not in the catalogue"
+            used = {
+                label.strip()
+                for group in re.findall(r"by \(([^)]*)\)", expr)
+                for label in group.split(",")
+            } | set(re.findall(r"([a-z_]+)=\"", expr))
+            known = {label for n in re.findall(r"\b(meshserve_[a-z_]+)", expr)
+                     for label in specs[n].labels} | scrape_labels | {"le"}  # fmt: skip
+            assert used <= known, f"{panel['title']}: labels {sorted(used - known)} unknown"
 
 
 def test_prometheus_discovers_targets_through_consul_metrics_port(tmp_path: Path):
@@ -76,5 +107,6 @@ def test_prometheus_discovers_targets_through_consul_metrics_port(tmp_path: Path
     del job["consul_sd_configs"]
     copy = tmp_path / "prometheus.yml"
     copy.write_text(yaml.safe_dump(config))
+    shutil.copy(PROMETHEUS.parent / "rules.yml", tmp_path / "rules.yml")
     proc = subprocess.run([promtool, "check", "config", str(copy)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -49,3 +49,26 @@ def test_check_metric_names_flags_convention_breaks():
     assert any("meshserve_bad_latency_ms: a duration histogram" in p for p in problems)
     assert any(p.startswith("meshserve_bad_errors_total: _total is for counters") for p in problems)
     assert not any(p.startswith("other_app") for p in problems)
+
+
+def test_every_catalogued_metric_builds_and_follows_the_conventions():
+    """The catalogue the processes, dashboard and rules share: unique names, valid specs."""
+    from meshserve.telemetry import catalog
+    from meshserve.telemetry.metrics import build
+
+    names = [spec.name for spec in catalog.ALL]
+    assert len(names) == len(set(names)), names
+    registry = CollectorRegistry()
+    for spec in catalog.ALL:
+        if spec is catalog.BUILD_INFO:
+            continue  # an Info, built by set_build_info
+        metric = build(spec, registry)
+        child = metric.labels(*("x" for _ in spec.labels)) if spec.labels else metric
+        (child.inc if spec.kind == "counter" else child.set if spec.kind == "gauge" else
+         child.observe)(1)  # fmt: skip
+        assert set(spec.labels) <= {v for k, v in vars(catalog).items() if k.startswith("L_")}, (
+            spec.name
+        )
+    assert not check_metric_names(registry.collect())
+    with pytest.raises(ValueError, match="only histograms"):
+        catalog.PLAN_REQUESTS.series("_bucket")

@@ -1,0 +1,164 @@
+"""Writes deploy/prometheus/rules.yml: meshserve's recording rules and alerts, as code.
+
+    .venv/bin/python deploy/prometheus/build_rules.py          # rewrite the YAML
+    .venv/bin/python deploy/prometheus/build_rules.py --check  # fail if it is stale
+
+Queries are built from the metric specs in meshserve/telemetry/catalog.py (the names the
+processes export). `promtool check rules` validates the file and `promtool test rules
+tests/unit/promtool/rules_test.yml` checks that each alert fires when it should and stays quiet
+when it should not (tests/unit/test_telemetry_rules.py runs both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
+from meshserve.telemetry import catalog as c
+from meshserve.telemetry import promql
+
+OUT = Path(__file__).resolve().parent / "rules.yml"
+WINDOW = "1m"
+SHADOW_WINDOW = "5m"
+SHADOW = (c.L_PLAN, c.L_STEP, c.L_CANDIDATE)
+
+# Recording rules: level:metric:operations (Prometheus naming practice).
+PLAN_ERROR_RATIO = "plan:meshserve_plan_error_ratio:rate1m"
+PLAN_LATENCY_P99 = "plan:meshserve_plan_latency_seconds:p99_1m"
+QUEUE_SATURATION = "instance:meshserve_modelsvc_queue_saturation:ratio"
+SHADOW_AGREEMENT = "candidate:meshserve_shadow_agreement_ratio:rate5m"
+
+# Thresholds an operator starts from (edit here, then rebuild).
+ERROR_RATIO_MAX = 0.05
+LATENCY_P99_MAX_S = 1.0
+QUEUE_SATURATION_MAX = 0.8
+SHADOW_AGREEMENT_MIN = 0.9
+
+RECORDING: list[dict[str, Any]] = [
+    {
+        "record": PLAN_ERROR_RATIO,
+        "expr": promql.ratio(
+            promql.rate(
+                c.PLAN_REQUESTS, (c.L_PLAN,), WINDOW, promql.selector(**{c.L_OUTCOME: "error"})
+            ),
+            promql.rate(c.PLAN_REQUESTS, (c.L_PLAN,), WINDOW),
+        ),
+    },
+    {
+        "record": PLAN_LATENCY_P99,
+        "expr": promql.quantile(0.99, c.PLAN_LATENCY, (c.L_PLAN,), WINDOW),
+    },
+    {
+        "record": QUEUE_SATURATION,
+        "expr": promql.ratio(
+            f"max by ({c.L_MODEL}, {c.L_INSTANCE}) ({c.MODEL_QUEUE_DEPTH.name})",
+            f"max by ({c.L_MODEL}, {c.L_INSTANCE}) ({c.MODEL_QUEUE_CAPACITY.name})",
+        ),
+    },
+    {
+        "record": SHADOW_AGREEMENT,
+        "expr": promql.ratio(
+            promql.rate(c.SHADOW_AGREED_ROWS, SHADOW, SHADOW_WINDOW),
+            promql.rate(c.SHADOW_COMPARED_ROWS, SHADOW, SHADOW_WINDOW),
+        ),
+    },
+]
+
+
+PERCENT = "{{ $value | humanizePercentage }}"
+DURATION = "{{ $value | humanizeDuration }}"
+
+
+def _label(name: str) -> str:
+    """An alert template's reference to label `name`."""
+    return "{{ $labels." + name + " }}"
+
+
+def _alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity},
+        "annotations": {"summary": summary},
+    }
+
+
+ALERTS: list[dict[str, Any]] = [
+    _alert(
+        "MeshservePlanErrorRatioHigh", f"{PLAN_ERROR_RATIO} > {ERROR_RATIO_MAX}", "2m", "page",
+        f"plan {_label(c.L_PLAN)}: {PERCENT} of requests "
+        f"fail (over {ERROR_RATIO_MAX:.0%})",
+    ),
+    _alert(
+        "MeshservePlanLatencyP99High", f"{PLAN_LATENCY_P99} > {LATENCY_P99_MAX_S}", "5m", "warn",
+        f"plan {_label(c.L_PLAN)}: p99 latency {DURATION} "
+        f"(over {LATENCY_P99_MAX_S}s)",
+    ),
+    _alert(
+        "MeshserveModelNoReadyReplica",
+        f"min by ({c.L_MODEL}) ({c.DATAPATH_READY_REPLICAS.name}) < 1", "1m", "page",
+        f"model {_label(c.L_MODEL)}: no replica the orchestrator may send to",
+    ),
+    _alert(
+        "MeshserveReplicaDown", f'up{{job="meshserve", {c.L_ROLE}="model"}} == 0', "1m", "warn",
+        f"replica {_label(c.L_INSTANCE)} is not answering scrapes",
+    ),
+    _alert(
+        "MeshserveQueueSaturated", f"{QUEUE_SATURATION} > {QUEUE_SATURATION_MAX}", "2m", "warn",
+        f"replica {_label(c.L_INSTANCE)}: batch queue {PERCENT}"
+        " full (RESOURCE_EXHAUSTED next)",
+    ),
+    _alert(
+        "MeshserveRetryBudgetExhausted",
+        f"min by ({c.L_MODEL}) ({c.DATAPATH_RETRY_BUDGET.name}) < 1", "1m", "warn",
+        f"model {_label(c.L_MODEL)}: retry budget spent, failed attempts are no longer"
+        " retried",
+    ),
+    _alert(
+        "MeshserveShadowDisagreement", f"{SHADOW_AGREEMENT} < {SHADOW_AGREEMENT_MIN}", "10m",
+        "info",
+        f"shadow {_label(c.L_PLAN)}/{_label(c.L_STEP)}: candidate "
+        f"{_label(c.L_CANDIDATE)} agrees on {PERCENT} of rows",
+    ),
+]  # fmt: skip
+
+
+def build() -> dict[str, Any]:
+    return {
+        "groups": [
+            {"name": "meshserve-recording", "rules": RECORDING},
+            {"name": "meshserve-alerts", "rules": ALERTS},
+        ]
+    }
+
+
+def render() -> str:
+    header = (
+        "# Generated by deploy/prometheus/build_rules.py from meshserve/telemetry/catalog.py.\n"
+    )
+    return header + yaml.safe_dump(build(), sort_keys=False, width=1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when the YAML is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is stale: run {Path(__file__).name}", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
