@@ -21,7 +21,7 @@ from meshserve.errors import (
 )
 from meshserve.orchestrator.logic import LogicContext, run_logic
 from meshserve.orchestrator.logic.sql import close_pools, postgres_lookup_for
-from tests.integration.stores import PG_DSN, require_service, span_exporter, unique_name
+from tests.stores import PG_DSN, require_service, span_exporter, unique_name
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration

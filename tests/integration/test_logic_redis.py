@@ -20,7 +20,7 @@ from meshserve.errors import DataLossError, NotFoundError, UnavailableError
 from meshserve.orchestrator.logic import LogicContext, run_logic
 from meshserve.orchestrator.logic.features import close_stores
 from meshserve.orchestrator.logic.redis_features import write_redis_features
-from tests.integration.stores import REDIS_URL, require_service, span_exporter, unique_name
+from tests.stores import REDIS_URL, require_service, span_exporter, unique_name
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
