@@ -286,7 +286,8 @@ def _headers_of(ctx: LogicContext) -> dict[str, str]:
 
 @logic("http.json")
 async def http_json(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
-    """Send the inputs (as lists) as JSON to param ``url`` (``method``, default POST); the JSON
+    """Send the inputs (as lists) as JSON to param ``url`` (``$VAR`` expanded from the
+    orchestrator's environment; ``method``, default POST); the JSON
     object answered becomes the outputs (lists of numbers become arrays). Params: ``timeout_s``,
     ``attempt_timeout_s``, ``max_attempts``, ``retry_non_idempotent``, ``max_response_bytes``,
     ``breaker_failures``, ``breaker_reset_s``, ``headers`` / ``secret_headers`` /
@@ -301,7 +302,7 @@ async def http_json(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]
             breakers = _breakers[cfg.breaker] = Breakers(cfg.breaker)
         client = _clients[key] = HttpClient(cfg, breakers=breakers)
     payload = {k: np.asarray(v).tolist() for k, v in inputs.items()}
-    url = str(ctx.param("url"))
+    url = ctx.path_param("url")  # $VAR expanded: where the service is differs per deployment
     answer = await client.request_json(
         str(ctx.param("method", "POST")),
         url,
