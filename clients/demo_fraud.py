@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,18 @@ def _users(data: Path) -> np.ndarray:
 
 
 async def send_fraud(
-    orchestrator: str, data: Path, requests: int, concurrency: int, result: Any
+    orchestrator: str,
+    data: Path,
+    requests: int,
+    concurrency: int,
+    result: Any,
+    *,
+    plan: str = FRAUD_PLAN,
+    on_reply: Callable[[int, orchestrator_pb2.ExecuteResponse], None] | None = None,
 ) -> Any:
     """Send `requests` one-transaction requests through the fraud plan; fill `result` (a
-    PlanResult): latencies, failures by code, and (user, decision) samples."""
+    PlanResult): latencies, failures by code, and (user, decision) samples. `on_reply` sees
+    each answer with its user id (the production runner streams labels for them)."""
     users = _users(data)
     rng = np.random.default_rng(42)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -85,7 +94,7 @@ async def send_fraud(
                     "channel": rng.integers(0, 3, size=1).astype(np.int64),
                 }
                 request = orchestrator_pb2.ExecuteRequest(
-                    plan=FRAUD_PLAN, inputs={k: from_numpy(v) for k, v in inputs.items()}
+                    plan=plan, inputs={k: from_numpy(v) for k, v in inputs.items()}
                 )
                 start = time.monotonic()
                 result.sent += 1
@@ -96,6 +105,8 @@ async def send_fraud(
                     result.failures[code] = result.failures.get(code, 0) + 1
                     continue
                 result.latencies_ms.append((time.monotonic() - start) * 1e3)
+                if on_reply is not None:
+                    on_reply(int(inputs["user_id"][0]), reply)
                 decision = int(to_numpy(reply.outputs["decision"])[0])
                 if len(result.samples) < 3:
                     names = {0: "approve", 1: "review", 2: "block"}
