@@ -34,9 +34,11 @@ def production_plan(
     *,
     name: str = "fraud-production",
     learner: str = "",
+    risk_service: bool = True,
 ) -> dict[str, Any]:
-    """The fraud plan on PostgreSQL `table`, Redis `prefix` and the risk service (module doc);
-    with `learner`, a ``learn`` step records behaviour vectors for labels from the stream."""
+    """The fraud plan on PostgreSQL `table`, Redis `prefix` and (with `risk_service`) the risk
+    service (module doc); with `learner`, a ``learn`` step records behaviour vectors for labels
+    from the stream."""
     plan = copy.deepcopy(yaml.safe_load(PLAN.read_text()))
     plan["name"] = name
     plan["description"] = "fraud scoring on PostgreSQL, Redis, an HTTP risk service"
@@ -71,8 +73,9 @@ def production_plan(
         },
     }
     index = [s["name"] for s in plan["steps"]].index("decide")
-    plan["steps"].insert(index, risk)
-    steps["decide"]["inputs"]["external_risk"] = "risk.risk"
+    if risk_service:
+        plan["steps"].insert(index, risk)
+        steps["decide"]["inputs"]["external_risk"] = "risk.risk"
     if learner:
         plan["steps"].insert(
             index,

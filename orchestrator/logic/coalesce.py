@@ -48,7 +48,7 @@ class KeyCoalescer(Generic[K, V]):
         self._deadline: float | None = None
         self._unbounded = False
         self._flush_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._full: asyncio.Future[None] | None = None  # set when max_batch keys are pending
         self.requests = 0  # get calls that needed the backend
         self.fetches = 0  # backend calls made
         self.keys_fetched = 0
@@ -73,21 +73,29 @@ class KeyCoalescer(Generic[K, V]):
             future = asyncio.get_running_loop().create_future()
             self._pending[key] = future
         if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.create_task(self._flush_after_window())
-        if len(self._pending) >= self.max_batch:
-            self._wake.set()
+            self._full = asyncio.get_running_loop().create_future()
+            self._flush_task = asyncio.create_task(self._flush_after_window(self._full))
+        full = self._full
+        if len(self._pending) >= self.max_batch and full is not None and not full.done():
+            full.set_result(None)
         return future
 
-    async def _flush_after_window(self) -> None:
+    async def _flush_after_window(self, full: asyncio.Future[None]) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), self.window_s)
-        except TimeoutError:
-            pass
-        while self._pending:
-            await self._flush_once()
+            try:
+                await asyncio.wait_for(asyncio.shield(full), self.window_s)
+            except TimeoutError:
+                pass
+            while self._pending:
+                await self._flush_once()
+        except BaseException as exc:  # never leave a caller waiting
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(UnavailableError(f"lookup failed: {exc!r}"))
+            self._pending.clear()
+            raise
 
     async def _flush_once(self) -> None:
-        self._wake.clear()
         keys = list(self._pending)[: self.max_batch]
         batch = {key: self._pending.pop(key) for key in keys}
         deadline = None if self._unbounded else self._deadline

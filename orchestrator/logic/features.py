@@ -254,8 +254,10 @@ _stores: dict[tuple[int, str, str], FeatureLookup] = {}
 
 
 def store_for(plan: str, source: str, dim: int, config: FeatureLookupConfig) -> FeatureLookup:
-    """The shared lookup of `plan` for `source` (a .npz file or a SQLite path), made once."""
-    lookup = _stores.get((0, plan, source))
+    """The shared lookup of `plan` for `source` (a .npz file or a SQLite path), made once per
+    event loop (its coalescer's futures belong to the loop)."""
+    loop_id = id(asyncio.get_running_loop())
+    lookup = _stores.get((loop_id, plan, source))
     if lookup is None:
         backend: FeatureBackend
         if source.endswith(".npz"):
@@ -263,7 +265,7 @@ def store_for(plan: str, source: str, dim: int, config: FeatureLookupConfig) -> 
         else:
             backend, store = SqliteFeatureBackend(source, dim), "sqlite"
         lookup = FeatureLookup(backend, config, store=store, plan=plan)
-        _stores[(0, plan, source)] = lookup
+        _stores[(loop_id, plan, source)] = lookup
     return lookup
 
 
@@ -285,7 +287,7 @@ def redis_store_for(
 
 
 async def close_stores() -> None:
-    """Close the Redis connections opened on this event loop (shutdown, tests)."""
+    """Forget the lookups of this event loop, closing Redis connections (shutdown, tests)."""
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _stores if k[0] == loop_id]:
         backend = _stores.pop(key).backend
