@@ -24,6 +24,13 @@ if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [[ "$(id
          apt-get install -y --no-install-recommends prometheus >&2; }; } \
     || echo "promtool: apt-get install prometheus failed; metrics tests will skip promtool" >&2
 fi
+# redis-server: the Redis-outage test runs (and kills) a Redis of its own (skipped when missing).
+if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y --no-install-recommends redis-server >&2; }; } \
+    || echo "redis-server: apt-get install failed; the Redis outage test will skip" >&2
+fi
 if [[ -f examples/build_models.py ]]; then
   .venv/bin/python examples/build_models.py --out examples/models >&2
 fi
