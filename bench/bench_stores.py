@@ -103,7 +103,7 @@ async def _points(label: str, plan_dict: dict[str, Any], models: Path, users: np
 
 
 def _pg_counts(sql: Any) -> tuple[int, int]:
-    lookups = list(sql._pg_lookups.values())
+    lookups = sql.postgres_lookups()
     return sum(x.coalescer.fetches for x in lookups), sum(x.coalescer.requests for x in lookups)
 
 

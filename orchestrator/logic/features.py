@@ -32,6 +32,7 @@ from meshserve.errors import InvalidInputError, NotFoundError, UnavailableError
 from meshserve.orchestrator.logic import LogicContext, logic
 from meshserve.orchestrator.logic.coalesce import KeyCoalescer
 from meshserve.orchestrator.logic.metrics import CACHE_LOOKUPS, STORE_KEYS, STORE_QUERIES
+from meshserve.orchestrator.logic.per_loop import PerLoop
 from meshserve.orchestrator.logic.redis_features import RedisFeatureBackend
 from meshserve.orchestrator.logic.secrets import SecretRef, secret_ref
 from meshserve.orchestrator.logic.spans import client_span, db_attributes
@@ -250,23 +251,22 @@ class FeatureLookup:
             self._cache.pop(key, None)
 
 
-_stores: dict[tuple[int, str, str], FeatureLookup] = {}
+_stores: PerLoop[FeatureLookup] = PerLoop()
 
 
 def store_for(plan: str, source: str, dim: int, config: FeatureLookupConfig) -> FeatureLookup:
     """The shared lookup of `plan` for `source` (a .npz file or a SQLite path), made once per
     event loop (its coalescer's futures belong to the loop)."""
-    loop_id = id(asyncio.get_running_loop())
-    lookup = _stores.get((loop_id, plan, source))
-    if lookup is None:
+
+    def make() -> FeatureLookup:
         backend: FeatureBackend
         if source.endswith(".npz"):
             backend, store = NpzFeatureBackend(source), "npz"
         else:
             backend, store = SqliteFeatureBackend(source, dim), "sqlite"
-        lookup = FeatureLookup(backend, config, store=store, plan=plan)
-        _stores[(loop_id, plan, source)] = lookup
-    return lookup
+        return FeatureLookup(backend, config, store=store, plan=plan)
+
+    return _stores.get((plan, source), make)
 
 
 def redis_store_for(
@@ -274,25 +274,21 @@ def redis_store_for(
 ) -> FeatureLookup:
     """The shared Redis-backed lookup of `plan` on this event loop (its connections are bound
     to the loop), made once per URL source, prefix and field."""
-    loop_id = id(asyncio.get_running_loop())
-    name = f"{url.source}|{prefix}|{field}"
-    lookup = _stores.get((loop_id, plan, name))
-    if lookup is None:
+
+    def make() -> FeatureLookup:
         backend = RedisFeatureBackend(
             url.read(), prefix=prefix, dim=dim, field=field, source=url.source
         )
-        lookup = FeatureLookup(backend, config, store="redis", plan=plan)
-        _stores[(loop_id, plan, name)] = lookup
-    return lookup
+        return FeatureLookup(backend, config, store="redis", plan=plan)
+
+    return _stores.get((plan, url, prefix, field), make)
 
 
 async def close_stores() -> None:
     """Forget the lookups of this event loop, closing Redis connections (shutdown, tests)."""
-    loop_id = id(asyncio.get_running_loop())
-    for key in [k for k in _stores if k[0] == loop_id]:
-        backend = _stores.pop(key).backend
-        if isinstance(backend, RedisFeatureBackend):
-            await backend.close()
+    for lookup in _stores.take_loop():
+        if isinstance(lookup.backend, RedisFeatureBackend):
+            await lookup.backend.close()
 
 
 @logic("features.lookup")
@@ -315,11 +311,7 @@ async def features_lookup(inputs: dict[str, Any], ctx: LogicContext) -> dict[str
         )
     raw = np.asarray(inputs[key_name]).ravel()
     keys = [k.decode() if isinstance(k, bytes) else str(k) for k in raw.tolist()]
-    mode = str(ctx.param("on_missing", "error"))
-    if mode not in ("error", "default"):
-        raise InvalidInputError(
-            f"step {ctx.step!r}: on_missing={mode!r}; expected 'error' or 'default'"
-        )
+    mode = ctx.choice("on_missing", ("error", "default"), "error")
     config = FeatureLookupConfig(
         ttl_s=float(ctx.param("ttl_s", 60.0)),
         batch_window_ms=float(ctx.param("batch_window_ms", 2.0)),

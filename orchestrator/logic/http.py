@@ -44,6 +44,7 @@ from meshserve.errors import (
 )
 from meshserve.orchestrator.logic import LogicContext, logic
 from meshserve.orchestrator.logic.breaker import BreakerConfig, Breakers
+from meshserve.orchestrator.logic.per_loop import PerLoop
 from meshserve.orchestrator.logic.secrets import SecretRef, secret_ref
 from meshserve.orchestrator.logic.spans import client_span
 from meshserve.orchestrator.logic.validation import spec_from_params, validate_inputs
@@ -237,15 +238,14 @@ def _too_large(method: str, shown: str, limit: int) -> FailedPreconditionError:
     )
 
 
-_clients: dict[tuple[int, HttpConfig], HttpClient] = {}
-_breakers: dict[BreakerConfig, Breakers] = {}  # per process: a host's health is shared by steps
+_clients: PerLoop[HttpClient] = PerLoop()
+_breakers: dict[BreakerConfig, Breakers] = {}  # per process: hosts are shared by steps
 
 
 async def close_clients() -> None:
     """Close the sessions the ``http.json`` step opened on this event loop (at shutdown)."""
-    loop_id = id(asyncio.get_running_loop())
-    for key in [k for k in _clients if k[0] == loop_id]:
-        await _clients.pop(key).close()
+    for client in _clients.take_loop():
+        await client.close()
 
 
 def _config_of(ctx: LogicContext) -> HttpConfig:
@@ -294,13 +294,10 @@ async def http_json(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]
     ``bearer_token_env`` / ``bearer_token_file``, and ``response``: field specs (as in
     ``validate``) the answer must meet (FailedPreconditionError naming the field otherwise)."""
     cfg = _config_of(ctx)
-    key = (id(asyncio.get_running_loop()), cfg)
-    client = _clients.get(key)
-    if client is None:
-        breakers = _breakers.get(cfg.breaker)
-        if breakers is None:
-            breakers = _breakers[cfg.breaker] = Breakers(cfg.breaker)
-        client = _clients[key] = HttpClient(cfg, breakers=breakers)
+    breakers = _breakers.get(cfg.breaker) or _breakers.setdefault(
+        cfg.breaker, Breakers(cfg.breaker)
+    )
+    client = _clients.get(cfg, lambda: HttpClient(cfg, breakers=breakers))
     payload = {k: np.asarray(v).tolist() for k, v in inputs.items()}
     url = ctx.path_param("url")  # $VAR expanded: where the service is differs per deployment
     answer = await client.request_json(

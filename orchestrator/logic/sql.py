@@ -22,6 +22,7 @@ import numpy as np
 
 from meshserve.errors import InvalidInputError, NotFoundError, OverloadedError, UnavailableError
 from meshserve.orchestrator.logic import LogicContext, logic
+from meshserve.orchestrator.logic.per_loop import PerLoop
 from meshserve.orchestrator.logic.postgres import PostgresConfig, PostgresLookup, PostgresPool
 from meshserve.orchestrator.logic.secrets import SecretRef, secret_ref
 from meshserve.orchestrator.logic.spans import client_span, db_attributes, db_span_name
@@ -35,6 +36,7 @@ __all__ = [
     "outputs_of_rows",
     "pool_for",
     "postgres_lookup_for",
+    "postgres_lookups",
     "rows_by_key",
     "sqlite_factory",
 ]
@@ -201,12 +203,8 @@ def outputs_of_rows(
     ``defaults[column]`` and output ``found`` (bool, name in ``found_output``) says which rows
     the table had)."""
     columns = [str(c) for c in ctx.param("columns")]
-    mode = str(ctx.param("on_missing", "error"))
+    mode = ctx.choice("on_missing", ("error", "default"), "error")
     missing = [key for key in dict.fromkeys(keys) if by_key.get(key) is None]
-    if mode not in ("error", "default"):
-        raise InvalidInputError(
-            f"step {ctx.step!r}: on_missing={mode!r}; expected 'error' or 'default'"
-        )
     if mode == "error":
         if missing:
             raise NotFoundError(
@@ -228,8 +226,8 @@ def outputs_of_rows(
     return out
 
 
-_pg_pools: dict[tuple[int, SecretRef, PostgresConfig], PostgresPool] = {}
-_pg_lookups: dict[tuple[int, PostgresPool, str, str, str], PostgresLookup] = {}
+_pg_pools: PerLoop[PostgresPool] = PerLoop()
+_pg_lookups: PerLoop[PostgresLookup] = PerLoop()
 
 
 def _postgres_config(ctx: LogicContext) -> PostgresConfig:
@@ -245,27 +243,25 @@ def _postgres_config(ctx: LogicContext) -> PostgresConfig:
 
 def postgres_lookup_for(ctx: LogicContext, dsn: SecretRef) -> PostgresLookup:
     """The shared lookup of this step's query on this event loop (pool per DSN and config)."""
-    loop_id = id(asyncio.get_running_loop())
     config = _postgres_config(ctx)
-    pool = _pg_pools.get((loop_id, dsn, config))
-    if pool is None:
-        pool = PostgresPool(dsn.read(), dsn.source, config)
-        _pg_pools[(loop_id, dsn, config)] = pool
+    pool = _pg_pools.get((dsn, config), lambda: PostgresPool(dsn.read(), dsn.source, config))
     query, key_column = str(ctx.param("query")), str(ctx.param("key_column"))
-    key = (loop_id, pool, ctx.plan, query, key_column)
-    lookup = _pg_lookups.get(key)
-    if lookup is None:
-        lookup = _pg_lookups[key] = PostgresLookup(pool, query, key_column, plan=ctx.plan)
-    return lookup
+    return _pg_lookups.get(
+        (pool, ctx.plan, query, key_column),
+        lambda: PostgresLookup(pool, query, key_column, plan=ctx.plan),
+    )
+
+
+def postgres_lookups() -> list[PostgresLookup]:
+    """Every PostgreSQL lookup made so far (their coalescers count requests and queries)."""
+    return _pg_lookups.values()
 
 
 async def close_pools() -> None:
     """Close the PostgreSQL pools opened on this event loop (shutdown, tests)."""
-    loop_id = id(asyncio.get_running_loop())
-    for lookup_key in [k for k in _pg_lookups if k[0] == loop_id]:
-        del _pg_lookups[lookup_key]
-    for pool_key in [k for k in _pg_pools if k[0] == loop_id]:
-        await _pg_pools.pop(pool_key).close()
+    _pg_lookups.take_loop()
+    for pool in _pg_pools.take_loop():
+        await pool.close()
 
 
 @logic("sql.lookup")

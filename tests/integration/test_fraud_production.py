@@ -29,6 +29,7 @@ from meshserve.orchestrator.logic.connections import close_logic_connections
 from meshserve.orchestrator.plans.parse import plan_from_dict
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from tests.logic_helpers import OnePlan
 from tests.stores import NATS_URL, PG_DSN, REDIS_URL, require_service, unique_name
 from tests.waiting import unless_unavailable, wait_until
 
@@ -37,15 +38,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "fraud-prod-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
-
-
-class OnePlan:
-    def __init__(self, plan):
-        plan.version = 1
-        self.plan = plan
-
-    def get(self, name, version=0):
-        return self.plan
 
 
 @pytest.fixture

@@ -10,16 +10,8 @@ from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.engine import Engine, ExecuteCall
 from meshserve.orchestrator.inprocess import InProcessCaller
 from meshserve.v1 import plan_pb2
+from tests.logic_helpers import OnePlan
 from tests.stores import span_exporter
-
-
-class OnePlan:
-    def __init__(self, plan: plan_pb2.Plan) -> None:
-        plan.version = 1
-        self.plan = plan
-
-    def get(self, name: str, version: int = 0) -> plan_pb2.Plan:
-        return self.plan
 
 
 async def test_python_plan_logic_is_traced_and_validates(models_dir):
