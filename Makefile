@@ -1,5 +1,5 @@
 # The two README commands are `make demo` and `make test`; everything else is for development.
-.PHONY: setup demo test lint codegen bench
+.PHONY: setup demo test lint codegen bench fraud-production
 
 setup:
 	@deploy/bootstrap.sh
@@ -21,3 +21,7 @@ codegen: setup
 
 bench: setup
 	.venv/bin/python -m bench.run_all
+
+# The fraud example on PostgreSQL, Redis, an HTTP risk service and NATS (services must be running).
+fraud-production: setup
+	.venv/bin/python -m examples.fraud.production

@@ -134,12 +134,25 @@ def _admin(state: MeshState) -> MeshServeClient:
     return MeshServeClient(state.orchestrator_address, token=state.admin_token, timeout_s=10)
 
 
-async def _traffic(state: MeshState, data: Path, requests: int) -> list[PlanResult]:
+async def _traffic(
+    state: MeshState, data: Path, requests: int, fraud_data: Path
+) -> list[PlanResult]:
+    from meshserve.clients.demo_fraud import FRAUD_PLAN, send_fraud
+
     with np.load(data) as npz:
         X, y = npz["X"], npz["y"]
     async with _admin(state) as admin:
         plans = [await admin.get_plan(s.name) for s in await admin.list_plans()]
-    return [await send_digits(state.orchestrator_address, p, X, y, requests) for p in plans]
+    have_fraud_data = fraud_data.exists()  # noqa: ASYNC240 - one stat before any traffic
+    results = []
+    for p in plans:
+        if p.name == FRAUD_PLAN and have_fraud_data:
+            result = PlanResult(p.name)
+            await send_fraud(state.orchestrator_address, fraud_data, requests, CONCURRENCY, result)
+            results.append(result)
+        else:
+            results.append(await send_digits(state.orchestrator_address, p, X, y, requests))
+    return results
 
 
 async def _stats(state: MeshState) -> admin_pb2.Stats:
@@ -159,7 +172,9 @@ def _print_results(results: list[PlanResult]) -> None:
             f"{r.plan:<25} {r.sent:<6} {len(r.latencies_ms):<5} {acc:<9} "
             f"{r.percentile_ms(50):<7.1f} {r.percentile_ms(99):<7.1f} {fails}"
         )
-    print("\nsample predictions (true->predicted, then the plan's decisions):")
+    print(
+        "\nsample predictions (true->predicted, then the plan's decisions; fraud: user->decision):"
+    )
     for r in results:
         if not r.samples:
             continue
@@ -209,7 +224,14 @@ def run_demo(
         state = up(config)
         print_summary(state)
         print(f"\nsending {requests} requests through each plan ({CONCURRENCY} concurrent) ...")
-        results = asyncio.run(_traffic(state, config.models_dir / "digits_test.npz", requests))
+        results = asyncio.run(
+            _traffic(
+                state,
+                config.models_dir / "digits_test.npz",
+                requests,
+                Path(config.state_dir) / "fraud-data",
+            )
+        )
         _print_results(results)
         _print_stats(asyncio.run(_stats(state)))
     finally:

@@ -68,6 +68,11 @@ class LocalMeshConfig:
     host: str = "127.0.0.1"
     ready_timeout_s: float = 90.0
     admin_token: str = ""  # "" generates one
+    orchestrator_args: tuple[str, ...] = ()  # extra `orchestrator serve` flags (--logic MODULE)
+    # Extra environment of the orchestrator (where data and services are; may hold secrets,
+    # so it goes to the environment, never to argv).
+    orchestrator_env: tuple[tuple[str, str], ...] = ()
+    extra_plans: tuple[tuple[str, str], ...] = ()  # (file name, text), applied after plans_dir
 
 
 def _progress(message: str) -> None:
@@ -245,13 +250,14 @@ def up(config: LocalMeshConfig) -> MeshState:
         popens["orchestrator"] = launcher.spawn(
             "orchestrator",
             "orchestrator",
-            ["orchestrator", "serve", *common],
-            secret_env={ADMIN_TOKEN_ENV: token},
+            ["orchestrator", "serve", *common, *config.orchestrator_args],
+            secret_env={**dict(config.orchestrator_env), ADMIN_TOKEN_ENV: token},
         )
         _progress(f"started {len(popens)} processes; waiting for them to serve")
         ready = launcher.wait_ready(popens)
         orchestrator = ready["orchestrator"]
-        plans = asyncio.run(_apply_plans(orchestrator, token, _plan_files(config.plans_dir)))
+        files = _plan_files(config.plans_dir) + list(config.extra_plans)
+        plans = asyncio.run(_apply_plans(orchestrator, token, files))
         launcher.state = replace(
             launcher.state, orchestrator_address=orchestrator, plans=tuple(plans)
         )
@@ -373,8 +379,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from meshserve.clients.demo import run_demo  # heavy imports (numpy) only for this command
+    from meshserve.clients.demo_fraud import with_fraud_example
 
-    config = _config_from_args(args)
+    config = with_fraud_example(_config_from_args(args))
     return run_demo(config, up=up, down=down, print_summary=print_summary, requests=args.requests)
 
 

@@ -17,21 +17,22 @@ if [[ ! -f "$STAMP" || pyproject.toml -nt "$STAMP" ]]; then
 fi
 CONSUL_BIN="$(deploy/install_consul.sh)"
 echo "consul: $CONSUL_BIN" >&2
-# promtool validates every process's /metrics in tests (skipped with a reason when missing).
-if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >&2 \
+# Debian packages some tests use, installed best-effort (root + apt only): each test that needs
+# one skips with its reason when the command is still missing.
+apt_best_effort() {  # COMMAND PACKAGE WHAT-SKIPS
+  command -v "$1" >/dev/null && return 0
+  command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]] || return 0
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2" >&2 \
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
-         apt-get install -y --no-install-recommends prometheus >&2; }; } \
-    || echo "promtool: apt-get install prometheus failed; metrics tests will skip promtool" >&2
-fi
-# protoc with its built-in C++/Java generators: the typed-contract tests check that an exported
-# .proto compiles for a non-Python language (skipped with a reason when missing).
-if ! command -v protoc >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends protobuf-compiler >&2 \
-    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
-         apt-get install -y --no-install-recommends protobuf-compiler >&2; }; } \
-    || echo "protoc: apt-get install protobuf-compiler failed; typed-contract tests skip it" >&2
-fi
+         apt-get install -y --no-install-recommends "$2" >&2; }; } \
+    || echo "$1: apt-get install $2 failed; $3" >&2
+}
+# promtool validates every process's /metrics; prometheus runs the dashboard test.
+apt_best_effort promtool prometheus "metrics tests will skip promtool and Prometheus"
+# protoc's C++/Java generators: an exported typed .proto must compile for a non-Python language.
+apt_best_effort protoc protobuf-compiler "typed-contract tests skip the protoc check"
+# The Redis-outage test runs (and kills) a Redis of its own.
+apt_best_effort redis-server redis-server "the Redis outage test will skip"
 if [[ -f examples/build_models.py ]]; then
   .venv/bin/python examples/build_models.py --out examples/models >&2
 fi

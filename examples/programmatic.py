@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Ensemble", "Pipeline", "pipeline"]
+__all__ = ["Ensemble", "Pipeline", "pipeline", "validated_pipeline"]
 
 
 async def pipeline(inputs: dict[str, np.ndarray], ctx: Any) -> dict[str, np.ndarray]:
@@ -22,6 +22,13 @@ async def pipeline(inputs: dict[str, np.ndarray], ctx: Any) -> dict[str, np.ndar
     scaled = await ctx.models["scaler"].infer(inputs["input"])
     out = await ctx.models["mlp"].infer(scaled["scaled"])
     return {"label": out["label"], "probabilities": out["probabilities"]}
+
+
+async def validated_pipeline(inputs: dict[str, np.ndarray], ctx: Any) -> dict[str, np.ndarray]:
+    """The pipeline behind the ``validate`` logic block, called as a declarative step would."""
+    fields = {"input": {"kind": "float", "shape": [-1, 64], "min": 0, "max": 16, "finite": True}}
+    checked = await ctx.logic["validate"].call(inputs, step="check", fields=fields)
+    return await pipeline(checked, ctx)
 
 
 class Pipeline:

@@ -41,6 +41,23 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("orchestrator: --admin-token-file: %s", exc)
         return 2
+    feedback_stream = None
+    if args.feedback_stream_subject:
+        from meshserve.orchestrator.feedback_stream import FeedbackStreamConfig
+
+        try:  # the URL may hold credentials: a secret file or the environment, never argv
+            url = read_token(args.feedback_nats_url_file, "MESHSERVE_FEEDBACK_NATS_URL")
+        except (OSError, ValueError) as exc:
+            log.error("orchestrator: --feedback-nats-url-file: %s", exc)
+            return 2
+        feedback_stream = FeedbackStreamConfig(
+            url=url or "nats://127.0.0.1:4222",
+            subject=args.feedback_stream_subject,
+            stream=args.feedback_stream_name,
+            dead_letter_subject=args.feedback_dead_letter_subject
+            or f"{args.feedback_stream_subject}.dead",
+            durable=args.feedback_durable,
+        )
     env_consul = ConsulConfig.from_env()
     consul = (
         ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
@@ -75,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         client_batching=None if args.client_batching is None else args.client_batching == "on",
         model_transport=args.model_transport or "",
         kv_prefix=args.kv_prefix or os.environ.get("MESHSERVE_KV_PREFIX", "") or "meshserve/",
+        feedback_stream=feedback_stream,
     )
     if not config.admin_token:
         log.warning(
@@ -174,4 +192,17 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--learning-dir", default="", help="folder for learner model versions (default: a temp one)"
     )
+    stream = serve.add_argument_group(
+        "streaming feedback (NATS JetStream; URL from --feedback-nats-url-file or "
+        "$MESHSERVE_FEEDBACK_NATS_URL, default nats://127.0.0.1:4222)"
+    )
+    stream.add_argument(
+        "--feedback-stream-subject", default="", help="consume feedback from this subject"
+    )
+    stream.add_argument("--feedback-stream-name", default="MESHSERVE_FEEDBACK", help="stream")
+    stream.add_argument(
+        "--feedback-dead-letter-subject", default="", help="default: <subject>.dead"
+    )
+    stream.add_argument("--feedback-durable", default="meshserve-orchestrator", help="consumer")
+    stream.add_argument("--feedback-nats-url-file", default="", help="file holding the NATS URL")
     serve.set_defaults(handler=_serve)

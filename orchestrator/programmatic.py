@@ -2,14 +2,17 @@
 
 A plan with ``python: "package.module:attr"`` runs user code instead of a DAG:
 
-- a function ``async def fn(inputs, ctx) -> dict`` where ``ctx.models["scaler"]`` and
-  ``ctx.plans["other"]`` are handles, or
+- a function ``async def fn(inputs, ctx) -> dict`` where ``ctx.models["scaler"]``,
+  ``ctx.plans["other"]`` and ``ctx.logic["sql.lookup"]`` are handles, or
 - a class built once as ``cls(models=..., plans=...)`` whose instance is awaited as
   ``await obj(inputs, ctx)``.
 
 ``await handle.infer(x)`` goes through the same ModelCaller as declarative steps (batching, load
 balancing, retries, errors, tracing) with what is left of the request's deadline; the request
 is found through a context variable, so handles held by a class work per request too.
+``await ctx.logic["sql.lookup"].call(inputs, step="user", **params)`` runs a registered logic
+function exactly as a declarative logic step would (its span in the request's trace, the
+request deadline, errors naming the step).
 """
 
 from __future__ import annotations
@@ -22,12 +25,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meshserve.errors import InvalidInputError, MeshError
-from meshserve.orchestrator.steps.base import Outputs, RunContext, infer_model
+from meshserve.orchestrator.steps.base import (
+    Outputs,
+    RunContext,
+    call_logic_function,
+    infer_model,
+)
 
 if TYPE_CHECKING:
     from meshserve.orchestrator.engine import Engine
 
-__all__ = ["Handles", "ModelHandle", "PlanContext", "PlanHandle", "current_run"]
+__all__ = [
+    "Handles",
+    "LogicHandle",
+    "LogicHandles",
+    "ModelHandle",
+    "PlanContext",
+    "PlanHandle",
+    "current_run",
+]
 
 current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "meshserve_current_run", default=None
@@ -40,6 +56,7 @@ class PlanContext:
 
     models: Handles
     plans: Handles
+    logic: LogicHandles = field(default_factory=lambda: LogicHandles())
     attributes: Mapping[str, str] = field(default_factory=dict)
     routing_key: str = ""
     request_id: str = ""
@@ -114,6 +131,38 @@ class Handles(Mapping[str, Any]):
                 else PlanHandle(self._engine, name)
             )
             self._handles[name] = handle
+        return handle
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handles)
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+class LogicHandle:
+    """Calls the registered logic function `name` within the current request."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def call(self, inputs: Mapping[str, Any], *, step: str = "", **params: Any) -> Outputs:
+        """Run it on `inputs` with step `params` (as a plan's ``logic.params``); `step` names
+        it in spans and errors (default: the function's name)."""
+        run = current_run.get() or RunContext(request_id="", plan="")
+        return await call_logic_function(run, self.name, step or self.name, params, inputs)
+
+
+class LogicHandles(Mapping[str, LogicHandle]):
+    """A lazy name -> LogicHandle mapping (unknown names fail on first call, listing the known)."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, LogicHandle] = {}
+
+    def __getitem__(self, name: str) -> LogicHandle:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = LogicHandle(name)
         return handle
 
     def __iter__(self) -> Iterator[str]:

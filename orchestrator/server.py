@@ -34,7 +34,9 @@ from meshserve.orchestrator.caller import ModelCaller
 from meshserve.orchestrator.compiled import compile_plan
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.engine import Engine, EngineConfig
+from meshserve.orchestrator.feedback_stream import FeedbackStreamConfig, FeedbackStreamConsumer
 from meshserve.orchestrator.learning_port import Learning, NullLearning
+from meshserve.orchestrator.logic.connections import close_logic_connections
 from meshserve.orchestrator.model_usage import follow_plan_models
 from meshserve.orchestrator.plan_health import PlanHealth
 from meshserve.orchestrator.plans.parse import load_plan_file
@@ -123,6 +125,8 @@ class OrchestratorConfig:
     # (plan parsing) may keep the GIL while the event loop waits to serve Execute calls.
     gil_switch_interval_us: int = 500
     extra_interceptors: tuple[Any, ...] = field(default=(), compare=False)
+    # Labels/rewards from a NATS JetStream subject, applied like Feedback RPCs (None: off).
+    feedback_stream: FeedbackStreamConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,7 @@ class OrchestratorServer:
         self.contracts = ContractSet()  # the typed services of the active plans
         self.election: LeaderElection | None = None
         self.learning: Learning = NullLearning()
+        self._feedback_stream: FeedbackStreamConsumer | None = None
         self.engine: Engine | None = None
         self.shadow_store: ShadowStore | None = None
         self.bound: Bound | None = None
@@ -298,6 +303,11 @@ class OrchestratorServer:
         enable_reflection(server, (ORCHESTRATOR_SERVICE, ADMIN_SERVICE), live=self.contracts)
         await server.start()
         self._server = server
+        if cfg.feedback_stream is not None:
+            self._feedback_stream = FeedbackStreamConsumer(
+                self.learning, cfg.feedback_stream, limits=cfg.limits
+            )
+            await self._feedback_stream.start()
         metrics_port = start_metrics_server(cfg.metrics_port, cfg.host)
         for service in ("", ORCHESTRATOR_SERVICE, ADMIN_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -390,10 +400,13 @@ class OrchestratorServer:
                 await self._registration.stop(deregister=True)
         if self._server is not None:
             await self._server.stop(grace)
+        if self._feedback_stream is not None:
+            await self._feedback_stream.stop()
         if self.engine is not None:
             await self.engine.drain_background(timeout_s=1.0)
         if self.shadow_store is not None:
             await self.shadow_store.stop()
+        await close_logic_connections()
         stop = getattr(self.learning, "stop", None)
         if stop is not None:
             await stop()

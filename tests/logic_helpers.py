@@ -19,3 +19,14 @@ def logic_functions(functions: dict[str, Any]) -> Iterator[None]:
     finally:
         for name in functions:
             unregister_logic(name)
+
+
+class OnePlan:
+    """A plan store holding one plan (version 1): what the engine needs to run it in-process."""
+
+    def __init__(self, plan: Any) -> None:
+        plan.version = 1
+        self.plan = plan
+
+    def get(self, name: str, version: int = 0) -> Any:
+        return self.plan

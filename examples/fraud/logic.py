@@ -4,7 +4,11 @@ Registered on import (``meshserve orchestrator serve --logic examples.fraud.logi
 ``import examples.fraud.logic``). `decide` combines the models' probability of risky behaviour
 clusters with the amount and the user's risk tier from the database:
 
-    score = clip(sum(p[risky]) + amount_weight * (amount >= high_amount) + tier_weight * tier, 0, 1)
+    score = clip(sum(p[risky]) + amount_weight * (amount >= high_amount) + tier_weight * tier
+                 + external_weight * external_risk, 0, 1)
+
+``external_risk`` is optional: the production plan wires it from an external risk service
+(``http.json``, examples/fraud/risk_service.py); without it the term is 0.
     decision = 2 (block) if score >= block_at, 1 (review) if score >= review_at, else 0 (approve)
 """
 
@@ -31,11 +35,16 @@ def fraud_score(
     high_amount: float,
     amount_weight: float,
     tier_weight: float,
+    external_risk: np.ndarray | None = None,
+    external_weight: float = 0.0,
 ) -> np.ndarray:
     """The rule above, vectorised over rows (pure, for tests and notebooks)."""
     model = probabilities[:, risky_classes].sum(axis=1)
     bump = amount_weight * (amount.astype(np.float64) >= high_amount)
-    return np.clip(model + bump + tier_weight * risk_tier.astype(np.float64), 0.0, 1.0)
+    score = model + bump + tier_weight * risk_tier.astype(np.float64)
+    if external_risk is not None:
+        score = score + external_weight * external_risk.astype(np.float64)
+    return np.clip(score, 0.0, 1.0)
 
 
 @logic("fraud.decide")
@@ -47,6 +56,12 @@ async def decide(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
     probabilities = np.asarray(inputs["probabilities"], dtype=np.float64)
     amount = np.asarray(inputs["amount"]).ravel()
     tier = np.asarray(inputs["risk_tier"]).ravel()
+    external = inputs.get("external_risk")
+    external = None if external is None else np.asarray(external, dtype=np.float64).ravel()
+    if external is not None and external.shape[0] != amount.shape[0]:
+        raise InvalidInputError(
+            f"fraud.decide: external_risk has {external.shape[0]} rows, amount {amount.shape[0]}"
+        )
     if not probabilities.shape[0] == amount.shape[0] == tier.shape[0]:
         raise InvalidInputError(
             f"fraud.decide: rows differ: probabilities {probabilities.shape[0]}, amount "
@@ -60,6 +75,8 @@ async def decide(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
         high_amount=float(ctx.param("high_amount", 1000.0)),
         amount_weight=float(ctx.param("amount_weight", 0.3)),
         tier_weight=float(ctx.param("tier_weight", 0.1)),
+        external_risk=external,
+        external_weight=float(ctx.param("external_weight", 0.2)),
     )
     block_at = float(ctx.param("block_at", 0.8))
     review_at = float(ctx.param("review_at", 0.5))

@@ -80,6 +80,15 @@ class LogicContext:
             )
         return default
 
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        """A param that must be one of `allowed`; InvalidInputError listing them otherwise."""
+        value = str(self.param(name, default))
+        if value not in allowed:
+            raise InvalidInputError(
+                f"logic step {self.step!r}: {name}={value[:100]!r}; expected one of {list(allowed)}"
+            )
+        return value
+
     def path_param(self, name: str) -> str:
         """A file path param with ``$VAR`` / ``${VAR}`` expanded from the environment."""
         raw = str(self.param(name))

@@ -1,8 +1,10 @@
-"""Relational lookups from logic steps: a small DB-API connection pool, parameterised queries only.
+"""Relational lookups from logic steps (``sql.lookup``): SQLite embedded, PostgreSQL in production.
 
-SQLite works out of the box (`sqlite_factory`); any DB-API 2.0 driver plugs in through a factory
-(a zero-argument callable returning a connection). Queries run in a thread so the event loop never
-blocks. Values always travel as bound parameters, never formatted into the SQL text.
+SQLite works out of the box (`sqlite_factory`, a small DB-API pool; any DB-API 2.0 driver plugs in
+through a factory); its queries run in a thread so the event loop never blocks. PostgreSQL goes
+through `meshserve.orchestrator.logic.postgres` (asyncpg, coalesced ``= ANY($1)`` queries).
+Values always travel as bound parameters, never formatted into the SQL text, so the
+``db.query.text`` of the lookup spans holds no values.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ import numpy as np
 
 from meshserve.errors import InvalidInputError, NotFoundError, OverloadedError, UnavailableError
 from meshserve.orchestrator.logic import LogicContext, logic
+from meshserve.orchestrator.logic.per_loop import PerLoop
+from meshserve.orchestrator.logic.postgres import PostgresConfig, PostgresLookup, PostgresPool
+from meshserve.orchestrator.logic.secrets import SecretRef, secret_ref
+from meshserve.orchestrator.logic.spans import client_span, db_attributes, db_span_name
 
 __all__ = [
     "SqlPool",
     "SqlPoolConfig",
+    "close_pools",
     "columns_of",
     "lookup_rows",
+    "outputs_of_rows",
     "pool_for",
+    "postgres_lookup_for",
+    "postgres_lookups",
+    "rows_by_key",
     "sqlite_factory",
 ]
 
@@ -150,6 +161,14 @@ def pool_for(plan: str, dsn: str, factory: ConnectionFactory | None = None) -> S
         return pool
 
 
+async def rows_by_key(pool: SqlPool, query: str, keys: Sequence[Any]) -> dict[Any, Any]:
+    """The first row of each distinct key from `query` (one ``?``), None for keys without one;
+    distinct keys are queried concurrently."""
+    distinct = list(dict.fromkeys(keys))
+    results = await asyncio.gather(*(pool.query(query, (key,)) for key in distinct))
+    return {key: rows[0] if rows else None for key, rows in zip(distinct, results, strict=True)}
+
+
 async def lookup_rows(
     pool: SqlPool, query: str, keys: Sequence[Any], where: str = ""
 ) -> list[dict[str, Any]]:
@@ -157,13 +176,10 @@ async def lookup_rows(
 
     A key with no row is NotFoundError naming it; distinct keys are queried concurrently.
     """
-    distinct = list(dict.fromkeys(keys))
-    results = await asyncio.gather(*(pool.query(query, (key,)) for key in distinct))
-    by_key: dict[Any, dict[str, Any]] = {}
-    for key, rows in zip(distinct, results, strict=True):
-        if not rows:
-            raise NotFoundError(f"{where}no row for key {key!r}")
-        by_key[key] = rows[0]
+    by_key = await rows_by_key(pool, query, keys)
+    missing = [key for key, row in by_key.items() if row is None]
+    if missing:
+        raise NotFoundError(f"{where}no row for key {missing[0]!r}")
     return [by_key[key] for key in keys]
 
 
@@ -179,16 +195,116 @@ def _keys_of(value: Any, name: str) -> list[Any]:
     ]
 
 
+def outputs_of_rows(
+    keys: Sequence[Any], by_key: Mapping[Any, Mapping[str, Any] | None], ctx: LogicContext
+) -> dict[str, np.ndarray]:
+    """The step's column outputs, one entry per key, by its ``on_missing`` param: ``error``
+    (default; NotFoundError naming the first missing key) or ``default`` (the row is
+    ``defaults[column]`` and output ``found`` (bool, name in ``found_output``) says which rows
+    the table had)."""
+    columns = [str(c) for c in ctx.param("columns")]
+    mode = ctx.choice("on_missing", ("error", "default"), "error")
+    missing = [key for key in dict.fromkeys(keys) if by_key.get(key) is None]
+    if mode == "error":
+        if missing:
+            raise NotFoundError(
+                f"step {ctx.step!r}: no row for key {missing[0]!r} "
+                f"({len(missing)} of {len(set(keys))} keys missing)"
+            )
+        return columns_of([by_key[key] for key in keys], columns)  # type: ignore[misc]
+    defaults = dict(ctx.param("defaults", {}))
+    lacking = [c for c in columns if c not in defaults]
+    if lacking:
+        raise InvalidInputError(
+            f"step {ctx.step!r}: on_missing: default needs 'defaults' for columns {lacking}"
+        )
+    rows = [by_key.get(key) or defaults for key in keys]
+    out = columns_of(rows, columns)
+    out[str(ctx.param("found_output", "found"))] = np.asarray(
+        [by_key.get(key) is not None for key in keys], dtype=bool
+    )
+    return out
+
+
+_pg_pools: PerLoop[PostgresPool] = PerLoop()
+_pg_lookups: PerLoop[PostgresLookup] = PerLoop()
+
+
+def _postgres_config(ctx: LogicContext) -> PostgresConfig:
+    base = PostgresConfig()
+    return PostgresConfig(
+        pool_max_size=int(ctx.param("pool_max_size", base.pool_max_size)),
+        statement_timeout_ms=int(ctx.param("statement_timeout_ms", base.statement_timeout_ms)),
+        window_ms=float(ctx.param("batch_window_ms", base.window_ms)),
+        max_batch=int(ctx.param("max_batch", base.max_batch)),
+        application_name=str(ctx.param("application_name", base.application_name)),
+    )
+
+
+def postgres_lookup_for(ctx: LogicContext, dsn: SecretRef) -> PostgresLookup:
+    """The shared lookup of this step's query on this event loop (pool per DSN and config)."""
+    config = _postgres_config(ctx)
+    pool = _pg_pools.get((dsn, config), lambda: PostgresPool(dsn.read(), dsn.source, config))
+    query, key_column = str(ctx.param("query")), str(ctx.param("key_column"))
+    return _pg_lookups.get(
+        (pool, ctx.plan, query, key_column),
+        lambda: PostgresLookup(pool, query, key_column, plan=ctx.plan),
+    )
+
+
+def postgres_lookups() -> list[PostgresLookup]:
+    """Every PostgreSQL lookup made so far (their coalescers count requests and queries)."""
+    return _pg_lookups.values()
+
+
+async def close_pools() -> None:
+    """Close the PostgreSQL pools opened on this event loop (shutdown, tests)."""
+    _pg_lookups.take_loop()
+    for pool in _pg_pools.take_loop():
+        await pool.close()
+
+
 @logic("sql.lookup")
 async def sql_lookup(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any]:
-    """Rows by key: params ``database`` (SQLite path), ``query`` (one ``?``), ``key`` (input
-    name), ``columns`` (outputs). Outputs one array per column, one entry per key."""
+    """Rows by key. Params ``key`` (input name), ``query``, ``columns`` (outputs, one entry per
+    key), ``on_missing`` / ``defaults`` (see `outputs_of_rows`), and the database:
+
+    - SQLite (embedded default): ``database`` (path); ``query`` with one ``?``.
+    - PostgreSQL: ``dsn_env`` (environment variable) or ``dsn_file`` (secret file) holding the
+      DSN; ``query`` with ``$1`` = the array of keys (``WHERE id = ANY($1)``); ``key_column``
+      (the selected column holding the key); optional ``batch_window_ms``, ``max_batch``,
+      ``pool_max_size``, ``statement_timeout_ms``, ``application_name``.
+    """
     key_name = ctx.param("key")
     if key_name not in inputs:
         raise InvalidInputError(
             f"step {ctx.step!r}: key input {key_name!r} is not wired; inputs: {sorted(inputs)}"
         )
     keys = _keys_of(inputs[key_name], key_name)
-    pool = pool_for(ctx.plan, ctx.path_param("database"))
-    rows = await lookup_rows(pool, str(ctx.param("query")), keys, where=f"step {ctx.step!r}: ")
-    return columns_of(rows, list(ctx.param("columns")))
+    query = str(ctx.param("query"))
+    dsn = secret_ref(ctx.params, "dsn", f"step {ctx.step!r}")
+    if dsn is not None:
+        lookup = postgres_lookup_for(ctx, dsn)
+        pool = lookup.pool
+        attrs = db_attributes(
+            "postgresql", query, **{"db.namespace": pool.database,
+            "server.address": pool.server_address, "server.port": pool.server_port},
+        )  # fmt: skip
+        with client_span(db_span_name(attrs), attrs) as span:
+            by_key = await lookup.get(keys, ctx.deadline)
+            _record_rows(span, keys, by_key)
+    else:
+        path = ctx.path_param("database")
+        attrs = db_attributes("sqlite", query, **{"db.namespace": path})
+        with client_span(db_span_name(attrs), attrs) as span:
+            by_key = await rows_by_key(pool_for(ctx.plan, path), query, keys)
+            _record_rows(span, keys, by_key)
+    return outputs_of_rows(keys, by_key, ctx)
+
+
+def _record_rows(span: Any, keys: Sequence[Any], by_key: Mapping[Any, Any]) -> None:
+    if span is not None:
+        found = sum(1 for row in by_key.values() if row is not None)
+        span.set_attribute("db.response.returned_rows", found)
+        span.set_attribute("meshserve.lookup.keys", len(keys))
+        span.set_attribute("meshserve.lookup.missing", len(by_key) - found)

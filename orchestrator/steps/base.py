@@ -145,22 +145,30 @@ async def call_logic(
     ctx: StepContext, logic: plan_pb2.LogicStep, inputs: Mapping[str, Any]
 ) -> Outputs:
     """Call a registered logic function with a LogicContext for this step."""
+    params = json_format.MessageToDict(logic.params) if logic.HasField("params") else {}
+    return await call_logic_function(ctx.run, logic.function, ctx.step.name, params, inputs)
+
+
+async def call_logic_function(
+    run: RunContext, function: str, step: str, params: Mapping[str, Any], inputs: Mapping[str, Any]
+) -> Outputs:
+    """Call logic `function` as step `step` of the request `run` (declarative steps and the
+    ``ctx.logic`` handles of Python plans): its span, the request deadline, errors located."""
     from meshserve.orchestrator.logic import LogicContext, run_logic
 
-    params = json_format.MessageToDict(logic.params) if logic.HasField("params") else {}
     lctx = LogicContext(
-        params=params,
-        attributes=dict(ctx.run.attributes),
-        routing_key=ctx.run.routing_key,
-        request_id=ctx.run.request_id,
-        plan=ctx.run.plan,
-        step=ctx.step.name,
-        deadline=ctx.run.deadline,
+        params=dict(params),
+        attributes=dict(run.attributes),
+        routing_key=run.routing_key,
+        request_id=run.request_id,
+        plan=run.plan,
+        step=step,
+        deadline=run.deadline,
     )
     try:
-        result = await run_logic(logic.function, dict(inputs), lctx)
+        result = await run_logic(function, dict(inputs), lctx)
     except MeshError as exc:
-        exc.add_context(logic=logic.function)
+        exc.add_context(logic=function)
         raise
     return {key: np.asarray(value) for key, value in result.items()}
 

@@ -189,7 +189,8 @@ def test_demo_runs_end_to_end_and_stops_the_mesh(models_dir: Path, tmp_path: Pat
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr[-3000:]
         table = demo.stdout.split("PLAN ", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
-        assert len(table) >= 5, demo.stdout
+        assert len(table) >= 6, demo.stdout
+        assert any(row.split()[0] == "fraud" for row in table), demo.stdout  # embedded stores
         for row in table:  # every example plan answered every request
             _plan, sent, ok, *_, failures = row.split()
             assert (sent, ok, failures) == ("40", "40", "none"), row

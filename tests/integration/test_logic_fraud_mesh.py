@@ -18,21 +18,13 @@ from meshserve.orchestrator.inprocess import InProcessCaller
 from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.tensors import from_numpy, to_numpy
 from meshserve.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from tests.logic_helpers import OnePlan
 from tests.waiting import unless_unavailable, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PLAN = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "plan.yaml"
 AUTH = (("authorization", "Bearer fraud-token"),)
-
-
-class OnePlan:
-    def __init__(self, plan):
-        plan.version = 1
-        self.plan = plan
-
-    def get(self, name, version=0):
-        return self.plan
 
 
 async def test_fraud_plan_through_the_mesh(spawn, consul_addr, models_dir, tmp_path, monkeypatch):

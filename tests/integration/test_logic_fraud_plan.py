@@ -20,22 +20,11 @@ from meshserve.errors import InvalidInputError, NotFoundError
 from meshserve.orchestrator.engine import Engine, ExecuteCall
 from meshserve.orchestrator.inprocess import InProcessCaller
 from meshserve.orchestrator.plans.parse import load_plan_file
-from meshserve.v1 import plan_pb2
+from tests.logic_helpers import OnePlan
 
 PLAN = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "plan.yaml"
 
 _exporter = InMemorySpanExporter()
-
-
-class OnePlan:
-    def __init__(self, plan: plan_pb2.Plan) -> None:
-        plan.version = 1
-        self.plan = plan
-
-    def get(self, name: str, version: int = 0) -> plan_pb2.Plan:
-        if name != self.plan.name:
-            raise NotFoundError(f"plan {name!r} does not exist")
-        return self.plan
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,8 @@ async def server():
 
 async def test_retries_on_503_then_succeeds(server):
     url, state = server
-    client = HttpClient(HttpConfig(max_attempts=3, backoff_base_s=0.01), rng=random.Random(1))
+    config = HttpConfig(max_attempts=3, backoff_base_s=0.01, retry_non_idempotent=True)
+    client = HttpClient(config, rng=random.Random(1))
     assert await client.request_json("POST", f"{url}/flaky", json={"x": [1, 2]}) == {"sum": [3]}
     assert state["hits"] == 3 and client.attempts_total == 3
     await client.close()
@@ -61,7 +62,7 @@ async def test_retries_on_503_then_succeeds(server):
 
 async def test_gives_up_after_max_attempts(server):
     url, _ = server
-    client = HttpClient(HttpConfig(max_attempts=2, backoff_base_s=0.01))
+    client = HttpClient(HttpConfig(max_attempts=2, backoff_base_s=0.01, retry_non_idempotent=True))
     with pytest.raises(UnavailableError, match="failed after 2 attempts: HTTP 503 down"):
         await client.request_json("POST", f"{url}/down", json={})
     await client.close()

@@ -1,0 +1,80 @@
+"""Hostile feedback stream messages: whatever the bytes, the applier answers with an outcome
+(never an exception), malformed ones are dead-lettered with a reason a person can act on, and a
+well-formed message reaches Learning.feedback exactly once per request id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshserve.errors import NotFoundError
+from meshserve.orchestrator.feedback_stream import (
+    APPLIED,
+    DEAD_LETTERED,
+    DUPLICATE,
+    FeedbackApplier,
+)
+
+
+class Recording:
+    """Learning that knows the ids r0..r9 (an in-memory stand-in above the real interface)."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, float | None, int | None]] = []
+
+    async def choose_arm(self, **_: object) -> str:  # pragma: no cover - unused
+        return ""
+
+    async def feedback(
+        self, request_id: str, *, reward: float | None = None, label: int | None = None
+    ) -> list[str]:
+        if request_id not in {f"r{i}" for i in range(10)} or any(
+            r == request_id for r, _, _ in self.applied
+        ):
+            raise NotFoundError(f"request {request_id!r} has no pending decision")
+        self.applied.append((request_id, reward, label))
+        return ["p/step"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+messages = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {
+            "request_id": st.one_of(
+                st.sampled_from([f"r{i}" for i in range(10)]), st.text(max_size=300)
+            )
+        },
+        optional={"reward": json_values, "label": json_values},
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(messages, max_size=12))
+def test_any_message_gets_an_outcome_and_ids_apply_once(batch):
+    learning = Recording()
+    applier = FeedbackApplier(learning)
+
+    async def run() -> list:
+        return [await applier.handle(data) for data in batch]
+
+    outcomes = asyncio.run(run())
+    for outcome in outcomes:
+        assert outcome.kind in (APPLIED, DUPLICATE, DEAD_LETTERED)
+        if outcome.kind == DEAD_LETTERED:
+            assert outcome.reason in ("malformed", "unmatched") and outcome.detail
+            assert len(outcome.detail) < 1000
+    ids = [r for r, _, _ in learning.applied]
+    assert len(ids) == len(set(ids))
+    assert sum(o.kind == APPLIED for o in outcomes) == len(ids)
