@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 __all__ = [
+    "AUTH_REFUSED",
     "PLAN_DECISIONS",
     "PLAN_LATENCY",
     "PLAN_REQUESTS",
@@ -37,4 +38,10 @@ SHADOW_AGREED_ROWS = Counter(
 )  # fmt: skip
 SHADOW_CANDIDATE_ERRORS = Counter(
     "meshserve_shadow_candidate_errors_total", "Failed shadow candidate runs", ["plan", "step"]
+)
+AUTH_REFUSED = Counter(
+    "meshserve_auth_refused_total",
+    "Calls refused by authentication (UNAUTHENTICATED) or by a token's plan scope "
+    "(PERMISSION_DENIED); surface grpc|http, service admin|data",
+    ["surface", "service", "code"],
 )
