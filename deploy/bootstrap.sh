@@ -24,6 +24,14 @@ if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [[ "$(id
          apt-get install -y --no-install-recommends prometheus >&2; }; } \
     || echo "promtool: apt-get install prometheus failed; metrics tests will skip promtool" >&2
 fi
+# A headless browser renders the orchestrator's docs page in tests (skipped with a reason
+# when missing).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y --no-install-recommends chromium >&2; }; } \
+    || echo "chromium: apt-get install chromium failed; the docs-page test will skip" >&2
+fi
 if [[ -f examples/build_models.py ]]; then
   .venv/bin/python examples/build_models.py --out examples/models >&2
 fi

@@ -236,8 +236,10 @@ def _scoped(
                 check(request)  # ends the stream with PERMISSION_DENIED (map_stream_errors)
                 yield request
 
-        def bidi(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-            return stream(checked(requests), context)  # type: ignore[no-any-return]
+        async def bidi(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            # an async generator function: grpc.aio serves only those as response streams
+            async for response in stream(checked(requests), context):
+                yield response
 
         return fields._replace(stream_stream=bidi)  # type: ignore[no-any-return]
     return handler

@@ -133,6 +133,7 @@ class HttpServer:
             keepalive_timeout=config.keepalive_timeout_s,
             max_line_size=config.max_header_bytes,
             max_field_size=config.max_header_bytes,
+            lingering_time=1.0,  # after an early answer, read a refused body this long at most
             shutdown_timeout=5.0,
         )
         self.port = -1
