@@ -32,6 +32,14 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [[ "$(id
          apt-get install -y --no-install-recommends chromium >&2; }; } \
     || echo "chromium: apt-get install chromium failed; the docs-page test will skip" >&2
 fi
+# protoc with its built-in C++/Java generators: the typed-contract tests check that an exported
+# .proto compiles for a non-Python language (skipped with a reason when missing).
+if ! command -v protoc >/dev/null && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends protobuf-compiler >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y --no-install-recommends protobuf-compiler >&2; }; } \
+    || echo "protoc: apt-get install protobuf-compiler failed; typed-contract tests skip it" >&2
+fi
 if [[ -f examples/build_models.py ]]; then
   .venv/bin/python examples/build_models.py --out examples/models >&2
 fi

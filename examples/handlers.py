@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DigitsHandler"]
+__all__ = ["DigitsHandler", "LabelHandler"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -39,3 +39,15 @@ class DigitsHandler:
         total = probs.sum(axis=-1, keepdims=True, dtype=np.float64)
         safe = np.where(total > 0, total, 1.0)
         return {**outputs, "probabilities": (probs / safe).astype(np.float32)}
+
+
+class LabelHandler:
+    """Adds a ``label`` output (the most probable class) to a model that only returns
+    ``probabilities``: serve ``wide_mlp.onnx`` with ``--handler examples.handlers:LabelHandler``
+    and its signature, metadata and typed contract gain ``label`` int64 [-1]."""
+
+    extra_outputs = {"label": ("int64", [-1])}
+
+    def postprocess(self, outputs: Arrays) -> Arrays:
+        probs = outputs["probabilities"]
+        return {**outputs, "label": np.argmax(probs, axis=-1).astype(np.int64)}

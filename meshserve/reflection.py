@@ -6,16 +6,23 @@ messages under another package name (same fields, same numbers), so one servicer
 both services are registered with the v1alpha message codecs, and the v1 file descriptor (derived
 from the v1alpha one by renaming its package, never written by hand) is added to the default
 descriptor pool so the v1 service itself can be listed and described.
+
+Typed services (`meshserve.contracts`) are listed and described live: `enable_reflection(...,
+live=contracts)` answers from the `ContractSet` as it is at each request (a new plan version is
+reflected at once), then from the default pool for everything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from meshserve.contracts.live import ContractSet
 
 __all__ = [
     "HEALTH_SERVICE",
@@ -55,12 +62,50 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(proto)
 
 
-def enable_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
-    """Serve reflection (v1 and v1alpha) on `server`, listing `service_names`, grpc.health.v1 and
-    both reflection versions."""
+class _LiveReflectionServicer(reflection.aio.ReflectionServicer):
+    """The grpc_reflection servicer, with the typed services of a ContractSet added live."""
+
+    def __init__(self, service_names: Sequence[str], live: ContractSet | None) -> None:
+        super().__init__(service_names)
+        self._static = tuple(service_names)
+        self._live = live
+
+    def _list_services(self, request: Any) -> Any:
+        if self._live is not None:
+            self._service_names = tuple(sorted((*self._static, *self._live.services())))
+        return super()._list_services(request)  # type: ignore[misc]
+
+    @staticmethod
+    def _file_response(request: Any, file: descriptor_pb2.FileDescriptorProto) -> Any:
+        return reflection_pb2.ServerReflectionResponse(
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+                file_descriptor_proto=[file.SerializeToString(deterministic=True)]
+            ),
+            original_request=request,
+        )
+
+    def _file_by_filename(self, request: Any, filename: str) -> Any:
+        file = self._live.file_by_name(filename) if self._live is not None else None
+        if file is not None:
+            return self._file_response(request, file)
+        return super()._file_by_filename(request, filename)  # type: ignore[misc]
+
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        live = self._live
+        file = live.file_containing_symbol(fully_qualified_name) if live is not None else None
+        if file is not None:
+            return self._file_response(request, file)
+        return super()._file_containing_symbol(request, fully_qualified_name)  # type: ignore[misc]
+
+
+def enable_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str], live: ContractSet | None = None
+) -> None:
+    """Serve reflection (v1 and v1alpha) on `server`, listing `service_names`, grpc.health.v1,
+    both reflection versions and, at each request, the typed services in `live`."""
     _add_v1_descriptor(descriptor_pool.Default())
     names = (*service_names, HEALTH_SERVICE, *REFLECTION_SERVICES)
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = _LiveReflectionServicer(names, live)
     methods = {
         "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
             servicer.ServerReflectionInfo,

@@ -27,6 +27,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "name": ("", "name"),
     "version": ("", "version"),
     "handler": ("", "handler"),
+    "schema_version": ("", "schema_version"),
     "host": ("", "host"),
     "port": ("", "port"),
     "consul": ("", "consul_address"),
@@ -137,6 +138,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", default=None, help="YAML/TOML file with the same settings")
     p.add_argument("--name", default=None, help="model (and Consul service) name")
     p.add_argument("--version", default=None, help="model version (default 1)")
+    p.add_argument(
+        "--schema-version",
+        type=int,
+        default=None,
+        help="schema number of the typed contract (package meshserve.models.NAME.vN; default "
+        "1): bump it when the signature changes incompatibly",
+    )
     p.add_argument(
         "--handler",
         dest="handler_spec",

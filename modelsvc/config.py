@@ -154,6 +154,8 @@ class ModelServiceConfig:
     name: str
     version: str = "1"
     handler: str = ""  # "module:Class"
+    # Typed contract package meshserve.models.<name>.v<schema_version> (docs/TYPED.md).
+    schema_version: int = 1
     host: str = "127.0.0.1"
     port: int = 0
     consul_address: str = "127.0.0.1:8500"

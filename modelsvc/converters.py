@@ -112,6 +112,9 @@ def metadata_to_proto(info: ModelInfo) -> model_pb2.ModelMetadata:
             queue_max=info.batching.queue_max,
         ),
         signature_sha256=info.signature_sha256,
+        typed_service=info.contract.service,
+        schema_version=info.contract.schema_version,
+        contract_fingerprint=info.contract.fingerprint,
         model_sha256=info.model_sha256,
         instance_id=info.instance_id,
     )

@@ -17,14 +17,17 @@ import numpy as np
 from opentelemetry import trace
 
 from meshserve.clock import LOOP_TIMERS, Timers
-from meshserve.modelsvc.backend import ModelBackend, Signature
+from meshserve.contracts import Contract, FieldSpec, build_contract
+from meshserve.errors import InternalError, InvalidInputError
+from meshserve.modelsvc.backend import ModelBackend, Signature, TensorSpec
 from meshserve.modelsvc.batcher import BatchObserver, BatchStats, DynamicBatcher
 from meshserve.modelsvc.config import BatchingConfig
 from meshserve.modelsvc.handler import Handler, IdentityHandler
 from meshserve.modelsvc.validation import RequestValidator
 from meshserve.telemetry import NO_SPAN, tracing_enabled
+from meshserve.tensors import NUMPY_TO_DTYPE
 
-__all__ = ["InferOutput", "ModelCore", "ModelInfo"]
+__all__ = ["InferOutput", "ModelCore", "ModelInfo", "model_contract", "served_signature"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -44,6 +47,36 @@ class ModelInfo:
     model_sha256: str
     instance_id: str
     batching: BatchingConfig
+    # The replica's typed service (meshserve.contracts), from `signature`.
+    contract: Contract
+
+
+def _field_spec(spec: TensorSpec) -> FieldSpec:
+    return FieldSpec(spec.name, int(NUMPY_TO_DTYPE[spec.dtype.newbyteorder("=")]), spec.shape)
+
+
+def model_contract(name: str, signature: Signature, schema_version: int = 1) -> Contract:
+    """The typed contract of model `name` serving `signature` (docs/TYPED.md)."""
+    return build_contract(
+        "model",
+        name,
+        [_field_spec(s) for s in signature.inputs],
+        [_field_spec(s) for s in signature.outputs],
+        schema_version=schema_version,
+    )
+
+
+def served_signature(model: Signature, handler: Handler) -> Signature:
+    """The model's signature plus the outputs its handler declares (``extra_outputs``)."""
+    extra = tuple(handler.extra_outputs)
+    taken = {s.name for s in model.outputs}
+    for spec in extra:
+        if spec.name in taken:
+            raise InvalidInputError(
+                f"handler extra output '{spec.name}' is already an output of the model"
+            )
+        taken.add(spec.name)
+    return Signature(model.inputs, model.outputs + extra) if extra else model
 
 
 @dataclass(frozen=True)
@@ -63,6 +96,7 @@ class ModelCore:
         backend: ModelBackend,
         batching: BatchingConfig,
         handler: Handler | None = None,
+        schema_version: int = 1,
         instance_id: str = "",
         executor: concurrent.futures.Executor | None = None,
         observer: BatchObserver | None = None,
@@ -71,9 +105,12 @@ class ModelCore:
     ) -> None:
         self._backend = backend
         self._handler: Handler = handler or IdentityHandler()
-        self._output_names = tuple(s.name for s in backend.signature.outputs)
+        signature = served_signature(backend.signature, self._handler)
+        self._model_outputs = tuple(s.name for s in backend.signature.outputs)
+        self._extra_outputs = tuple(s.name for s in signature.outputs[len(self._model_outputs) :])
+        self._output_names = (*self._model_outputs, *self._extra_outputs)
         self._validate = RequestValidator(
-            backend.signature, allow_non_finite=self._handler.allow_non_finite
+            signature, allow_non_finite=self._handler.allow_non_finite
         )
         self._clock = clock
         self.ready = False
@@ -81,17 +118,18 @@ class ModelCore:
             name=name,
             version=version,
             platform=backend.platform,
-            signature=backend.signature,
-            signature_sha256=backend.signature.sha256(),
+            signature=signature,
+            signature_sha256=signature.sha256(),
             model_sha256=backend.model_sha256,
             instance_id=instance_id,
             batching=batching,
+            contract=model_contract(name, signature, schema_version),
         )
         self._batcher = DynamicBatcher(
             batching,
             self._run_batch,
             executor=executor,
-            mergeable=backend.signature.batched,
+            mergeable=signature.batched,
             clock=clock,
             timers=timers,
             observer=observer,
@@ -172,5 +210,12 @@ class ModelCore:
     def _run_batch(self, inputs: Arrays) -> Arrays:
         """Executor thread: handler hooks around one session call."""
         prepared = self._handler.preprocess(inputs)
-        outputs = self._backend.run(prepared, self._output_names)
-        return self._handler.postprocess(outputs)
+        outputs = self._backend.run(prepared, self._model_outputs)
+        outputs = self._handler.postprocess(outputs)
+        for name in self._extra_outputs:
+            if name not in outputs:
+                raise InternalError(
+                    f"handler declared output '{name}' (extra_outputs) but its postprocess did "
+                    "not return it"
+                )
+        return outputs

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from meshserve.contracts.live import ContractSet
 from meshserve.decoding import tolerant
 from meshserve.modelsvc.admission import Admission
 from meshserve.modelsvc.backend import OnnxBackend
@@ -31,11 +32,13 @@ from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
+from meshserve.modelsvc.typed_servicer import TypedModelServicer
 from meshserve.modelsvc.v2_rest import v2_rest_app
 from meshserve.reflection import enable_reflection
 from meshserve.serving import serve_until_signal, server_options
 from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
 from meshserve.tls import bind
+from meshserve.typed_rpc import add_typed_services
 from meshserve.v1 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc, model_pb2, model_pb2_grpc
 from meshserve.web import HttpConfig, HttpServer
 
@@ -109,6 +112,7 @@ class ModelServer:
             backend=backend,
             batching=cfg.batching,
             handler=handler,
+            schema_version=cfg.schema_version,
             executor=self._executor,
             observer=self.metrics,
         )
@@ -131,8 +135,12 @@ class ModelServer:
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             v2_servicer, tolerant(server)
         )
+        typed = TypedModelServicer(core, self.metrics, cfg.max_elements, self.admission)
+        contracts = ContractSet()
+        contracts.put(core.info.contract)
+        add_typed_services(server, contracts, unary=typed.predict, stream=typed.predict_stream)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        enable_reflection(server, (MODEL_SERVICE, V2_SERVICE))
+        enable_reflection(server, (MODEL_SERVICE, V2_SERVICE), live=contracts)
         port = bind(server, f"{cfg.host}:{cfg.port}", cfg.server_tls)
         await server.start()
         self._server = server
@@ -180,6 +188,9 @@ class ModelServer:
                 "version": info.version,
                 "model_sha256": info.model_sha256,
                 "signature_sha256": info.signature_sha256,
+                "typed_service": info.contract.service,
+                "typed_schema": str(info.contract.schema_version),
+                "typed_fingerprint": info.contract.fingerprint,
                 "batch_max": str(info.batching.max_batch_rows),
                 "batch_wait_us": str(info.batching.max_wait_us),
                 "metrics_port": str(bound.metrics_port),

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import Token
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -35,6 +36,9 @@ from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc
 
 __all__ = ["ModelServicer", "V2Servicer"]
+
+Q = TypeVar("Q")
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +79,14 @@ def _attach_caller(carrier: Mapping[str, str]) -> Token[Context] | None:
 
 
 def _attach_item(
-    request: model_pb2.InferRequest, stream_metadata: Mapping[str, str]
+    traceparents: Sequence[str], stream_metadata: Mapping[str, str]
 ) -> tuple[Token[Context] | None, Sequence[trace.Link]]:
     """A stream item's trace context, while tracing_enabled(): a child of its first caller
     (made current; the token to detach), linked to the others coalesced into the item."""
     carrier = dict(stream_metadata)
-    if request.traceparents:
-        carrier["traceparent"] = request.traceparents[0]
-    links = links_from_traceparents(request.traceparents[1:])
+    if traceparents:
+        carrier["traceparent"] = traceparents[0]
+    links = links_from_traceparents(traceparents[1:])
     return _attach_caller(carrier), links
 
 
@@ -111,8 +115,9 @@ def _timeout_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     return remaining if remaining is not None and remaining < 1e9 else None
 
 
-class _OverCore:
-    """What both servicers hold: the replica's core, metrics, element bound and admission."""
+class OverCore:
+    """What every servicer holds: the replica's core, metrics, element bound and admission, and
+    the admission / tracing / metrics path every unary call and stream item takes."""
 
     def __init__(
         self, core: ModelCore, metrics: ModelMetrics, max_elements: int, admission: Admission
@@ -122,8 +127,101 @@ class _OverCore:
         self._max_elements = max_elements
         self._admission = admission
 
+    async def _admitted(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        rows_of: Callable[[], int],
+        run: Callable[[float | None], Awaitable[R]],
+    ) -> R:
+        """A unary call: admission first (before any tensor is decoded), the caller's trace
+        context only while tracing is on, metrics by status; `run(call timeout)` does the work."""
+        # The hot path: no context managers, metadata read only while tracing is on (or a
+        # per-client limit needs the client).
+        started = time.monotonic()
+        admission = self._admission
+        rows = rows_of() if admission.counts_rows else 1
+        client = _client_key(context, admission) if admission.per_client else ""
+        try:
+            admission.admit(rows, client)
+        except OverloadedError:
+            self._metrics.request_done(method, "RESOURCE_EXHAUSTED", time.monotonic() - started)
+            raise
+        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
+        try:
+            response = await run(_timeout_s(context))
+        except BaseException as exc:
+            self._metrics.request_done(method, _code_of(exc), time.monotonic() - started)
+            raise
+        finally:
+            admission.release(rows, client)
+            if token is not None:
+                otel_context.detach(token)
+        self._metrics.request_done(method, "OK", time.monotonic() - started)
+        return response
 
-class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
+    async def _stream(
+        self,
+        method: str,
+        request_iterator: AsyncIterator[Q],
+        context: grpc.aio.ServicerContext[Any, Any],
+        item: StreamItem[Q, R],
+    ) -> AsyncIterator[R]:
+        """Items run concurrently (``meshserve.streams.fan_out``, at most STREAM_MAX_IN_FLIGHT),
+        answered as they finish; a failed item gets its id and an in-band Status (an item
+        refused by admission: RESOURCE_EXHAUSTED with its retry pushback)."""
+        stream_metadata = _metadata(context)
+        call_timeout_s = _timeout_s(context)
+        admission = self._admission
+        client = _client_key(context, admission) if admission.per_client else ""
+
+        async def one(request: Q) -> R:
+            started = time.monotonic()
+            try:
+                rows = item.rows_of(request) if admission.counts_rows else 1
+                admission.admit(rows, client)
+                try:
+                    if not item.id_of(request):
+                        raise InvalidInputError(
+                            f"{method} items need an id (field {item.id_field!r})"
+                        )
+                    token, links = (
+                        _attach_item(item.traceparents(request), stream_metadata)
+                        if tracing_enabled()
+                        else _UNTRACED
+                    )
+                    try:
+                        response = await item.run(request, call_timeout_s, links)
+                    finally:
+                        if token is not None:
+                            otel_context.detach(token)
+                finally:
+                    admission.release(rows, client)
+            except BaseException as exc:
+                self._metrics.request_done(method, _code_of(exc), time.monotonic() - started)
+                raise
+            self._metrics.request_done(method, "OK", time.monotonic() - started)
+            return response
+
+        async for response in fan_out(
+            request_iterator, one, max_in_flight=STREAM_MAX_IN_FLIGHT, on_error=item.failed
+        ):
+            yield response
+
+
+@dataclass(frozen=True)
+class StreamItem(Generic[Q, R]):
+    """How a stream's items are read and answered (see `OverCore._stream`)."""
+
+    rows_of: Callable[[Q], int]
+    id_of: Callable[[Q], str]
+    id_field: str
+    traceparents: Callable[[Q], Sequence[str]]
+    run: Callable[[Q, float | None, Sequence[trace.Link]], Awaitable[R]]
+    failed: Callable[[Q, Exception], R]
+
+
+class ModelServicer(OverCore, model_pb2_grpc.ModelServiceServicer):
     """meshserve.v1.ModelService over a ModelCore."""
 
     async def _infer(
@@ -144,29 +242,12 @@ class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
     async def Infer(
         self, request: model_pb2.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> model_pb2.InferResponse:
-        # The hot path: admission first, no context managers, metadata read only while tracing
-        # is on (or a per-client limit needs the client).
-        started = time.monotonic()
-        admission = self._admission
-        rows = converters.rows_of(request) if admission.counts_rows else 1
-        client = _client_key(context, admission) if admission.per_client else ""
-        try:
-            admission.admit(rows, client)
-        except OverloadedError:
-            self._metrics.request_done("Infer", "RESOURCE_EXHAUSTED", time.monotonic() - started)
-            raise
-        token = _attach_caller(_metadata(context)) if tracing_enabled() else None
-        try:
-            response = await self._infer(request, _timeout_s(context))
-        except BaseException as exc:
-            self._metrics.request_done("Infer", _code_of(exc), time.monotonic() - started)
-            raise
-        finally:
-            admission.release(rows, client)
-            if token is not None:
-                otel_context.detach(token)
-        self._metrics.request_done("Infer", "OK", time.monotonic() - started)
-        return response
+        return await self._admitted(
+            "Infer",
+            context,
+            lambda: converters.rows_of(request),
+            lambda timeout_s: self._infer(request, timeout_s),
+        )
 
     @map_stream_errors
     async def InferStream(
@@ -174,46 +255,22 @@ class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
         request_iterator: AsyncIterator[model_pb2.InferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[model_pb2.InferResponse]:
-        """Items run concurrently (``meshserve.streams.fan_out``, at most STREAM_MAX_IN_FLIGHT),
-        answered as they finish; a failed item gets its id and an in-band Status (an item
-        refused by admission: RESOURCE_EXHAUSTED with its retry pushback)."""
-        stream_metadata = _metadata(context)
-        call_timeout_s = _timeout_s(context)
-        admission = self._admission
-        client = _client_key(context, admission) if admission.per_client else ""
-
-        async def one(request: model_pb2.InferRequest) -> model_pb2.InferResponse:
-            started = time.monotonic()
-            try:
-                rows = converters.rows_of(request) if admission.counts_rows else 1
-                admission.admit(rows, client)
-                try:
-                    if not request.id:
-                        raise InvalidInputError("InferStream items need an id (field 'id')")
-                    token, links = (
-                        _attach_item(request, stream_metadata) if tracing_enabled() else _UNTRACED
-                    )
-                    try:
-                        response = await self._infer(request, call_timeout_s, links)
-                    finally:
-                        if token is not None:
-                            otel_context.detach(token)
-                finally:
-                    admission.release(rows, client)
-            except BaseException as exc:
-                self._metrics.request_done("InferStream", _code_of(exc), time.monotonic() - started)
-                raise
-            self._metrics.request_done("InferStream", "OK", time.monotonic() - started)
-            return response
+        """See `OverCore._stream`."""
 
         def failed(request: model_pb2.InferRequest, exc: Exception) -> model_pb2.InferResponse:
             return model_pb2.InferResponse(
                 id=request.id, status=error_to_status(exc), instance_id=self._core.info.instance_id
             )
 
-        async for response in fan_out(
-            request_iterator, one, max_in_flight=STREAM_MAX_IN_FLIGHT, on_error=failed
-        ):
+        item = StreamItem(
+            rows_of=converters.rows_of,
+            id_of=lambda r: r.id,
+            id_field="id",
+            traceparents=lambda r: r.traceparents,
+            run=self._infer,
+            failed=failed,
+        )
+        async for response in self._stream("InferStream", request_iterator, context, item):
             yield response
 
     @map_errors
@@ -223,7 +280,7 @@ class ModelServicer(_OverCore, model_pb2_grpc.ModelServiceServicer):
         return converters.metadata_to_proto(self._core.info)
 
 
-class V2Servicer(_OverCore, v2_grpc.GRPCInferenceServiceServicer):
+class V2Servicer(OverCore, v2_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol (KServe V2) over the same ModelCore, batcher and admission;
     V2 REST (modelsvc/v2_rest.py) calls the same `infer`."""
 

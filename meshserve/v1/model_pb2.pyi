@@ -78,7 +78,7 @@ class BatchingSettings(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., queue_max: _Optional[int] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("name", "version", "platform", "inputs", "outputs", "batching", "signature_sha256", "model_sha256", "instance_id")
+    __slots__ = ("name", "version", "platform", "inputs", "outputs", "batching", "signature_sha256", "model_sha256", "instance_id", "typed_service", "schema_version", "contract_fingerprint")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,9 @@ class ModelMetadata(_message.Message):
     SIGNATURE_SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPED_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     platform: str
@@ -97,4 +100,7 @@ class ModelMetadata(_message.Message):
     signature_sha256: str
     model_sha256: str
     instance_id: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., platform: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., batching: _Optional[_Union[BatchingSettings, _Mapping]] = ..., signature_sha256: _Optional[str] = ..., model_sha256: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
+    typed_service: str
+    schema_version: int
+    contract_fingerprint: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., platform: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., batching: _Optional[_Union[BatchingSettings, _Mapping]] = ..., signature_sha256: _Optional[str] = ..., model_sha256: _Optional[str] = ..., instance_id: _Optional[str] = ..., typed_service: _Optional[str] = ..., schema_version: _Optional[int] = ..., contract_fingerprint: _Optional[str] = ...) -> None: ...

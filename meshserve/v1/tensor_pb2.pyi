@@ -22,6 +22,8 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_TYPE_UINT32: _ClassVar[DataType]
     DATA_TYPE_UINT64: _ClassVar[DataType]
     DATA_TYPE_BOOL: _ClassVar[DataType]
+    DATA_TYPE_BYTES: _ClassVar[DataType]
+    DATA_TYPE_STRING: _ClassVar[DataType]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT64: DataType
@@ -35,16 +37,20 @@ DATA_TYPE_UINT16: DataType
 DATA_TYPE_UINT32: DataType
 DATA_TYPE_UINT64: DataType
 DATA_TYPE_BOOL: DataType
+DATA_TYPE_BYTES: DataType
+DATA_TYPE_STRING: DataType
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "elements")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     dtype: DataType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    elements: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., elements: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("code", "message", "retry_pushback_ms")

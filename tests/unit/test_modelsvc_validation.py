@@ -137,9 +137,11 @@ def test_v2_raw_byte_length_and_count_mismatch() -> None:
 
 def test_v2_response_typed_and_raw() -> None:
     from meshserve.modelsvc.config import BatchingConfig
-    from meshserve.modelsvc.core import ModelInfo
+    from meshserve.modelsvc.core import ModelInfo, model_contract
 
-    info = ModelInfo("m", "1", "onnx", SIG, "s", "h", "i", BatchingConfig())
+    info = ModelInfo(
+        "m", "1", "onnx", SIG, "s", "h", "i", BatchingConfig(), model_contract("m", SIG)
+    )
     out = InferOutput(
         {"y": np.ones((2, 2), np.float32), "l": np.array([1, 2], np.int64)},
         BatchStats(4, 2, 10, 20),
