@@ -16,6 +16,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from meshserve.errors import InvalidInputError, UnavailableError
+from meshserve.http_errors import FieldError
 from meshserve.limits import Limits
 from meshserve.orchestrator.auth import DataPlaneAuth
 from meshserve.orchestrator.engine import Engine
@@ -78,6 +79,8 @@ def ingress_app(ingress: Ingress, config: HttpConfig) -> tuple[web.Application, 
         authorize(request, None)
         body = await read_json_body(request, config)
         message = orchestrator_pb2.FeedbackRequest()
+        if not isinstance(body, dict):
+            raise FieldError("body", f"got {type(body).__name__}", "a JSON object")
         try:
             json_format.ParseDict(body, message, max_recursion_depth=config.max_json_depth)
         except json_format.ParseError as exc:
