@@ -1,11 +1,12 @@
 """Client commands of the ``meshserve`` CLI, over the SDK:
 
-    meshserve plans apply FILE [--dry-run] [--expected-version N]
+    meshserve plans apply FILE [--dry-run] [--expected-version N] [--breaking-change]
     meshserve plans list | get NAME [--version N] | delete NAME | rollback NAME VERSION
     meshserve models [NAME]
     meshserve call PLAN --input name=file.npy|file.json|JSON [--routing-key K] [--attr k=v]
                    [--http [--http-url URL]] [--data-token-file PATH]
     meshserve stats
+    meshserve proto export --plan NAME | --model NAME [--out DIR] [--stdout]
 
 Common flags: ``--orchestrator HOST:PORT`` ($MESHSERVE_ORCHESTRATOR, else the local mesh of
 ``meshserve up``), ``--token T`` ($MESHSERVE_ADMIN_TOKEN), ``--tls-ca PEM``, ``--timeout-s``.
@@ -125,7 +126,10 @@ def _run(
 async def _plans_apply(client: MeshServeClient, args: argparse.Namespace) -> str:
     text = _read_text(args.file)
     name, version = await client.apply_plan(
-        text, expected_version=args.expected_version, dry_run=args.dry_run
+        text,
+        expected_version=args.expected_version,
+        dry_run=args.dry_run,
+        breaking_change=args.breaking_change,
     )
     if args.dry_run:
         return f"plan {name} is valid (latest stored version: {version or 'none'})"
@@ -255,6 +259,23 @@ async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+async def _proto_export(client: MeshServeClient, args: argparse.Namespace) -> str:
+    from meshserve.clients.typed import fetch_contract_info
+
+    info = await fetch_contract_info(
+        client.channel, plan=args.plan, model=args.model, timeout_s=client.timeout_s
+    )
+    if args.stdout:
+        return info.proto_text.rstrip("\n")
+    path = Path(args.out) / info.file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(info.proto_text)
+    return (
+        f"{path}  ({info.kind} {info.name}, service {info.service}, schema v"
+        f"{info.schema_version}, sha256 {info.fingerprint[:16]}...)"
+    )
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="orchestrator")
     add_token_flags(parser)
@@ -271,6 +292,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("file")
     p.add_argument("--dry-run", action="store_true", help="validate only")
     p.add_argument("--expected-version", type=int, default=0, help="check-and-set on the latest")
+    p.add_argument(
+        "--breaking-change",
+        action="store_true",
+        help="accept a typed contract incompatible with the active version's (schema + 1)",
+    )
     p.set_defaults(handler=_run(_plans_apply))
     p_list = sub.add_parser("list", help="plans with their versions")
     p_list.set_defaults(handler=_run(_plans_list))
@@ -314,6 +340,17 @@ def register(subparsers: Any) -> None:
     )
     call.set_defaults(handler=_run(_call))
     _common(call)
+
+    proto = subparsers.add_parser("proto", help="typed .proto of plans and models")
+    proto_sub = proto.add_subparsers(dest="proto_command", required=True)
+    export = proto_sub.add_parser("export", help="write the .proto of a plan's or model's service")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--plan", default="", help="plan name (its active version)")
+    which.add_argument("--model", default="", help="model name (one of its replicas)")
+    export.add_argument("--out", default=".", help="folder; the file goes to its proto path")
+    export.add_argument("--stdout", action="store_true", help="print the .proto instead")
+    export.set_defaults(handler=_run(_proto_export))
+    _common(export)
 
     stats = subparsers.add_parser("stats", help="plan latency, decisions, shadows, bandits")
     stats.set_defaults(handler=_run(_stats))

@@ -1,8 +1,11 @@
 """Plans over the orchestrator's HTTP/JSON ingress from the client side: ``meshserve call
 --http`` and the ``curl`` line ``meshserve demo`` prints.
 
-The body and reply are those of orchestrator/http/plan_json.py; a failure is rebuilt as the
-MeshError class of its gRPC status (the reply's ``error.status``), like the gRPC SDK does.
+The body and reply are the proto3 JSON of the plan's typed contract (orchestrator/http/
+plan_json.py): each input a field named after it (tensor names that are proto identifiers, as
+in the examples; docs/TYPED.md has the naming rule), rows flattened row-major; the reply's
+tensors come back flat too (int64 values as strings are turned back into integers). A failure
+is rebuilt as the MeshError class of its gRPC status (``error.status``), like the gRPC SDK does.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ DATA_TOKEN_ENV = "MESHSERVE_DATA_TOKEN"  # the client's one data-plane token
 def _body(
     inputs: Mapping[str, np.ndarray], routing_key: str, attributes: Mapping[str, str]
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"inputs": {name: arr.tolist() for name, arr in inputs.items()}}
+    body: dict[str, Any] = {name: np.asarray(arr).ravel().tolist() for name, arr in inputs.items()}
     if routing_key:
         body["routing_key"] = routing_key
     if attributes:
@@ -68,14 +71,26 @@ async def execute_http(
             raise _error(r.status, text)
     reply = json.loads(text)
     return ExecuteResult(
-        request_id=reply["id"],
-        plan=reply["plan"],
-        plan_version=reply["plan_version"],
-        outputs={name: np.asarray(value) for name, value in reply["outputs"].items()},
+        request_id=reply.get("request_id", ""),
+        plan=plan,
+        plan_version=int(reply.get("plan_version", 0)),
+        outputs={k: _array(v) for k, v in reply.items() if k not in _FIXED_FIELDS},
         decisions=dict(reply.get("decisions", {})),
         trace_id=reply.get("trace_id", ""),
-        latency_ms=float(reply.get("latency_ms", 0.0)),
     )
+
+
+_FIXED_FIELDS = {"request_id", "status", "decisions", "plan_version", "trace_id"}
+
+
+def _array(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind == "U":  # proto3 JSON writes 64-bit integers (and NaN) as strings
+        try:
+            return array.astype(np.int64)
+        except ValueError:
+            return array.astype(np.float64)
+    return array
 
 
 def curl_command(

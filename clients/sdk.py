@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -31,6 +31,9 @@ from meshserve.v1 import (
     orchestrator_pb2_grpc,
     plan_pb2,
 )
+
+if TYPE_CHECKING:
+    from meshserve.clients.typed import TypedPlan
 
 __all__ = ["ExecuteResult", "MeshServeClient"]
 
@@ -100,6 +103,18 @@ class MeshServeClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the orchestrator (typed calls share it)."""
+        return self._channel
+
+    async def plan(self, name: str) -> TypedPlan:
+        """Plan `name`'s typed service as an async callable (meshserve.clients.typed):
+        ``pipeline = await client.plan("digits-pipeline"); await pipeline(input=x)``."""
+        from meshserve.clients.typed import TypedPlan
+
+        return await TypedPlan.connect(self, name)
 
     async def _call(self, call: Awaitable[T]) -> T:
         try:
@@ -195,10 +210,18 @@ class MeshServeClient:
 
     # ---- Admin ------------------------------------------------------------------------------
     async def apply_plan(
-        self, plan: plan_pb2.Plan | str, *, expected_version: int = 0, dry_run: bool = False
+        self,
+        plan: plan_pb2.Plan | str,
+        *,
+        expected_version: int = 0,
+        dry_run: bool = False,
+        breaking_change: bool = False,
     ) -> tuple[str, int]:
-        """Store a plan (proto, or YAML/JSON text); returns (name, version)."""
-        request = admin_pb2.ApplyPlanRequest(expected_version=expected_version, dry_run=dry_run)
+        """Store a plan (proto, or YAML/JSON text); returns (name, version). `breaking_change`
+        accepts a typed contract incompatible with the active one (docs/TYPED.md)."""
+        request = admin_pb2.ApplyPlanRequest(
+            expected_version=expected_version, dry_run=dry_run, breaking_change=breaking_change
+        )
         if isinstance(plan, plan_pb2.Plan):
             request.plan.CopyFrom(plan)
         else:

@@ -80,7 +80,7 @@ class ContractSet:
                 )
             )
         parts = service.split(".")
-        if len(parts) < 4 or parts[0] != "meshserve" or parts[1] not in _GROUPS:
+        if len(parts) < 3 or parts[0] != "meshserve" or parts[1] not in _GROUPS:
             return None
         kind, segment = _GROUPS[parts[1]], parts[2]
         live = self._by_segment.get((kind, segment))

@@ -58,8 +58,9 @@ class FieldError(InvalidInputError):
     def __init__(self, field: str, problem: str, expected: str = "") -> None:
         self.field = field
         self.expected = expected
-        tail = f" (expected {expected})" if expected else ""
-        super().__init__(f"field {quote(field)}: {problem}{tail}")
+        tail = f" (expected {expected})" if expected and expected not in problem else ""
+        named = problem if quote(field) in problem else f"field {quote(field)}: {problem}"
+        super().__init__(f"{named}{tail}")
 
 
 def http_status(exc: BaseException) -> int:

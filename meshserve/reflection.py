@@ -62,6 +62,22 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(proto)
 
 
+def _method_to_service(symbol: str) -> str:
+    """`symbol`, or its service when it names a method of a service in the default pool."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileContainingSymbol(symbol)
+        return symbol
+    except KeyError:
+        pass
+    parent = symbol.rpartition(".")[0]
+    try:
+        pool.FindServiceByName(parent)
+    except KeyError:
+        return symbol
+    return parent
+
+
 class _LiveReflectionServicer(reflection.aio.ReflectionServicer):
     """The grpc_reflection servicer, with the typed services of a ContractSet added live."""
 
@@ -91,10 +107,15 @@ class _LiveReflectionServicer(reflection.aio.ReflectionServicer):
         return super()._file_by_filename(request, filename)  # type: ignore[misc]
 
     def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        # A method ("pkg.Service.Method") is not a symbol protobuf's pools look up: its
+        # service's file is the answer (grpcurl describes methods that way).
+        parent = fully_qualified_name.rpartition(".")[0]
         live = self._live
-        file = live.file_containing_symbol(fully_qualified_name) if live is not None else None
-        if file is not None:
-            return self._file_response(request, file)
+        for symbol in (fully_qualified_name, parent):
+            file = live.file_containing_symbol(symbol) if live is not None and symbol else None
+            if file is not None:
+                return self._file_response(request, file)
+        fully_qualified_name = _method_to_service(fully_qualified_name)
         return super()._file_containing_symbol(request, fully_qualified_name)  # type: ignore[misc]
 
 

@@ -1,4 +1,9 @@
-"""numpy <-> meshserve.v1.Tensor: raw little-endian bytes, zero-copy where numpy allows."""
+"""numpy <-> meshserve.v1.Tensor: raw little-endian bytes, zero-copy where numpy allows.
+
+BYTES and STRING tensors carry one entry per element in ``Tensor.elements`` (STRING as UTF-8);
+their numpy form is an object array of ``bytes`` / ``str``. numpy ``S`` arrays encode as BYTES,
+``U`` arrays as STRING, object arrays by their first element.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from meshserve.names import quote
 from meshserve.v1 import tensor_pb2
 
 __all__ = [
+    "DTYPE_NAMES",
     "DTYPE_TO_NUMPY",
+    "ELEMENT_DTYPES",
     "NUMPY_TO_DTYPE",
     "dtype_name",
     "element_count",
@@ -40,6 +47,16 @@ DTYPE_TO_NUMPY: dict[int, np.dtype] = {
     tensor_pb2.DATA_TYPE_UINT64: np.dtype("<u8"),
     tensor_pb2.DATA_TYPE_BOOL: np.dtype("?"),
 }
+# Variable-length element types, carried in Tensor.elements.
+ELEMENT_DTYPES: dict[int, str] = {
+    tensor_pb2.DATA_TYPE_BYTES: "bytes",
+    tensor_pb2.DATA_TYPE_STRING: "string",
+}
+# Every known DataType value -> its name ("float32", "bytes").
+DTYPE_NAMES: dict[int, str] = {
+    **{k: v.name for k, v in DTYPE_TO_NUMPY.items()},
+    **ELEMENT_DTYPES,
+}
 # Values typed Any: protobuf stubs type enum fields as their enum wrapper, not int.
 NUMPY_TO_DTYPE: dict[np.dtype, Any] = {v.newbyteorder("="): k for k, v in DTYPE_TO_NUMPY.items()}
 
@@ -49,8 +66,7 @@ DEFAULT_MAX_ELEMENTS = DEFAULT_LIMITS.max_elements
 
 def dtype_name(dtype: int) -> str:
     """Human name of a DataType value ("float32"), for error messages."""
-    np_dtype = DTYPE_TO_NUMPY.get(dtype)
-    return np_dtype.name if np_dtype is not None else f"unknown dtype {dtype}"
+    return DTYPE_NAMES.get(dtype, f"unknown dtype {dtype}")
 
 
 def element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
@@ -63,6 +79,8 @@ def element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
 def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
     """Encode an array as a Tensor (little-endian, C order)."""
     arr = np.asarray(array)
+    if arr.dtype.kind in "OSUT":
+        return _from_elements(arr)
     native = arr.dtype.newbyteorder("=") if arr.dtype.byteorder in "<>" else arr.dtype
     dtype = NUMPY_TO_DTYPE.get(native)
     if dtype is None:
@@ -71,6 +89,47 @@ def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
     if arr.dtype != wire or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr, dtype=wire)
     return tensor_pb2.Tensor(dtype=dtype, shape=arr.shape, data=arr.tobytes())
+
+
+def _from_elements(arr: np.ndarray) -> tensor_pb2.Tensor:
+    flat = arr.reshape(-1).tolist()
+    as_bytes = arr.dtype.kind == "S" or (
+        arr.dtype.kind == "O" and bool(flat) and isinstance(flat[0], bytes | bytearray)
+    )
+    elements: list[bytes] = []
+    for i, item in enumerate(flat):
+        if as_bytes and isinstance(item, bytes | bytearray):
+            elements.append(bytes(item))
+        elif not as_bytes and isinstance(item, str):
+            elements.append(item.encode("utf-8"))
+        else:
+            want = "bytes" if as_bytes else "str"
+            raise InvalidInputError(
+                f"array element {i} is {type(item).__name__}; every element must be {want}"
+            )
+    dtype = tensor_pb2.DATA_TYPE_BYTES if as_bytes else tensor_pb2.DATA_TYPE_STRING
+    return tensor_pb2.Tensor(dtype=dtype, shape=arr.shape, elements=elements)
+
+
+def _to_elements(
+    tensor: tensor_pb2.Tensor, name: str, shape: tuple[int, ...], count: int
+) -> np.ndarray:
+    elements = tensor.elements
+    if len(elements) != count or tensor.data:
+        raise InvalidInputError(
+            f"input {quote(name)}: {ELEMENT_DTYPES[tensor.dtype]} tensor of shape {list(shape)} "
+            f"needs {count} entries in 'elements' and no 'data' (got {len(elements)} entries, "
+            f"{len(tensor.data)} data bytes)"
+        )
+    arr = np.empty(count, dtype=object)
+    if tensor.dtype == tensor_pb2.DATA_TYPE_STRING:
+        try:
+            arr[:] = [e.decode("utf-8") for e in elements]
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"input {quote(name)}: a string element is not UTF-8") from exc
+    else:
+        arr[:] = list(elements)
+    return arr.reshape(shape)
 
 
 def to_numpy(
@@ -83,13 +142,15 @@ def to_numpy(
     when the element count exceeds `max_elements` (both checked before allocating).
     """
     np_dtype = DTYPE_TO_NUMPY.get(tensor.dtype)
-    if np_dtype is None:
+    if np_dtype is None and tensor.dtype not in ELEMENT_DTYPES:
         raise InvalidInputError(
             f"input {quote(name)}: dtype {tensor.dtype} is not a known DataType "
-            f"(expected one of {sorted(dtype_name(d) for d in DTYPE_TO_NUMPY)})"
+            f"(expected one of {sorted(DTYPE_NAMES.values())})"
         )
     shape = tuple(int(d) for d in tensor.shape)
     count = element_count(name, shape, max_elements)
+    if np_dtype is None:
+        return _to_elements(tensor, name, shape, count)
     # Each read of a bytes field builds a new bytes object: read it once.
     return view_bytes(name, tensor.data, np_dtype, shape, count)
 

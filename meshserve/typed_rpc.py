@@ -19,13 +19,13 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
-from meshserve.contracts import Contract
+from meshserve.contracts import Contract, StreamStatus
 from meshserve.contracts.live import ContractSet
 from meshserve.decoding import tolerant_handler
 from meshserve.errors import MeshError
-from meshserve.grpc_errors import abort_with, map_errors, map_stream_errors
+from meshserve.grpc_errors import abort_with, map_errors, map_stream_errors, status_from_exception
 
-__all__ = ["StreamCall", "TypedRpcHandler", "UnaryCall", "add_typed_services"]
+__all__ = ["StreamCall", "TypedRpcHandler", "UnaryCall", "add_typed_services", "stream_status"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 UnaryCall = Callable[[Contract, message.Message, Context], Awaitable[message.Message]]
@@ -34,6 +34,12 @@ StreamCall = Callable[
 ]
 
 _CACHE_MAX = 256  # method handlers kept (two per contract version served)
+
+
+def stream_status(exc: BaseException) -> StreamStatus:
+    """The in-band status of a failed typed stream item (same mapping as a call's status)."""
+    code, text, pushback = status_from_exception(exc)
+    return StreamStatus(code.value[0], text, pushback or 0)
 
 
 def _identity(data: bytes) -> bytes:

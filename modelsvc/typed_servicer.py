@@ -15,20 +15,14 @@ import grpc
 from google.protobuf import message
 from opentelemetry import trace
 
-from meshserve.contracts import Contract, StreamStatus
-from meshserve.grpc_errors import status_from_exception
+from meshserve.contracts import Contract
 from meshserve.limits import Limits
 from meshserve.modelsvc.servicers import OverCore, StreamItem
+from meshserve.typed_rpc import stream_status
 
-__all__ = ["TypedModelServicer", "status_of"]
+__all__ = ["TypedModelServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def status_of(exc: BaseException) -> StreamStatus:
-    """The in-band status of a failed typed stream item."""
-    code, text, pushback = status_from_exception(exc)
-    return StreamStatus(code.value[0], text, pushback or 0)
 
 
 class TypedModelServicer(OverCore):
@@ -72,7 +66,7 @@ class TypedModelServicer(OverCore):
     ) -> AsyncIterator[message.Message]:
         def failed(request: message.Message, exc: Exception) -> message.Message:
             r: Any = request
-            return contract.encode_response({}, request_id=r.request_id, status=status_of(exc))
+            return contract.encode_response({}, request_id=r.request_id, status=stream_status(exc))
 
         async def run(
             request: message.Message, timeout_s: float | None, links: Sequence[trace.Link]

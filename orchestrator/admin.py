@@ -15,13 +15,14 @@ from meshserve.names import check_name, quote
 from meshserve.orchestrator.caller import EndpointSnapshot, FaultSpec, ModelCaller
 from meshserve.orchestrator.engine import Engine
 from meshserve.orchestrator.plans.parse import parse_plan_text
-from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan
+from meshserve.orchestrator.plans.validate import ValidationContext, validate_plan_outputs
 from meshserve.orchestrator.store import PlanInfo, PlanStore
 from meshserve.orchestrator.traffic import TrafficPolicy
+from meshserve.orchestrator.typed_plans import TypedPlan, stamp_plan
 from meshserve.telemetry import SpanRecord, TraceSummary
-from meshserve.v1 import plan_pb2
+from meshserve.v1 import plan_pb2, tensor_pb2
 
-__all__ = ["AdminCore", "ModelView"]
+__all__ = ["AdminCore", "AppliedPlan", "ModelView"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,16 @@ class ModelView:
     name: str
     versions: tuple[str, ...]
     endpoints: tuple[EndpointSnapshot, ...]
+
+
+@dataclass(frozen=True)
+class AppliedPlan:
+    """What ApplyPlan / RollbackPlan did: the version stored (latest for a dry run) and its
+    typed contract."""
+
+    name: str
+    version: int
+    typed: TypedPlan
 
 
 def _logic_exists(name: str) -> bool:
@@ -65,22 +76,26 @@ class AdminCore:
         self._list_services = list_services
 
     # ---- plans ------------------------------------------------------------------------------
-    async def validate(self, plan: plan_pb2.Plan) -> None:
+    async def validate(self, plan: plan_pb2.Plan) -> dict[str, tensor_pb2.TensorSpec | None]:
         """Validate `plan` (limits first; a python target's module must be allow-listed and is
-        imported off the event loop)."""
+        imported off the event loop); returns the spec of each plan output (None: unknown)."""
         ctx = ValidationContext(
             metadata=self.caller.metadata,
             plan_exists=self.store.exists,
             logic_exists=_logic_exists,
             limits=self.limits,
         )
-        await validate_plan(plan, ctx)
+        _, outputs = await validate_plan_outputs(plan, ctx)
         if plan.python:
             from meshserve.orchestrator.compiled import load_python_target
 
             await asyncio.to_thread(
                 load_python_target, plan.python, self.engine.config.python_modules
             )
+        return outputs
+
+    def _active(self, name: str) -> plan_pb2.Plan | None:
+        return self.store.get(name) if self.store.exists(name) else None
 
     async def apply_plan(
         self,
@@ -89,8 +104,10 @@ class AdminCore:
         *,
         expected_version: int = 0,
         dry_run: bool = False,
-    ) -> tuple[str, int]:
-        """Validate and store a plan; returns (name, version). Dry runs store nothing.
+        breaking_change: bool = False,
+    ) -> AppliedPlan:
+        """Validate and store a plan with its typed contract (`stamp_plan`: an incompatible one
+        needs `breaking_change`). Dry runs store nothing and report the latest version.
 
         Control-plane work never blocks the data plane: plan text is parsed in a worker thread,
         everything before the store write is bounded by the limits and by
@@ -102,20 +119,23 @@ class AdminCore:
                     if not text.strip():
                         raise InvalidInputError("ApplyPlan needs 'plan' or 'plan_text'")
                     plan = await asyncio.to_thread(parse_plan_text, text, limits)
-                await self.validate(plan)
+                outputs = await self.validate(plan)
         except TimeoutError:
             raise LimitExceededError(
                 "ApplyPlan: parsing and validating the plan exceeds the limit "
                 f"plan_parse_timeout_s={limits.plan_parse_timeout_s}"
             ) from None
+        stored = plan_pb2.Plan()
+        stored.CopyFrom(plan)
+        active = self._active(plan.name)
+        typed = stamp_plan(stored, outputs, active, breaking_change=breaking_change)
         if dry_run:
-            latest = 0
-            if self.store.exists(plan.name):
-                latest = max(self.store.get(plan.name).version, 0)
-            return plan.name, latest
-        version = await self.store.apply(plan, expected_version)
-        log.info("plan %s applied as version %d", plan.name, version)
-        return plan.name, version
+            return AppliedPlan(plan.name, max(active.version, 0) if active else 0, typed)
+        version = await self.store.apply(stored, expected_version)
+        log.info(
+            "plan %s applied as version %d (typed %s)", plan.name, version, typed.contract.service
+        )
+        return AppliedPlan(plan.name, version, typed)
 
     def get_plan(self, name: str, version: int = 0) -> plan_pb2.Plan:
         return self.store.get(name, version)
@@ -126,9 +146,18 @@ class AdminCore:
     async def delete_plan(self, name: str) -> int:
         return await self.store.delete(name)
 
-    async def rollback_plan(self, name: str, to_version: int) -> tuple[str, int]:
-        version = await self.store.rollback(name, to_version)
-        return name, version
+    async def rollback_plan(self, name: str, to_version: int) -> AppliedPlan:
+        """Store version `to_version`'s content as a new active version. Its typed contract is
+        stamped against the active one; an incompatible one is accepted (the operator asked for
+        that version) and moves the schema number up."""
+        result: list[TypedPlan] = []
+
+        def restamp(plan: plan_pb2.Plan) -> None:
+            specs = {s.name: s for s in plan.typed.outputs} if plan.HasField("typed") else {}
+            result.append(stamp_plan(plan, specs, self._active(name), breaking_change=True))
+
+        version = await self.store.rollback(name, to_version, prepare=restamp)
+        return AppliedPlan(name, version, result[0])
 
     # ---- models, traffic, endpoints ------------------------------------------------------------
     async def list_models(self, model: str = "", *, discover: bool = True) -> list[ModelView]:

@@ -150,11 +150,18 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     neither Admin nor public, with the plan of each ExecuteRequest checked against the scope."""
 
     def __init__(
-        self, token: str, prefix: str = ADMIN_PREFIX, data_plane: DataPlaneAuth | None = None
+        self,
+        token: str,
+        prefix: str = ADMIN_PREFIX,
+        data_plane: DataPlaneAuth | None = None,
+        plan_of_method: Callable[[str], str | None] | None = None,
     ) -> None:
+        """`plan_of_method`: the plan a method path serves (typed plan services,
+        ``/meshserve.plans.<plan>.v<n>.<Service>/Execute``), None for other methods."""
         self._expected = f"Bearer {token}".encode() if token else b""
         self._prefix = prefix
         self._data = data_plane
+        self._plan_of_method = plan_of_method
 
     async def intercept_service(
         self,
@@ -170,7 +177,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             if problem is None:
                 return await continuation(handler_call_details)
             _refused("grpc", "admin", UnauthenticatedError(problem))
-            return _deny(await continuation(handler_call_details), problem)
+            return _deny(await continuation(handler_call_details), problem)  # UNAUTHENTICATED
         data = self._data
         if data is None or method.startswith(PUBLIC_PREFIXES):
             return await continuation(handler_call_details)
@@ -180,6 +187,13 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             return _deny(await continuation(handler_call_details), exc.message)
         handler = await continuation(handler_call_details)
         if handler is None or principal.plans is None:
+            return handler
+        served = self._plan_of_method(method) if self._plan_of_method is not None else None
+        if served is not None:
+            try:
+                data.authorize(principal, served, "grpc")
+            except PermissionDeniedError as exc:
+                return _deny(handler, exc.message, grpc.StatusCode.PERMISSION_DENIED)
             return handler
         return _scoped(handler, data, principal)
 
@@ -246,10 +260,11 @@ def _scoped(
 
 
 def _deny(
-    handler: grpc.RpcMethodHandler[Any, Any] | None, message: str
+    handler: grpc.RpcMethodHandler[Any, Any] | None,
+    message: str,
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same shape as `handler` that answers UNAUTHENTICATED at once."""
-    code = grpc.StatusCode.UNAUTHENTICATED
+    """A handler of the same shape as `handler` that answers `code` at once."""
 
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(code, message)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from meshserve.errors import InvalidInputError
 from meshserve.limits import DEFAULT_LIMITS, Limits, check_count, check_string, check_strings
 from meshserve.messages import fill
-from meshserve.orchestrator.admin import ModelView
+from meshserve.orchestrator.admin import AppliedPlan, ModelView
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
 from meshserve.orchestrator.engine import ExecuteCall, ExecutionResult
 from meshserve.orchestrator.stats import PlanStatsView, ShadowStatsView
@@ -17,9 +17,11 @@ from meshserve.tensors import from_numpy_map, to_numpy_map
 from meshserve.v1 import admin_pb2, orchestrator_pb2
 
 __all__ = [
+    "applied_to_proto",
     "call_from_proto",
     "check_request_limits",
     "fault_from_proto",
+    "item_budget_s",
     "model_to_proto",
     "plan_summary_to_proto",
     "policy_from_proto",
@@ -43,6 +45,15 @@ def check_request_limits(request: orchestrator_pb2.ExecuteRequest, limits: Limit
         check_strings("attribute value", attributes.values(), limits, "max_string_chars")
 
 
+def item_budget_s(call_timeout_s: float | None, timeout_ms: int) -> float | None:
+    """The budget of one execution: the smaller of the call deadline and the item's
+    `timeout_ms` (0: none)."""
+    if not timeout_ms:
+        return call_timeout_s
+    item = timeout_ms / 1000.0
+    return item if call_timeout_s is None else min(call_timeout_s, item)
+
+
 def call_from_proto(
     request: orchestrator_pb2.ExecuteRequest,
     call_timeout_s: float | None,
@@ -53,10 +64,7 @@ def call_from_proto(
     if not request.plan:
         raise InvalidInputError("ExecuteRequest: 'plan' (the plan name) is required")
     check_request_limits(request, limits)
-    timeout_s = call_timeout_s
-    if request.timeout_ms:
-        item = request.timeout_ms / 1000.0
-        timeout_s = item if timeout_s is None else min(timeout_s, item)
+    timeout_s = item_budget_s(call_timeout_s, request.timeout_ms)
     return ExecuteCall(
         plan=request.plan,
         inputs=to_numpy_map(request.inputs, limits.max_elements),
@@ -77,6 +85,18 @@ def result_to_proto(result: ExecutionResult) -> orchestrator_pb2.ExecuteResponse
         trace_id=result.trace_id,
         decisions=result.decisions,
         latency_ms=result.latency_ms,
+    )
+
+
+def applied_to_proto(applied: AppliedPlan) -> admin_pb2.ApplyPlanResponse:
+    contract = applied.typed.contract
+    return admin_pb2.ApplyPlanResponse(
+        name=applied.name,
+        version=applied.version,
+        typed_service=contract.service,
+        schema_version=contract.schema_version,
+        contract_fingerprint=contract.fingerprint,
+        typed_notes=list(applied.typed.notes),
     )
 
 

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from meshserve import __version__
+from meshserve.contracts.live import ContractSet
 from meshserve.decoding import tolerant
 from meshserve.errors import InvalidInputError, MeshError
 from meshserve.limits import DEFAULT_LIMITS, Limits
@@ -41,6 +42,8 @@ from meshserve.orchestrator.plans.parse import load_plan_file
 from meshserve.orchestrator.servicers import AdminServicer, OrchestratorServicer
 from meshserve.orchestrator.store import DEFAULT_PREFIX, PlanStore
 from meshserve.orchestrator.traffic import TrafficTable
+from meshserve.orchestrator.typed_plans import follow_plan_contracts, stamp_plan
+from meshserve.orchestrator.typed_servicer import TypedPlanServicer
 from meshserve.reflection import enable_reflection
 from meshserve.registry import KV, ConsulConfig, LeaderElection, list_services
 from meshserve.serving import serve_until_signal, server_options
@@ -52,6 +55,7 @@ from meshserve.telemetry import (
     start_metrics_server,
 )
 from meshserve.tls import ClientTLS, ServerTLS, bind
+from meshserve.typed_rpc import add_typed_services
 from meshserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -197,6 +201,7 @@ class OrchestratorServer:
         self._registration: Any = None
         self.kv: KV | None = None
         self.store: PlanStore | None = None
+        self.contracts = ContractSet()  # the typed services of the active plans
         self.election: LeaderElection | None = None
         self.learning: Learning = NullLearning()
         self.engine: Engine | None = None
@@ -212,7 +217,9 @@ class OrchestratorServer:
         server = grpc.aio.server(
             options=server_options(cfg.max_message_bytes),
             interceptors=[
-                BearerTokenInterceptor(cfg.admin_token, data_plane=data_plane),
+                BearerTokenInterceptor(
+                    cfg.admin_token, data_plane=data_plane, plan_of_method=self._plan_of_method
+                ),
                 *server_interceptors(enabled=self._telemetry_config.active()),
                 *cfg.extra_interceptors,
             ],
@@ -247,6 +254,9 @@ class OrchestratorServer:
         follow_plan_models(
             lambda: [info.active_plan() for info in store.infos()], store.on_change, caller.retain
         )
+        follow_plan_contracts(
+            lambda: [info.active_plan() for info in store.infos()], store.on_change, self.contracts
+        )
         _import_logic_modules(cfg.logic_modules)
         if cfg.learning:
             self.learning = await self._start_learning(instance_id)
@@ -272,7 +282,12 @@ class OrchestratorServer:
         election = self.election
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
             OrchestratorServicer(
-                self.engine, self.learning, cfg.stream_max_in_flight, limits=cfg.limits
+                self.engine,
+                self.learning,
+                cfg.stream_max_in_flight,
+                limits=cfg.limits,
+                contracts=self.contracts,
+                model_metadata=caller.metadata,
             ),
             tolerant(server),
         )
@@ -285,8 +300,10 @@ class OrchestratorServer:
             ),
             tolerant(server),
         )
+        typed = TypedPlanServicer(self.engine, cfg.stream_max_in_flight, limits=cfg.limits)
+        add_typed_services(server, self.contracts, unary=typed.execute, stream=typed.execute_stream)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        enable_reflection(server, (ORCHESTRATOR_SERVICE, ADMIN_SERVICE))
+        enable_reflection(server, (ORCHESTRATOR_SERVICE, ADMIN_SERVICE), live=self.contracts)
         await server.start()
         self._server = server
         metrics_port = start_metrics_server(cfg.metrics_port, cfg.host)
@@ -301,6 +318,12 @@ class OrchestratorServer:
             await self._register(self.bound)
         log.info("orchestrator %s serving on %s:%d", instance_id, cfg.host, port)
         return self.bound
+
+    def _plan_of_method(self, method: str) -> str | None:
+        """The plan whose typed service `method` belongs to (token scopes apply to it)."""
+        resolved = self.contracts.resolve(method)
+        contract = resolved.contract if resolved is not None else None
+        return contract.name if contract is not None and contract.kind == "plan" else None
 
     async def _start_http(self, data_plane: DataPlaneAuth | None) -> int:
         """The HTTP/JSON ingress on its own port, over the same engine, store and auth."""
@@ -362,6 +385,13 @@ class OrchestratorServer:
                 (self.engine.models_handles, self.engine.plans_handles),
                 self.engine.config.python_modules,
             )
+            # typed contract from the declared specs only (models are not asked at startup)
+            active = self.store.get(plan.name) if self.store.exists(plan.name) else None
+            typed = stamp_plan(
+                plan, {s.name: s for s in plan.output_specs}, active, breaking_change=True
+            )
+            for note in typed.notes:
+                log.info("startup plan %s: %s", plan.name, note)
             version, decision = await self.store.seed(plan, written_ms)
             log.info("startup plan %s: %s (active version %d)", plan.name, decision, version)
 

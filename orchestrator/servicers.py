@@ -8,13 +8,17 @@ from typing import Any
 
 import grpc
 
-from meshserve.errors import InvalidInputError
+from meshserve.contracts.live import ContractSet
+from meshserve.contracts.wire import contract_to_info, model_contract_from_metadata
+from meshserve.errors import InvalidInputError, NotFoundError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
 from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
+from meshserve.names import check_name, quote
 from meshserve.orchestrator import converters
 from meshserve.orchestrator.admin import AdminCore
 from meshserve.orchestrator.engine import Engine
 from meshserve.orchestrator.learning_port import Learning
+from meshserve.orchestrator.plans.validate import MetadataLookup
 from meshserve.streams import fan_out
 from meshserve.telemetry import trace_to_proto, traces_to_proto
 from meshserve.v1 import (
@@ -30,7 +34,8 @@ __all__ = ["AdminServicer", "OrchestratorServicer", "give_feedback"]
 log = logging.getLogger(__name__)
 
 
-def _remaining(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+def call_remaining_s(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """Seconds left of the call's deadline (None: no deadline)."""
     remaining = context.time_remaining()
     return None if remaining is None or remaining > 1e8 else max(0.0, remaining)
 
@@ -44,17 +49,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         learning: Learning,
         stream_max_in_flight: int = 256,
         limits: Limits = DEFAULT_LIMITS,
+        contracts: ContractSet | None = None,
+        model_metadata: MetadataLookup | None = None,
     ) -> None:
         self.engine = engine
         self.learning = learning
         self.stream_max_in_flight = stream_max_in_flight
         self.limits = limits
+        self.contracts = contracts or ContractSet()
+        self.model_metadata = model_metadata
 
     @map_errors
     async def Execute(
         self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.ExecuteResponse:
-        call = converters.call_from_proto(request, _remaining(context), self.limits)
+        call = converters.call_from_proto(request, call_remaining_s(context), self.limits)
         return converters.result_to_proto(await self.engine.execute(call))
 
     @map_stream_errors
@@ -69,7 +78,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         async def one(request: orchestrator_pb2.ExecuteRequest) -> orchestrator_pb2.ExecuteResponse:
             if not request.id:
                 raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
-            call = converters.call_from_proto(request, _remaining(context), self.limits)
+            call = converters.call_from_proto(request, call_remaining_s(context), self.limits)
             return converters.result_to_proto(await self.engine.execute(call))
 
         def failed(
@@ -89,6 +98,28 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.FeedbackResponse:
         return await give_feedback(self.learning, request, self.limits)
+
+    @map_errors
+    async def GetContract(
+        self,
+        request: orchestrator_pb2.GetContractRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> orchestrator_pb2.ContractInfo:
+        target = request.WhichOneof("target")
+        if target == "plan":
+            name = check_name("plan", request.plan)
+            contract = self.contracts.get(name)
+            if contract is None:
+                raise NotFoundError(
+                    f"plan {quote(name)} has no typed contract here (plans: "
+                    f"{', '.join(c.name for c in self.contracts.contracts()) or 'none'})"
+                )
+            return contract_to_info(contract)
+        if target == "model" and self.model_metadata is not None:
+            name = check_name("model", request.model)
+            metadata = await self.model_metadata(name, "")
+            return contract_to_info(model_contract_from_metadata(metadata))
+        raise InvalidInputError("GetContract: set 'plan' or 'model' (a name)")
 
 
 async def give_feedback(
@@ -129,13 +160,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.ApplyPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ApplyPlanResponse:
         source = request.WhichOneof("source")
-        name, version = await self.core.apply_plan(
+        applied = await self.core.apply_plan(
             request.plan if source == "plan" else None,
             request.plan_text if source == "plan_text" else "",
             expected_version=request.expected_version,
             dry_run=request.dry_run,
+            breaking_change=request.breaking_change,
         )
-        return admin_pb2.ApplyPlanResponse(name=name, version=version)
+        return converters.applied_to_proto(applied)
 
     @map_errors
     async def GetPlan(
@@ -163,8 +195,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def RollbackPlan(
         self, request: admin_pb2.RollbackPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ApplyPlanResponse:
-        name, version = await self.core.rollback_plan(request.name, request.to_version)
-        return admin_pb2.ApplyPlanResponse(name=name, version=version)
+        applied = await self.core.rollback_plan(request.name, request.to_version)
+        return converters.applied_to_proto(applied)
 
     @map_errors
     async def ListModels(

@@ -90,6 +90,7 @@ def _same_content(a: plan_pb2.Plan, b: plan_pb2.Plan) -> bool:
     for p in (x, y):
         p.version = 0
         p.created_unix_ms = 0
+        p.ClearField("typed")  # derived by the orchestrator, not content
     return x.SerializeToString(deterministic=True) == y.SerializeToString(deterministic=True)
 
 
@@ -460,12 +461,20 @@ class PlanStore:
                 )
         return await self.apply(plan), "applied"
 
-    async def rollback(self, name: str, to_version: int) -> int:
-        """Store version `to_version`'s content as a new, active version."""
+    async def rollback(
+        self, name: str, to_version: int, prepare: Callable[[plan_pb2.Plan], None] | None = None
+    ) -> int:
+        """Store version `to_version`'s content as a new, active version (`prepare` may adjust
+        a copy of it first)."""
         check_name("plan", name)
         old = self.get(name, to_version) if to_version else None
         if old is None:
             raise InvalidInputError(f"rollback of plan '{name}': 'to_version' is required")
+        if prepare is not None:
+            copy = plan_pb2.Plan()
+            copy.CopyFrom(old)
+            prepare(copy)
+            old = copy
         return await self.apply(old)
 
     async def delete(self, name: str) -> int:

@@ -8,24 +8,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ApplyPlanRequest(_message.Message):
-    __slots__ = ("plan", "plan_text", "expected_version", "dry_run")
+    __slots__ = ("plan", "plan_text", "expected_version", "dry_run", "breaking_change")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     PLAN_TEXT_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    BREAKING_CHANGE_FIELD_NUMBER: _ClassVar[int]
     plan: _plan_pb2.Plan
     plan_text: str
     expected_version: int
     dry_run: bool
-    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., plan_text: _Optional[str] = ..., expected_version: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    breaking_change: bool
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., plan_text: _Optional[str] = ..., expected_version: _Optional[int] = ..., dry_run: _Optional[bool] = ..., breaking_change: _Optional[bool] = ...) -> None: ...
 
 class ApplyPlanResponse(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "typed_service", "schema_version", "contract_fingerprint", "typed_notes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TYPED_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TYPED_NOTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    typed_service: str
+    schema_version: int
+    contract_fingerprint: str
+    typed_notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., typed_service: _Optional[str] = ..., schema_version: _Optional[int] = ..., contract_fingerprint: _Optional[str] = ..., typed_notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetPlanRequest(_message.Message):
     __slots__ = ("name", "version")

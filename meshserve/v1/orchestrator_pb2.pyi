@@ -7,6 +7,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetContractRequest(_message.Message):
+    __slots__ = ("plan", "model")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    model: str
+    def __init__(self, plan: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ContractTensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "any_shape", "optional")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ANY_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: _tensor_pb2.DataType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    any_shape: bool
+    optional: bool
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[_tensor_pb2.DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., any_shape: _Optional[bool] = ..., optional: _Optional[bool] = ...) -> None: ...
+
+class ContractInfo(_message.Message):
+    __slots__ = ("kind", "name", "schema_version", "inputs", "outputs", "fingerprint", "service", "file_name", "proto_text")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTO_TEXT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    schema_version: int
+    inputs: _containers.RepeatedCompositeFieldContainer[ContractTensor]
+    outputs: _containers.RepeatedCompositeFieldContainer[ContractTensor]
+    fingerprint: str
+    service: str
+    file_name: str
+    proto_text: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., schema_version: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[ContractTensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[ContractTensor, _Mapping]]] = ..., fingerprint: _Optional[str] = ..., service: _Optional[str] = ..., file_name: _Optional[str] = ..., proto_text: _Optional[str] = ...) -> None: ...
+
 class ExecuteRequest(_message.Message):
     __slots__ = ("id", "plan", "plan_version", "inputs", "routing_key", "attributes", "timeout_ms")
     class InputsEntry(_message.Message):

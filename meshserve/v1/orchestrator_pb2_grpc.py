@@ -49,6 +49,11 @@ class OrchestratorStub:
                 request_serializer=meshserve_dot_v1_dot_orchestrator__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=meshserve_dot_v1_dot_orchestrator__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.GetContract = channel.unary_unary(
+                '/meshserve.v1.Orchestrator/GetContract',
+                request_serializer=meshserve_dot_v1_dot_orchestrator__pb2.GetContractRequest.SerializeToString,
+                response_deserializer=meshserve_dot_v1_dot_orchestrator__pb2.ContractInfo.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -76,6 +81,14 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContract(self, request, context):
+        """The typed gRPC contract of a plan (its active version) or of a model, as served now: its
+        tensors, schema number, fingerprint and `.proto` text (docs/TYPED.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=meshserve_dot_v1_dot_orchestrator__pb2.FeedbackRequest.FromString,
                     response_serializer=meshserve_dot_v1_dot_orchestrator__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'GetContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContract,
+                    request_deserializer=meshserve_dot_v1_dot_orchestrator__pb2.GetContractRequest.FromString,
+                    response_serializer=meshserve_dot_v1_dot_orchestrator__pb2.ContractInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class Orchestrator:
             '/meshserve.v1.Orchestrator/Feedback',
             meshserve_dot_v1_dot_orchestrator__pb2.FeedbackRequest.SerializeToString,
             meshserve_dot_v1_dot_orchestrator__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.v1.Orchestrator/GetContract',
+            meshserve_dot_v1_dot_orchestrator__pb2.GetContractRequest.SerializeToString,
+            meshserve_dot_v1_dot_orchestrator__pb2.ContractInfo.FromString,
             options,
             channel_credentials,
             insecure,

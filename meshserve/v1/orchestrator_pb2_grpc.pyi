@@ -39,6 +39,10 @@ class OrchestratorStub:
     """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
     feedback is durable.
     """
+    GetContract: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetContractRequest, _orchestrator_pb2.ContractInfo]
+    """The typed gRPC contract of a plan (its active version) or of a model, as served now: its
+    tensors, schema number, fingerprint and `.proto` text (docs/TYPED.md).
+    """
 
 @_typing.type_check_only
 class OrchestratorAsyncStub(OrchestratorStub):
@@ -50,6 +54,10 @@ class OrchestratorAsyncStub(OrchestratorStub):
     Feedback: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.FeedbackRequest, _orchestrator_pb2.FeedbackResponse]  # type: ignore[assignment]
     """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
     feedback is durable.
+    """
+    GetContract: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetContractRequest, _orchestrator_pb2.ContractInfo]  # type: ignore[assignment]
+    """The typed gRPC contract of a plan (its active version) or of a model, as served now: its
+    tensors, schema number, fingerprint and `.proto` text (docs/TYPED.md).
     """
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
@@ -77,6 +85,16 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orchestrator_pb2.FeedbackResponse, _abc.Awaitable[_orchestrator_pb2.FeedbackResponse]]:
         """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
         feedback is durable.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContract(
+        self,
+        request: _orchestrator_pb2.GetContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ContractInfo, _abc.Awaitable[_orchestrator_pb2.ContractInfo]]:
+        """The typed gRPC contract of a plan (its active version) or of a model, as served now: its
+        tensors, schema number, fingerprint and `.proto` text (docs/TYPED.md).
         """
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

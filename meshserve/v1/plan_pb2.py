@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from meshserve.v1 import tensor_pb2 as meshserve_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17meshserve/v1/plan.proto\x12\x0cmeshserve.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19meshserve/v1/tensor.proto\"\x92\x02\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12(\n\x06inputs\x18\x04 \x03(\x0b\x32\x18.meshserve.v1.TensorSpec\x12!\n\x05steps\x18\x05 \x03(\x0b\x32\x12.meshserve.v1.Step\x12\x30\n\x07outputs\x18\x06 \x03(\x0b\x32\x1f.meshserve.v1.Plan.OutputsEntry\x12\x0e\n\x06python\x18\x07 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x03\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x06inputs\x18\x02 \x03(\x0b\x32\x1e.meshserve.v1.Step.InputsEntry\x12(\n\x05model\x18\n \x01(\x0b\x32\x17.meshserve.v1.ModelStepH\x00\x12(\n\x05logic\x18\x0b \x01(\x0b\x32\x17.meshserve.v1.LogicStepH\x00\x12.\n\x08\x65nsemble\x18\x0c \x01(\x0b\x32\x1a.meshserve.v1.EnsembleStepH\x00\x12*\n\x06select\x18\r \x01(\x0b\x32\x18.meshserve.v1.SelectStepH\x00\x12(\n\x05split\x18\x0e \x01(\x0b\x32\x17.meshserve.v1.SplitStepH\x00\x12*\n\x06shadow\x18\x0f \x01(\x0b\x32\x18.meshserve.v1.ShadowStepH\x00\x12*\n\x06\x62\x61ndit\x18\x10 \x01(\x0b\x32\x18.meshserve.v1.BanditStepH\x00\x12*\n\x06\x63ustom\x18\x11 \x01(\x0b\x32\x18.meshserve.v1.CustomStepH\x00\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04kind\"C\n\nCustomStep\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\tModelStep\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"F\n\tLogicStep\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"t\n\x06Target\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x17.meshserve.v1.ModelStepH\x00\x12(\n\x05logic\x18\x02 \x01(\x0b\x32\x17.meshserve.v1.LogicStepH\x00\x12\x0e\n\x04plan\x18\x03 \x01(\tH\x00\x42\x06\n\x04kind\"L\n\x06\x42ranch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06target\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Target\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x89\x01\n\x0c\x45nsembleStep\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.meshserve.v1.Branch\x12.\n\x0b\x61ggregation\x18\x02 \x01(\x0e\x32\x19.meshserve.v1.Aggregation\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x12\n\naggregator\x18\x04 \x01(\t\"@\n\nSelectCase\x12\x0c\n\x04when\x18\x01 \x01(\t\x12$\n\x06\x62ranch\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Branch\"\x9b\x01\n\nSelectStep\x12\'\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x18.meshserve.v1.SelectCase\x12,\n\x0e\x64\x65\x66\x61ult_branch\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Branch\x12\x0e\n\x06router\x18\x03 \x01(\t\x12&\n\x08\x62ranches\x18\x04 \x03(\x0b\x32\x14.meshserve.v1.Branch\"C\n\tSplitStep\x12&\n\x08\x62ranches\x18\x01 \x03(\x0b\x32\x14.meshserve.v1.Branch\x12\x0e\n\x06sticky\x18\x02 \x01(\x08\"\x89\x01\n\nShadowStep\x12%\n\x07primary\x18\x01 \x01(\x0b\x32\x14.meshserve.v1.Branch\x12\'\n\tcandidate\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Branch\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ompare_output\x18\x04 \x01(\t\"\x96\x01\n\nBanditStep\x12\"\n\x04\x61rms\x18\x01 \x03(\x0b\x32\x14.meshserve.v1.Branch\x12*\n\x06policy\x18\x02 \x01(\x0e\x32\x1a.meshserve.v1.BanditPolicy\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\x19\n\x11\x63ontext_attribute\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04*\xb7\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GGREGATION_MEAN\x10\x01\x12\x1d\n\x19\x41GGREGATION_WEIGHTED_MEAN\x10\x02\x12\x1d\n\x19\x41GGREGATION_MAJORITY_VOTE\x10\x03\x12\x1f\n\x1b\x41GGREGATION_MAX_PROBABILITY\x10\x04\x12\x16\n\x12\x41GGREGATION_CUSTOM\x10\x05*k\n\x0c\x42\x61nditPolicy\x12\x1d\n\x19\x42\x41NDIT_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41NDIT_POLICY_THOMPSON\x10\x01\x12 \n\x1c\x42\x41NDIT_POLICY_EPSILON_GREEDY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17meshserve/v1/plan.proto\x12\x0cmeshserve.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19meshserve/v1/tensor.proto\"\xee\x02\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12(\n\x06inputs\x18\x04 \x03(\x0b\x32\x18.meshserve.v1.TensorSpec\x12!\n\x05steps\x18\x05 \x03(\x0b\x32\x12.meshserve.v1.Step\x12\x30\n\x07outputs\x18\x06 \x03(\x0b\x32\x1f.meshserve.v1.Plan.OutputsEntry\x12\x0e\n\x06python\x18\x07 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03\x12.\n\x0coutput_specs\x18\t \x03(\x0b\x32\x18.meshserve.v1.TensorSpec\x12*\n\x05typed\x18\n \x01(\x0b\x32\x1b.meshserve.v1.TypedContract\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\rTypedContract\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12)\n\x07outputs\x18\x02 \x03(\x0b\x32\x18.meshserve.v1.TensorSpec\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\"\xd9\x03\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x06inputs\x18\x02 \x03(\x0b\x32\x1e.meshserve.v1.Step.InputsEntry\x12(\n\x05model\x18\n \x01(\x0b\x32\x17.meshserve.v1.ModelStepH\x00\x12(\n\x05logic\x18\x0b \x01(\x0b\x32\x17.meshserve.v1.LogicStepH\x00\x12.\n\x08\x65nsemble\x18\x0c \x01(\x0b\x32\x1a.meshserve.v1.EnsembleStepH\x00\x12*\n\x06select\x18\r \x01(\x0b\x32\x18.meshserve.v1.SelectStepH\x00\x12(\n\x05split\x18\x0e \x01(\x0b\x32\x17.meshserve.v1.SplitStepH\x00\x12*\n\x06shadow\x18\x0f \x01(\x0b\x32\x18.meshserve.v1.ShadowStepH\x00\x12*\n\x06\x62\x61ndit\x18\x10 \x01(\x0b\x32\x18.meshserve.v1.BanditStepH\x00\x12*\n\x06\x63ustom\x18\x11 \x01(\x0b\x32\x18.meshserve.v1.CustomStepH\x00\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04kind\"C\n\nCustomStep\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\tModelStep\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"F\n\tLogicStep\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"t\n\x06Target\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x17.meshserve.v1.ModelStepH\x00\x12(\n\x05logic\x18\x02 \x01(\x0b\x32\x17.meshserve.v1.LogicStepH\x00\x12\x0e\n\x04plan\x18\x03 \x01(\tH\x00\x42\x06\n\x04kind\"L\n\x06\x42ranch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06target\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Target\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x89\x01\n\x0c\x45nsembleStep\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.meshserve.v1.Branch\x12.\n\x0b\x61ggregation\x18\x02 \x01(\x0e\x32\x19.meshserve.v1.Aggregation\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x12\n\naggregator\x18\x04 \x01(\t\"@\n\nSelectCase\x12\x0c\n\x04when\x18\x01 \x01(\t\x12$\n\x06\x62ranch\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Branch\"\x9b\x01\n\nSelectStep\x12\'\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x18.meshserve.v1.SelectCase\x12,\n\x0e\x64\x65\x66\x61ult_branch\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Branch\x12\x0e\n\x06router\x18\x03 \x01(\t\x12&\n\x08\x62ranches\x18\x04 \x03(\x0b\x32\x14.meshserve.v1.Branch\"C\n\tSplitStep\x12&\n\x08\x62ranches\x18\x01 \x03(\x0b\x32\x14.meshserve.v1.Branch\x12\x0e\n\x06sticky\x18\x02 \x01(\x08\"\x89\x01\n\nShadowStep\x12%\n\x07primary\x18\x01 \x01(\x0b\x32\x14.meshserve.v1.Branch\x12\'\n\tcandidate\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Branch\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ompare_output\x18\x04 \x01(\t\"\x96\x01\n\nBanditStep\x12\"\n\x04\x61rms\x18\x01 \x03(\x0b\x32\x14.meshserve.v1.Branch\x12*\n\x06policy\x18\x02 \x01(\x0e\x32\x1a.meshserve.v1.BanditPolicy\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\x19\n\x11\x63ontext_attribute\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04*\xb7\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GGREGATION_MEAN\x10\x01\x12\x1d\n\x19\x41GGREGATION_WEIGHTED_MEAN\x10\x02\x12\x1d\n\x19\x41GGREGATION_MAJORITY_VOTE\x10\x03\x12\x1f\n\x1b\x41GGREGATION_MAX_PROBABILITY\x10\x04\x12\x16\n\x12\x41GGREGATION_CUSTOM\x10\x05*k\n\x0c\x42\x61nditPolicy\x12\x1d\n\x19\x42\x41NDIT_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41NDIT_POLICY_THOMPSON\x10\x01\x12 \n\x1c\x42\x41NDIT_POLICY_EPSILON_GREEDY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,38 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAN_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_STEP_INPUTSENTRY']._loaded_options = None
   _globals['_STEP_INPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_AGGREGATION']._serialized_start=1980
-  _globals['_AGGREGATION']._serialized_end=2163
-  _globals['_BANDITPOLICY']._serialized_start=2165
-  _globals['_BANDITPOLICY']._serialized_end=2272
+  _globals['_AGGREGATION']._serialized_start=2194
+  _globals['_AGGREGATION']._serialized_end=2377
+  _globals['_BANDITPOLICY']._serialized_start=2379
+  _globals['_BANDITPOLICY']._serialized_end=2486
   _globals['_PLAN']._serialized_start=99
-  _globals['_PLAN']._serialized_end=373
-  _globals['_PLAN_OUTPUTSENTRY']._serialized_start=327
-  _globals['_PLAN_OUTPUTSENTRY']._serialized_end=373
-  _globals['_STEP']._serialized_start=376
-  _globals['_STEP']._serialized_end=849
-  _globals['_STEP_INPUTSENTRY']._serialized_start=796
-  _globals['_STEP_INPUTSENTRY']._serialized_end=841
-  _globals['_CUSTOMSTEP']._serialized_start=851
-  _globals['_CUSTOMSTEP']._serialized_end=918
-  _globals['_MODELSTEP']._serialized_start=920
-  _globals['_MODELSTEP']._serialized_end=983
-  _globals['_LOGICSTEP']._serialized_start=985
-  _globals['_LOGICSTEP']._serialized_end=1055
-  _globals['_TARGET']._serialized_start=1057
-  _globals['_TARGET']._serialized_end=1173
-  _globals['_BRANCH']._serialized_start=1175
-  _globals['_BRANCH']._serialized_end=1251
-  _globals['_ENSEMBLESTEP']._serialized_start=1254
-  _globals['_ENSEMBLESTEP']._serialized_end=1391
-  _globals['_SELECTCASE']._serialized_start=1393
-  _globals['_SELECTCASE']._serialized_end=1457
-  _globals['_SELECTSTEP']._serialized_start=1460
-  _globals['_SELECTSTEP']._serialized_end=1615
-  _globals['_SPLITSTEP']._serialized_start=1617
-  _globals['_SPLITSTEP']._serialized_end=1684
-  _globals['_SHADOWSTEP']._serialized_start=1687
-  _globals['_SHADOWSTEP']._serialized_end=1824
-  _globals['_BANDITSTEP']._serialized_start=1827
-  _globals['_BANDITSTEP']._serialized_end=1977
+  _globals['_PLAN']._serialized_end=465
+  _globals['_PLAN_OUTPUTSENTRY']._serialized_start=419
+  _globals['_PLAN_OUTPUTSENTRY']._serialized_end=465
+  _globals['_TYPEDCONTRACT']._serialized_start=467
+  _globals['_TYPEDCONTRACT']._serialized_end=587
+  _globals['_STEP']._serialized_start=590
+  _globals['_STEP']._serialized_end=1063
+  _globals['_STEP_INPUTSENTRY']._serialized_start=1010
+  _globals['_STEP_INPUTSENTRY']._serialized_end=1055
+  _globals['_CUSTOMSTEP']._serialized_start=1065
+  _globals['_CUSTOMSTEP']._serialized_end=1132
+  _globals['_MODELSTEP']._serialized_start=1134
+  _globals['_MODELSTEP']._serialized_end=1197
+  _globals['_LOGICSTEP']._serialized_start=1199
+  _globals['_LOGICSTEP']._serialized_end=1269
+  _globals['_TARGET']._serialized_start=1271
+  _globals['_TARGET']._serialized_end=1387
+  _globals['_BRANCH']._serialized_start=1389
+  _globals['_BRANCH']._serialized_end=1465
+  _globals['_ENSEMBLESTEP']._serialized_start=1468
+  _globals['_ENSEMBLESTEP']._serialized_end=1605
+  _globals['_SELECTCASE']._serialized_start=1607
+  _globals['_SELECTCASE']._serialized_end=1671
+  _globals['_SELECTSTEP']._serialized_start=1674
+  _globals['_SELECTSTEP']._serialized_end=1829
+  _globals['_SPLITSTEP']._serialized_start=1831
+  _globals['_SPLITSTEP']._serialized_end=1898
+  _globals['_SHADOWSTEP']._serialized_start=1901
+  _globals['_SHADOWSTEP']._serialized_end=2038
+  _globals['_BANDITSTEP']._serialized_start=2041
+  _globals['_BANDITSTEP']._serialized_end=2191
 # @@protoc_insertion_point(module_scope)

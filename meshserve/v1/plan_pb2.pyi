@@ -34,7 +34,7 @@ BANDIT_POLICY_THOMPSON: BanditPolicy
 BANDIT_POLICY_EPSILON_GREEDY: BanditPolicy
 
 class Plan(_message.Message):
-    __slots__ = ("name", "version", "description", "inputs", "steps", "outputs", "python", "created_unix_ms")
+    __slots__ = ("name", "version", "description", "inputs", "steps", "outputs", "python", "created_unix_ms", "output_specs", "typed")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,8 @@ class Plan(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     PYTHON_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SPECS_FIELD_NUMBER: _ClassVar[int]
+    TYPED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     description: str
@@ -58,7 +60,21 @@ class Plan(_message.Message):
     outputs: _containers.ScalarMap[str, str]
     python: str
     created_unix_ms: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., python: _Optional[str] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    output_specs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.TensorSpec]
+    typed: TypedContract
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., python: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., output_specs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., typed: _Optional[_Union[TypedContract, _Mapping]] = ...) -> None: ...
+
+class TypedContract(_message.Message):
+    __slots__ = ("schema_version", "outputs", "fingerprint", "service")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.TensorSpec]
+    fingerprint: str
+    service: str
+    def __init__(self, schema_version: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., fingerprint: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("name", "inputs", "model", "logic", "ensemble", "select", "split", "shadow", "bandit", "custom")

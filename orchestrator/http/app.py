@@ -73,7 +73,7 @@ def ingress_app(ingress: Ingress, config: HttpConfig) -> tuple[web.Application, 
         headers = {REQUEST_ID_HEADER: result.request_id}
         if result.trace_id:
             headers["X-Trace-Id"] = result.trace_id
-        return json_response(plan_json.response_to_json(result), headers=headers)
+        return json_response(plan_json.response_to_json(plan, result), headers=headers)
 
     async def feedback(request: web.Request) -> web.Response:
         authorize(request, None)

@@ -23,6 +23,14 @@ td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left;vertical-align:
 
 
 def _type_of(schema: dict[str, Any]) -> str:
+    if "allOf" in schema:
+        return _type_of(schema["allOf"][0])
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit(".", 1)[-1]
+    if "oneOf" in schema:
+        return "number"
+    if isinstance(schema.get("type"), list):
+        return "int64"
     if schema.get("type") == "array":
         items = schema.get("items")
         dims = []
@@ -59,16 +67,6 @@ def _table(schema: dict[str, Any]) -> str:
     return f"<table><tr><th>field</th><th>type</th><th>description</th></tr>{cells}</table>"
 
 
-def _example(schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
-    if kind == "array":
-        count = min(int(schema.get("maxItems", 1)), 3)
-        return [_example(schema.get("items", {"type": "number"})) for _ in range(count)]
-    if kind == "object":
-        return {k: _example(v) for k, v in schema.get("properties", {}).items() if k == "inputs"}
-    return {"integer": 0, "boolean": False}.get(str(kind), 0.0)
-
-
 def docs_page(document: dict[str, Any], base_url: str) -> str:
     """The HTML page for `document`; curl examples address `base_url`."""
     schemas = document["components"]["schemas"]
@@ -99,7 +97,7 @@ def docs_page(document: dict[str, Any], base_url: str) -> str:
             ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
             parts.append("<h3>Response</h3>" + _table(schemas[ok.rsplit("/", 1)[1]]))
             if "{version}" not in path and path.startswith("/v1/plans/"):
-                example = json.dumps(_example(request), separators=(",", ":"))
+                example = json.dumps(body.get("example", {}), separators=(",", ":"))
                 token = " -H 'Authorization: Bearer $TOKEN'" if auth else ""
                 parts.append(
                     "<pre>curl -s " + html.escape(f"{base_url}{path}") + token

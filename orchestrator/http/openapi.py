@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the HTTP ingress, generated from the plans the store holds.
 
 Every plan gets its own ``POST /v1/plans/<name>:execute`` (and the versioned form) with the
-request and response schemas of plan_json.py; the document is rebuilt when the store changes
+request and response schemas of its typed contract's messages (plan_json.py, components named
+by full proto name); the document is rebuilt when the store changes
 (`OpenApiCache`), so ``GET /openapi.json`` follows ApplyPlan / DeletePlan live.
 """
 
@@ -22,6 +23,7 @@ EXECUTE_PATH = "/v1/plans/{plan}:execute"
 VERSIONED_EXECUTE_PATH = "/v1/plans/{plan}/versions/{version}:execute"
 _ERROR_STATUSES = sorted({s for s in HTTP_STATUS.values() if s >= 400} | {408, 413, 415})
 
+_REF = "#/components/schemas/"
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -71,7 +73,18 @@ def _errors() -> dict[str, Any]:
     }
 
 
-def _execute(plan: plan_pb2.Plan, versioned: bool) -> dict[str, Any]:
+def _example(plan: plan_pb2.Plan) -> dict[str, Any]:
+    """A request body of one row of zeros for every fixed-shape input."""
+    example: dict[str, Any] = {}
+    for tf in plan_json.contract_for(plan).inputs:
+        if not tf.nested and tf.spec.shape is not None:
+            example[tf.field] = [0.0 if tf.spec.scalar.name in ("float", "double") else 0] * (
+                tf.spec.row_size
+            )
+    return example
+
+
+def _execute(plan: plan_pb2.Plan, versioned: bool, refs: tuple[str, str]) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": f"execute_{plan.name}" + ("_version" if versioned else ""),
         "summary": f"Run plan {plan.name}" + (" at a version" if versioned else ""),
@@ -80,12 +93,10 @@ def _execute(plan: plan_pb2.Plan, versioned: bool) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{plan.name}.Request"}
-                }
+                "application/json": {"schema": {"$ref": _REF + refs[0]}, "example": _example(plan)}
             },
         },
-        "responses": {"200": _json(f"{plan.name}.Response", "the plan's outputs"), **_errors()},
+        "responses": {"200": _json(refs[1], "the plan's outputs"), **_errors()},
     }
     if versioned:
         operation["parameters"] = [
@@ -105,10 +116,9 @@ def openapi_document(plans: Iterable[plan_pb2.Plan], *, auth: bool) -> dict[str,
     schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA, "Feedback": _FEEDBACK_SCHEMA}
     schemas["FeedbackReply"] = _FEEDBACK_REPLY
     for plan in sorted(plans, key=lambda p: p.name):
-        paths[EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, versioned=False)
-        paths[VERSIONED_EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, versioned=True)
-        schemas[f"{plan.name}.Request"] = plan_json.request_schema(plan)
-        schemas[f"{plan.name}.Response"] = plan_json.response_schema(plan)
+        refs = plan_json.schemas(plan, schemas)
+        paths[EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, False, refs)
+        paths[VERSIONED_EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, True, refs)
     paths["/v1/feedback"] = {
         "post": {
             "operationId": "feedback",

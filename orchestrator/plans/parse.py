@@ -133,9 +133,13 @@ def plan_from_dict(data: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> pla
     data = dict(data)
     inputs = _list_field(data, "inputs")
     steps = _list_field(data, "steps")
+    output_specs = _list_field(data, "output_specs")
     check_count("plan steps", len(steps), limits, "max_plan_steps")
     check_count("plan inputs", len(inputs), limits, "max_inputs")
+    check_count("plan output_specs", len(output_specs), limits, "max_inputs")
     data["inputs"] = [_spec(s) for s in inputs]
+    if output_specs:
+        data["output_specs"] = [_spec(s) for s in output_specs]
     data["steps"] = [_step(s, i, limits) for i, s in enumerate(steps)]
     plan = plan_pb2.Plan()
     try:

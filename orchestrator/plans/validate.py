@@ -29,7 +29,7 @@ from meshserve.limits import (
 from meshserve.names import check_name, quote
 from meshserve.orchestrator.plans.graph import PlanGraph, Ref
 from meshserve.orchestrator.steps.registry import kind_of
-from meshserve.tensors import dtype_name
+from meshserve.tensors import DTYPE_NAMES, dtype_name
 from meshserve.v1 import model_pb2, plan_pb2, tensor_pb2
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "check_plan_limits",
     "format_spec",
     "validate_plan",
+    "validate_plan_outputs",
 ]
 
 MetadataLookup = Callable[[str, str], Awaitable[model_pb2.ModelMetadata]]
@@ -82,6 +83,10 @@ def check_plan_limits(plan: plan_pb2.Plan, limits: Limits) -> None:
     check_strings("plan input name", (s.name for s in plan.inputs), limits, "max_name_chars")
     check_strings("plan output name", plan.outputs, limits, "max_name_chars")
     check_strings("plan output wire", plan.outputs.values(), limits, "max_string_chars")
+    check_count("plan output_specs", len(plan.output_specs), limits, "max_inputs")
+    check_strings(
+        "plan output_specs name", (s.name for s in plan.output_specs), limits, "max_name_chars"
+    )
     for step in plan.steps:
         check_string("step name", step.name, limits, "max_name_chars")
         check_strings("step input name", step.inputs, limits, "max_name_chars")
@@ -94,8 +99,19 @@ def check_plan_limits(plan: plan_pb2.Plan, limits: Limits) -> None:
 async def validate_plan(plan: plan_pb2.Plan, ctx: ValidationContext) -> PlanGraph | None:
     """Validate `plan`; returns its graph (None for a python plan). Raises InvalidInputError
     (LimitExceededError for a plan over `ctx.limits`)."""
+    graph, _ = await validate_plan_outputs(plan, ctx)
+    return graph
+
+
+async def validate_plan_outputs(
+    plan: plan_pb2.Plan, ctx: ValidationContext
+) -> tuple[PlanGraph | None, dict[str, tensor_pb2.TensorSpec | None]]:
+    """`validate_plan`, plus the spec of each plan output: the declared ``output_specs`` entry,
+    else what validation inferred (None: not known). A declared spec must name a plan output
+    (any name for a python plan) and agree with the inferred one."""
     check_plan_limits(plan, ctx.limits)
     check_name("plan", plan.name)
+    declared = _declared_output_specs(plan)
     if plan.python:
         if plan.steps or plan.outputs:
             raise InvalidInputError(
@@ -106,18 +122,45 @@ async def validate_plan(plan: plan_pb2.Plan, ctx: ValidationContext) -> PlanGrap
                 f"plan '{plan.name}' python: {quote(plan.python)} must look like "
                 "'package.module:attr'"
             )
-        return None
+        return None, dict(declared)
     if not plan.steps:
         raise InvalidInputError(f"plan '{plan.name}': needs at least one step (or 'python')")
     if not plan.outputs:
         raise InvalidInputError(f"plan '{plan.name}': 'outputs' must name at least one output")
+    for name in declared:
+        if name not in plan.outputs:
+            raise InvalidInputError(
+                f"plan '{plan.name}' output_specs {quote(name)}: not a plan output (outputs: "
+                f"{sorted(plan.outputs)})"
+            )
     graph = PlanGraph(plan)
     check = PlanCheck(plan, graph, ctx)
     for name in graph.order:
         await check.step(graph.steps[name])
+    specs: dict[str, tensor_pb2.TensorSpec | None] = {}
     for key, ref in graph.outputs.items():
         check.check_output_exists(ref, f"plan output '{key}'")
-    return graph
+        inferred = check.spec_of(ref)
+        spec = declared.get(key)
+        if spec is not None and inferred is not None and not _compatible(spec, inferred):
+            raise InvalidInputError(
+                f"plan '{plan.name}' output_specs '{key}': declared {format_spec(spec)} but "
+                f"'{ref}' is {format_spec(inferred)}"
+            )
+        specs[key] = spec if spec is not None else inferred
+    return graph, specs
+
+
+def _declared_output_specs(plan: plan_pb2.Plan) -> dict[str, tensor_pb2.TensorSpec]:
+    declared: dict[str, tensor_pb2.TensorSpec] = {}
+    for spec in plan.output_specs:
+        where = f"plan '{plan.name}' output_specs {quote(spec.name)}"
+        if not spec.name or spec.name in declared:
+            raise InvalidInputError(f"{where}: every entry needs a name of its own")
+        if spec.dtype not in DTYPE_NAMES:
+            raise InvalidInputError(f"{where}: dtype {spec.dtype} is not a known DataType")
+        declared[spec.name] = spec
+    return declared
 
 
 class PlanCheck:

@@ -375,3 +375,49 @@ def usage(pid: int) -> Usage:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     return Usage(rss, len(os.listdir(f"/proc/{pid}/fd")))
+
+
+# -- typed contracts (meshserve.contracts): raw wire messages around known field numbers -------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+_SPECIAL_FLOATS = st.sampled_from([0.0, -0.0, 1e38, -1e38, float("nan"), float("inf"), 3.5])
+
+
+@st.composite
+def typed_fields(draw: st.DrawFn, numbers: Sequence[int]) -> bytes:
+    """One wire field: a known field number (or any), any wire type, a hostile payload."""
+    number = draw(st.one_of(st.sampled_from(list(numbers)), st.integers(1, (1 << 29) - 1)))
+    wire = draw(st.sampled_from([0, 1, 2, 2, 2, 5]))
+    tag = _varint(number << 3 | wire)
+    if wire == 0:
+        return tag + _varint(draw(st.integers(0, (1 << 64) - 1)))
+    if wire == 1:
+        return tag + draw(st.binary(min_size=8, max_size=8))
+    if wire == 5:
+        return tag + draw(st.binary(min_size=4, max_size=4))
+    if draw(st.booleans()):  # packed floats: any count, NaN/inf among them
+        count = draw(st.sampled_from([0, 1, 63, 64, 65, 128, 640, 6400]))
+        value = draw(_SPECIAL_FLOATS)
+        payload = np.full(count, value, dtype="<f4").tobytes()
+    else:
+        payload = draw(st.binary(max_size=300))
+    length = len(payload) if draw(st.integers(0, 9)) else draw(st.integers(0, 1 << 20))
+    return tag + _varint(length) + payload
+
+
+@st.composite
+def typed_messages(draw: st.DrawFn, numbers: Sequence[int]) -> bytes:
+    """A typed request as raw bytes: fields around `numbers`, sometimes cut short."""
+    body = b"".join(draw(st.lists(typed_fields(numbers), max_size=6)))
+    if body and draw(st.integers(0, 9)) == 0:
+        body = body[: draw(st.integers(0, len(body) - 1))]
+    return body

@@ -1,5 +1,6 @@
 """Fuzz suite: hostile messages at real servers in real processes (ModelService.Infer, KServe V2
-ModelInfer, Orchestrator.Execute, Admin.ApplyPlan and undecodable raw bytes at every method).
+ModelInfer, Orchestrator.Execute, Admin.ApplyPlan, the typed Predict of a replica and Execute of
+a plan, and undecodable raw bytes at every method).
 
 Every call has a deadline. A pass means: no INTERNAL/UNKNOWN (or any status outside
 fuzz_strategies.CLEAN), no DEADLINE_EXCEEDED, the server answers a good request afterwards, its
@@ -23,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshserve.contracts.naming import field_numbers
 from meshserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -274,3 +276,69 @@ def test_good_plan_still_applies(mesh: Mesh) -> None:
     plan = plan_pb2.Plan(name="fuzz-after", python="tests.integration.python_plans:echo")
     response = stub.ApplyPlan(admin_pb2.ApplyPlanRequest(plan=plan), metadata=AUTH, timeout=30)
     assert response.version >= 1
+
+
+# The typed services of the mesh above (meshserve.contracts; numbers from the tensor names).
+TYPED_PREDICT = "/meshserve.models.fuzz.v1.Fuzz/Predict"
+TYPED_EXECUTE = "/meshserve.plans.fuzz_model.v1.FuzzModel/Execute"
+TYPED_NUMBERS = (1, 2, 3, 4, field_numbers(["input"])["input"])
+
+
+def _good_typed(channel: grpc.Channel, path: str) -> None:
+    good = _varint_field(TYPED_NUMBERS[-1], np.zeros(128, dtype="<f4").tobytes())
+    channel.unary_unary(path)(good, timeout=10)
+
+
+def _varint_field(number: int, payload: bytes) -> bytes:
+    return fz._varint(number << 3 | 2) + fz._varint(len(payload)) + payload
+
+
+def test_fuzz_typed_predict(mesh: Mesh) -> None:
+    call = mesh.replica_channel.unary_unary(TYPED_PREDICT)
+
+    def fuzz(tally: fz.Tally) -> None:
+        @FUZZ_SETTINGS
+        @given(batches(fz.typed_messages(TYPED_NUMBERS)))
+        def run(messages) -> None:
+            fz.send_batch(call, messages, tally)
+
+        run()
+
+    _run(
+        mesh, mesh.replica, "typed Predict", fuzz,
+        lambda: _good_typed(mesh.replica_channel, TYPED_PREDICT),
+    )  # fmt: skip
+
+
+def test_fuzz_typed_execute(mesh: Mesh) -> None:
+    channel = mesh.orchestrator_channel
+    paths = st.sampled_from(
+        [TYPED_EXECUTE] * 6
+        + [
+            "/meshserve.plans.fuzz_model.v9.FuzzModel/Execute",
+            "/meshserve.plans.no_plan.v1.NoPlan/Execute",
+            "/meshserve.plans.fuzz_model.v1.FuzzModel/Nope",
+            "/meshserve.plans.x/Execute",
+        ]
+    )
+
+    def fuzz(tally: fz.Tally) -> None:
+        @FUZZ_SETTINGS
+        @given(st.lists(st.tuples(paths, fz.typed_messages(TYPED_NUMBERS)), min_size=fz.BATCH,
+                        max_size=fz.BATCH))  # fmt: skip
+        def run(items) -> None:
+            futures = [
+                (channel.unary_unary(p).future(m, timeout=fz.DEADLINE_S), p) for p, m in items
+            ]
+            for future, path in futures:
+                try:
+                    future.result()
+                    tally.add(grpc.StatusCode.OK, "", path)
+                except grpc.RpcError as exc:
+                    tally.add(exc.code(), exc.details() or "", path)
+
+        run()
+
+    _run(
+        mesh, mesh.orchestrator, "typed Execute", fuzz, lambda: _good_typed(channel, TYPED_EXECUTE)
+    )

@@ -20,9 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshserve.clients.sdk import MeshServeClient
+from meshserve.errors import MeshError
 from tests.integration import fuzz_strategies as fz
 from tests.integration.http_helpers import http_address
-from tests.integration.orchestrator_helpers import Procs
+from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.fuzz]
 
@@ -53,8 +56,8 @@ def execute_bodies(draw: st.DrawFn) -> Any:
     """Mostly near-valid bodies (so the checks past parsing are reached), some anything."""
     if draw(st.integers(0, 4)) == 0:
         return draw(json_values)
-    body: dict[str, Any] = {"inputs": {draw(st.sampled_from(["input", "x", ""])): draw(
-        st.one_of(st.lists(row, max_size=4), json_values))}}  # fmt: skip
+    name = draw(st.sampled_from(["input", "x", "", "request_id"]))
+    body: dict[str, Any] = {name: draw(st.one_of(row, st.lists(row, max_size=3), json_values))}
     for key, values in (
         ("routing_key", st.one_of(st.text(max_size=300), json_values)),
         (
@@ -93,12 +96,27 @@ def doors(
 ) -> Iterator[dict[str, str]]:
     with Procs(tmp_path_factory.mktemp("http-fuzz")) as procs:
         replicas = [procs.model(models_dir, name, consul_addr) for name in ("scaler", "mlp")]
-        orch = procs.orchestrator(consul_addr, "--plans", str(PLANS / "pipeline.yaml"))
+        orch = procs.orchestrator(consul_addr)
+        asyncio.run(_apply_pipeline(orch.address))
         yield {
             "execute": f"http://{http_address(orch)}/v1/plans/digits-pipeline:execute",
             "feedback": f"http://{http_address(orch)}/v1/feedback",
             "v2": f"http://{http_address(replicas[1])}/v2/models/mlp/infer",
         }
+
+
+async def _apply_pipeline(address: str) -> None:
+    async with MeshServeClient(address, token=TOKEN) as admin:
+
+        async def applied() -> int | None:
+            try:
+                return (await admin.apply_plan((PLANS / "pipeline.yaml").read_text()))[1]
+            except MeshError as exc:
+                if "unknown model" not in exc.message:
+                    raise
+                return None
+
+        await wait_until(applied, 30, "the pipeline's models discoverable", 0.2, retry_on=())
 
 
 async def _send(url: str, bodies: list[bytes], content_type: str = "application/json") -> None:
@@ -120,7 +138,7 @@ def _good(doors: dict[str, str]) -> None:
 
     async def go() -> None:
         async with aiohttp.ClientSession() as session:
-            async with session.post(doors["execute"], json={"inputs": {"input": x}}) as r:
+            async with session.post(doors["execute"], json={"input": x[0]}) as r:
                 assert r.status == 200, await r.text()
             v2 = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": x}]}
             async with session.post(doors["v2"], json=v2) as r:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshserve.clients.sdk import MeshServeClient
+from meshserve.errors import MeshError
 from meshserve.v1 import admin_pb2, orchestrator_pb2
 from tests.integration.http_helpers import curl, http_address, metrics_url, raw_exchange, status_of
 from tests.integration.orchestrator_helpers import TOKEN, Procs
@@ -61,15 +63,33 @@ def mesh(mesh_procs: Procs, consul_addr: str, models_dir: Path) -> dict[str, str
     tokens = f"{ALL_PLANS_TOKEN} *\n{PIPELINE_TOKEN} digits-pipeline\n"
     orch = mesh_procs.spawn(
         "orchestrator", "serve", "--consul", consul_addr, "--kv-prefix", mesh_procs.kv_prefix,
-        "--plans", str(PLANS), "--metrics-port", "0",
+        "--metrics-port", "0",
         "--http-max-body-bytes", str(MAX_BODY), "--http-body-timeout-s", str(BODY_TIMEOUT_S),
         env={"MESHSERVE_ADMIN_TOKEN": TOKEN, "MESHSERVE_DATA_TOKENS": tokens},
     )  # fmt: skip
+    asyncio.run(_apply_every_plan(orch.address))
     return {
         "grpc": orch.address,
         "http": f"http://{http_address(orch)}",
         "metrics": metrics_url(orch),
     }
+
+
+async def _apply_every_plan(address: str) -> None:
+    """Apply the example plans over Admin, as `meshserve up` does: their typed contracts get
+    every output's type from the models (startup plans only have the declared ones)."""
+    async with MeshServeClient(address, token=TOKEN) as admin:
+        for path in sorted(PLANS.glob("*.yaml")):
+
+            async def applied(text: str = path.read_text()) -> int | None:
+                try:
+                    return (await admin.apply_plan(text))[1]
+                except MeshError as exc:
+                    if "unknown model" not in exc.message:
+                        raise
+                    return None
+
+            await wait_until(applied, 30, f"{path.name}'s models discoverable", 0.2, retry_on=())
 
 
 @pytest.fixture(scope="module")
@@ -108,33 +128,35 @@ async def test_curl_json_answers_equal_grpc_for_every_example_plan(mesh, digits)
                     by_decision.setdefault(decision, []).append(grpc_answer.outputs)
                     status, reply = await curl(
                         f"{mesh['http']}/v1/plans/{plan}:execute",
-                        {"inputs": {"input": rows.tolist()}, "routing_key": key,
-                         "attributes": attributes, "id": f"http-{plan}-{i}"},
+                        {"input": rows.ravel().tolist(), "routing_key": key,
+                         "attributes": attributes, "request_id": f"http-{plan}-{i}"},
                         token=ALL_PLANS_TOKEN,
                     )  # fmt: skip
                     assert status == 200, (plan, reply)
-                    assert reply["plan"] == plan and reply["id"] == f"http-{plan}-{i}"
-                    http_decision = json.dumps(reply["decisions"], sort_keys=True)
+                    assert reply["request_id"] == f"http-{plan}-{i}", reply
+                    http_decision = json.dumps(reply.get("decisions", {}), sort_keys=True)
+                    outputs = {n: reply[n] for n in grpc_answer.outputs}  # every output is sent
                     by_decision.setdefault(http_decision, [])
                     for expected in by_decision[http_decision]:
-                        assert set(reply["outputs"]) == set(expected), plan
                         for name, value in expected.items():
-                            got = np.asarray(reply["outputs"][name], dtype=value.dtype)
+                            got = np.asarray(outputs[name], dtype=value.dtype).reshape(value.shape)
                             assert np.array_equal(got, value), (plan, name)
+                    shapes = {n: v.shape for n, v in grpc_answer.outputs.items()}
                     by_decision[http_decision].append(
-                        {n: np.asarray(v) for n, v in reply["outputs"].items()}
-                    )
+                        {n: np.asarray(v, dtype=grpc_answer.outputs[n].dtype).reshape(shapes[n])
+                         for n, v in outputs.items()}
+                    )  # fmt: skip
                 compared = [d for d, answers in by_decision.items() if len(answers) > 1]
                 assert compared, f"{plan}: no HTTP answer shared a decision with a gRPC one"
     # the versioned form runs the version it names
     status, reply = await curl(
         f"{mesh['http']}/v1/plans/digits-pipeline/versions/1:execute",
-        {"inputs": {"input": digits[:1].tolist()}}, token=PIPELINE_TOKEN,
+        {"input": digits[:1].ravel().tolist()}, token=PIPELINE_TOKEN,
     )  # fmt: skip
     assert status == 200 and reply["plan_version"] == 1, reply
     status, reply = await curl(
         f"{mesh['http']}/v1/plans/digits-pipeline/versions/99:execute",
-        {"inputs": {"input": digits[:1].tolist()}}, token=PIPELINE_TOKEN,
+        {"input": digits[:1].ravel().tolist()}, token=PIPELINE_TOKEN,
     )  # fmt: skip
     assert status == 404 and "no version 99" in reply["error"]["message"], reply
 
@@ -148,10 +170,10 @@ async def test_traceparent_and_request_id_join_the_grpc_trace(mesh, digits):
     await _ready(mesh)
     status, reply = await curl(
         f"{mesh['http']}/v1/plans/digits-pipeline:execute",
-        {"inputs": {"input": digits[:1].tolist()}}, token=PIPELINE_TOKEN, headers=headers,
+        {"input": digits[:1].ravel().tolist()}, token=PIPELINE_TOKEN, headers=headers,
     )  # fmt: skip
     assert status == 200, reply
-    assert reply["trace_id"] == trace_id and reply["id"] == "req-from-the-caller", reply
+    assert reply["trace_id"] == trace_id and reply["request_id"] == "req-from-the-caller", reply
     async with MeshServeClient(mesh["grpc"], token=TOKEN) as admin:
 
         async def spans() -> list[Any] | None:
@@ -173,20 +195,25 @@ async def test_openapi_validates_describes_every_plan_and_follows_changes(mesh):
             document = await response.json()
         validate(document)  # an independent OpenAPI 3.1 validator
         schemas = document["components"]["schemas"]
+
+        def schema_of(content: dict[str, Any]) -> dict[str, Any]:
+            return schemas[content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+
         for plan in _plan_names():
             text = (PLANS / f"{plan.removeprefix('digits-')}.yaml").read_text()
             path = f"/v1/plans/{plan}:execute"
-            assert "post" in document["paths"][path], path
+            operation = document["paths"][path]["post"]
             assert f"/v1/plans/{plan}/versions/{{version}}:execute" in document["paths"]
-            request = schemas[f"{plan}.Request"]["properties"]
-            assert request["inputs"]["required"] == ["input"], plan
-            rows = request["inputs"]["properties"]["input"]
-            assert rows["type"] == "array" and rows["items"]["maxItems"] == 64, rows
-            assert rows["items"]["items"]["format"] == "float"
-            assert {"id", "routing_key", "attributes", "timeout_ms"} <= set(request)
-            outputs = schemas[f"{plan}.Response"]["properties"]["outputs"]["properties"]
-            for name in outputs:
-                assert f"{name}:" in text, (plan, name)
+            request = schema_of(operation["requestBody"]["content"])["properties"]
+            assert request["input"]["type"] == "array", request
+            assert "64 values per row" in request["input"]["description"], request["input"]
+            assert {"request_id", "routing_key", "attributes", "timeout_ms"} <= set(request)
+            body = operation["requestBody"]["content"]["application/json"]["example"]
+            assert len(body["input"]) == 64
+            response = schema_of(operation["responses"]["200"]["content"])["properties"]
+            outputs = set(response) - {"request_id", "status", "decisions", "plan_version",
+                                       "trace_id"}  # fmt: skip
+            assert outputs and all(f"{name}:" in text for name in outputs), (plan, outputs)
         # live: a new plan appears, a deleted one goes
         async with MeshServeClient(mesh["grpc"], token=TOKEN) as admin:
             text = (
@@ -262,19 +289,20 @@ async def _post_raw(mesh: dict[str, str], body: bytes, content_type: str) -> tup
 
 async def test_hostile_input_gets_a_fast_4xx_and_the_server_stays_up(mesh, digits):
     await _ready(mesh)
-    good = json.dumps({"inputs": {"input": digits[:1].tolist()}}).encode()
-    bad_timeout = json.dumps({"inputs": {"input": digits[:1].tolist()}, "timeout_ms": -1}).encode()
+    good = json.dumps({"input": digits[:1].ravel().tolist()}).encode()
+    bad_timeout = json.dumps({"input": digits[:1].ravel().tolist(), "timeout_ms": -1}).encode()
     cases: list[tuple[str, bytes, str, int, str]] = [
         ("malformed", b'{"inputs": {"input": [[1, 2', "application/json", 400, "not JSON"),
         ("not utf-8", b'{"inputs": "\xff\xfe"}', "application/json", 400, "UTF-8"),
-        ("wrong type", b'{"inputs": {"input": "zero"}}', "application/json", 400, "inputs.input"),
-        ("wrong rows", b'{"inputs": {"input": [[1, 2]]}}', "application/json", 400, "shape"),
-        ("ragged", b'{"inputs": {"input": [[1], [1, 2]]}}', "application/json", 400, "ragged"),
-        ("unknown field", b'{"inputs": {}, "x": 1}', "application/json", 400, "unknown field"),
+        ("wrong type", b'{"input": "zero"}', "application/json", 400, "input"),
+        ("wrong rows", b'{"input": [1, 2]}', "application/json", 400, "64 values per row"),
+        ("nested rows", b'{"input": [[1], [1, 2]]}', "application/json", 400, "input"),
+        ("unknown field", b'{"inputs": {}}', "application/json", 400, "no field named"),
+        ("string", b'{"input": ["a"]}', "application/json", 400, "input"),
         ("not an object", b"[1, 2, 3]", "application/json", 400, "a JSON object"),
         ("bad timeout", bad_timeout, "application/json", 400, "timeout_ms"),
         ("deep nesting", b"[" * 200_000 + b"]" * 200_000, "application/json", 400, "depth"),
-        ("deep but small", b'{"inputs": {"input": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+        ("deep but small", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
          "application/json", 400, "max_json_depth"),
         ("huge body", b" " * (MAX_BODY + 1), "application/json", 413, "max_body_bytes"),
         ("wrong content type", good, "text/plain", 415, "application/json"),
@@ -286,8 +314,8 @@ async def test_hostile_input_gets_a_fast_4xx_and_the_server_stays_up(mesh, digit
         assert words in json.dumps(reply), (what, reply)
         assert reply["error"]["code"] == status and took < 5, (what, took)
     # A field error names the field and what was expected.
-    got, reply, _ = await _post_raw(mesh, b'{"inputs": {"input": [["a"]]}}', "application/json")
-    assert reply["error"]["field"] == "inputs.input" and "float32" in reply["error"]["expected"]
+    got, reply, _ = await _post_raw(mesh, b'{"input": [1, 2, 3]}', "application/json")
+    assert reply["error"]["field"] == "input" and "float32" in reply["error"]["expected"], reply
     # Slowloris: a body trickling in is cut off after body_timeout_s with 408, and other
     # requests are served meanwhile.
     address = mesh["http"].removeprefix("http://")
@@ -322,7 +350,7 @@ async def test_hostile_input_gets_a_fast_4xx_and_the_server_stays_up(mesh, digit
         async with session.get(f"{mesh['http']}/healthz") as response:
             assert response.status == 200
     got, reply, _ = await _post_raw(mesh, good, "application/json")
-    assert got == 200 and reply["outputs"]["label"], reply
+    assert got == 200 and reply["label"], reply
 
 
 # -- the auth table ---------------------------------------------------------------------------
@@ -419,7 +447,7 @@ async def test_auth_table_every_method_grpc_and_http(mesh, digits):
     for token, want in expected.items():
         for path in (f"/v1/plans/{plan}:execute", f"/v1/plans/{plan}/versions/1:execute"):
             status, reply = await curl(
-                f"{mesh['http']}{path}", {"inputs": {"input": digits[:1].tolist()}}, token=token
+                f"{mesh['http']}{path}", {"input": digits[:1].ravel().tolist()}, token=token
             )
             assert status == http_status[want], (path, token, reply)
             if status != 200:
@@ -447,3 +475,29 @@ async def test_auth_table_every_method_grpc_and_http(mesh, digits):
     metrics_text = _scrape(mesh)
     for token in (ALL_PLANS_TOKEN, PIPELINE_TOKEN, TOKEN):
         assert token not in metrics_text
+
+
+def test_cli_call_over_http_equals_grpc(mesh, digits, tmp_path):
+    """``meshserve call --http`` (the data token from the environment, never argv)."""
+    np.save(tmp_path / "x.npy", digits)
+    env = {
+        **os.environ,
+        "MESHSERVE_DATA_TOKEN": ALL_PLANS_TOKEN,
+        "MESHSERVE_ORCHESTRATOR": mesh["grpc"],
+    }
+    outs = []
+    for extra in (["--http", "--http-url", mesh["http"]], []):
+        proc = subprocess.run(
+            [sys.executable, "-m", "meshserve.clients.cli", "call", "digits-pipeline",
+             "--input", f"input={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path), *extra],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        outs.append(np.load(tmp_path / "label.npy"))
+    assert np.array_equal(outs[0], outs[1]) and len(outs[0]) == len(digits)
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshserve.clients.cli", "call", "digits-pipeline", "--input",
+         f"input={tmp_path / 'x.npy'}", "--http", "--http-url", mesh["http"]],
+        capture_output=True, text=True, timeout=60, env={**env, "MESHSERVE_DATA_TOKEN": WRONG},
+    )  # fmt: skip
+    assert proc.returncode == 1 and "UNAUTHENTICATED" in proc.stderr, proc.stderr

@@ -77,9 +77,10 @@ def test_replica_reflection_v1_and_v1alpha_and_model_health(spawn, models_dir: P
         "model", "serve", str(models_dir / "scaler.onnx"), "--name", "scaler", "--version", "1",
         "--no-register", "--metrics-port", "-1",
     )  # fmt: skip
+    # the replica's own typed service (docs/TYPED.md) is listed next to the generic ones
     expected = {
         "meshserve.v1.ModelService", "inference.GRPCInferenceService", "grpc.health.v1.Health",
-        *REFLECTION,
+        "meshserve.models.scaler.v1.Scaler", *REFLECTION,
     }  # fmt: skip
     assert _v1alpha_services(replica.address) == expected
     assert asyncio.run(_v1_services(replica.address)) == expected
@@ -93,8 +94,11 @@ async def _plan_health_follows_the_store(address: str) -> None:
         plan = plan_pb2.Plan(name="health-plan", python="examples.programmatic:pipeline")
         await client.apply_plan(plan)
         await _watch_until(address, "health-plan", "SERVING")
+        typed = "meshserve.plans.health_plan.v1.HealthPlan"
+        assert typed in await _v1_services(address)  # reflection follows the plan store
         await client.delete_plan("health-plan")
         await _watch_until(address, "health-plan", "NOT_SERVING")
+        assert typed not in await _v1_services(address)
 
 
 def test_orchestrator_reflection_and_plan_health(consul_addr: str, tmp_path: Path) -> None:

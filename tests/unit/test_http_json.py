@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meshserve.errors import InvalidInputError
+from meshserve.errors import FailedPreconditionError, InvalidInputError
 from meshserve.http_errors import FieldError
 from meshserve.json_tensors import array_from_json, tensor_schema
 from meshserve.limits import LimitExceededError
@@ -20,6 +20,7 @@ PLAN = plan_pb2.Plan(
     version=3,
     inputs=[tensor_pb2.TensorSpec(name="x", dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[-1, 2])],
     outputs={"y": "s.y"},
+    output_specs=[tensor_pb2.TensorSpec(name="y", dtype=tensor_pb2.DATA_TYPE_INT64, shape=[-1])],
 )
 
 
@@ -49,37 +50,48 @@ def test_arrays_accept_numbers_and_respect_limits():
         array_from_json([0.0] * 10, np.dtype("float32"), "x", max_elements=4)
 
 
-def test_plan_request_and_response():
+def test_plan_request_and_response_are_the_typed_contract_in_json():
     call = plan_json.request_from_json(
-        PLAN, {"inputs": {"x": [[1, 2]]}, "routing_key": "k", "timeout_ms": 500}, request_id="h"
+        PLAN, {"x": [1, 2, 3, 4], "routing_key": "k", "timeout_ms": 500}, request_id="h"
     )
     assert call.plan == "p" and call.plan_version == 3 and call.request_id == "h"
-    assert call.inputs["x"].dtype == np.float32 and call.timeout_s == 0.5
+    assert call.inputs["x"].shape == (2, 2) and call.timeout_s == 0.5
+    assert plan_json.request_from_json(PLAN, {"x": [1, 2], "requestId": "r"}).request_id == "r"
     for body, field in [
-        ({"inputs": {"x": [[1, 2, 3]]}}, "inputs.x"),
-        ({"inputs": {}}, "inputs.x"),
-        ({"inputs": {"x": [[1, 2]], "z": [1]}}, "inputs.z"),
-        ({"inputs": {"x": [[1, 2]]}, "attributes": {"a": 1}}, "attributes"),
-        ({"inputs": {"x": [[1, 2]]}, "timeout_ms": True}, "timeout_ms"),
-        ({"inputs": {"x": [[1, 2]]}, "id": 7}, "id"),
-        ({"input": {}}, "input"),
+        ({"x": [1, 2, 3]}, "x"),
+        ({}, "x"),
+        ({"x": "a"}, "x"),
+        ({"x": [1, 2], "z": [1]}, "z"),
+        ({"x": [1, 2], "timeout_ms": -1}, "timeout_ms"),
+        ({"x": [1, 2], "attributes": {"a": 1}}, "attributes"),
     ]:
         with pytest.raises(FieldError) as err:
             plan_json.request_from_json(PLAN, body)
-        assert err.value.field == field, body
+        assert err.value.field == field, (body, err.value.message)
+    with pytest.raises(FieldError):
+        plan_json.request_from_json(PLAN, [1, 2])
     reply = plan_json.response_to_json(
-        ExecutionResult("r", "p", 3, {"y": np.array([1, 2])}, {"s": "b"}, 1.5, "t")
+        PLAN, ExecutionResult("r", "p", 3, {"y": np.array([1, 2])}, {"s": "b"}, 1.5, "t")
     )
-    assert reply == {"id": "r", "plan": "p", "plan_version": 3, "outputs": {"y": [1, 2]},
-                     "decisions": {"s": "b"}, "trace_id": "t", "latency_ms": 1.5}  # fmt: skip
+    assert reply == {"request_id": "r", "plan_version": 3, "trace_id": "t", "y": ["1", "2"],
+                     "decisions": {"s": "b"}}  # fmt: skip
 
 
-def test_schemas_describe_the_plan():
-    request = plan_json.request_schema(PLAN)
-    x = request["properties"]["inputs"]["properties"]["x"]
-    assert x["items"] == {"type": "array", "items": {"type": "number", "format": "float"},
-                          "minItems": 2, "maxItems": 2}  # fmt: skip
-    assert plan_json.response_schema(PLAN)["properties"]["outputs"]["required"] == ["y"]
+def test_a_plan_whose_outputs_are_not_typed_is_refused_before_running():
+    untyped = plan_pb2.Plan()
+    untyped.CopyFrom(PLAN)
+    del untyped.output_specs[:]
+    untyped.version = 4  # contracts are cached per version
+    with pytest.raises(FailedPreconditionError, match="apply the plan over Admin"):
+        plan_json.request_from_json(untyped, {"x": [1, 2]})
+
+
+def test_schemas_come_from_the_contract_descriptors():
+    components: dict = {}
+    request, response = plan_json.schemas(PLAN, components)
+    x = components[request]["properties"]["x"]
+    assert x["type"] == "array" and "2 values per row" in x["description"]
+    assert components[response]["properties"]["y"]["items"]["type"] == ["integer", "string"]
     assert tensor_schema(np.dtype("uint8"), [])["minimum"] == 0
 
 

@@ -58,5 +58,26 @@ def test_malformed_tensors_name_the_input_and_the_problem(tensor, fragment) -> N
 
 
 def test_unsupported_numpy_dtype_is_rejected() -> None:
+    # (strings were the example here until BYTES/STRING joined the DataTypes)
     with pytest.raises(InvalidInputError, match="no meshserve DataType"):
-        tensors.from_numpy(np.array(["a"]))
+        tensors.from_numpy(np.array([1 + 2j]))
+
+
+def test_bytes_and_string_tensors_round_trip() -> None:
+    for arr, dtype in (
+        (np.array([[b"\x00", b""], [b"ab", b"c"]], dtype=object), tensor_pb2.DATA_TYPE_BYTES),
+        (np.array([b"x", b"yz"]), tensor_pb2.DATA_TYPE_BYTES),
+        (np.array(["h\u00e9", ""]), tensor_pb2.DATA_TYPE_STRING),
+    ):
+        t = tensors.from_numpy(arr)
+        assert t.dtype == dtype and not t.data
+        back = tensors.to_numpy(t, "x")
+        assert back.dtype == np.dtype(object) and back.tolist() == arr.tolist()
+    with pytest.raises(InvalidInputError, match="every element must be bytes"):
+        tensors.from_numpy(np.array([b"a", 1], dtype=object))
+    bad = tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_STRING, shape=[2], elements=[b"a"])
+    with pytest.raises(InvalidInputError, match="needs 2 entries in 'elements'"):
+        tensors.to_numpy(bad, "x")
+    not_utf8 = tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_STRING, shape=[1], elements=[b"\xff"])
+    with pytest.raises(InvalidInputError, match="not UTF-8"):
+        tensors.to_numpy(not_utf8, "x")
