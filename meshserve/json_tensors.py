@@ -1,14 +1,12 @@
-"""Tensors in JSON bodies: nested arrays of numbers <-> numpy, and their JSON Schema.
+"""Tensors in JSON bodies (KServe V2 REST ``data``): nested arrays of numbers -> numpy.
 
-One module for every HTTP door (the orchestrator's plan ingress, KServe V2 REST), so a value
-is accepted or refused the same way everywhere: numbers only (no strings, no ragged rows), no
+A value is accepted or refused by one rule set: numbers only (no strings, no ragged rows), no
 fraction where integers are expected, no integer outside its dtype's range, shapes within
 ``meshserve.limits``. Failures are `FieldError`s naming the field and what was expected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +14,7 @@ import numpy as np
 from meshserve.http_errors import FieldError
 from meshserve.limits import DEFAULT_LIMITS, Limits, check_shape
 
-__all__ = ["array_from_json", "array_to_json", "tensor_schema"]
+__all__ = ["array_from_json"]
 
 _ACCEPTED_KINDS = {"f": "biuf", "i": "biu", "u": "biu", "b": "b"}
 _KIND_WORDS = {"f": "numbers", "i": "integers", "u": "non-negative integers", "b": "booleans"}
@@ -51,30 +49,3 @@ def array_from_json(
             raise FieldError(field, f"value {low if low < info.min else high} out of range",
                              f"{dtype.name} in [{info.min}, {info.max}]")  # fmt: skip
     return values.astype(dtype, copy=False)
-
-
-def array_to_json(array: np.ndarray) -> Any:
-    """Nested lists (a scalar for rank 0); NaN/inf come out as JSON's NaN/Infinity tokens."""
-    return array.tolist()
-
-
-def tensor_schema(dtype: np.dtype | None, shape: Sequence[int], description: str = "") -> Any:
-    """JSON Schema of a tensor of `dtype` and `shape` (-1: any length) as nested arrays."""
-    if dtype is None:
-        leaf: dict[str, Any] = {"type": "number"}
-    elif dtype.kind == "b":
-        leaf = {"type": "boolean"}
-    elif dtype.kind in "iu":
-        leaf = {"type": "integer", "format": dtype.name}
-        if dtype.kind == "u":
-            leaf["minimum"] = 0
-    else:
-        leaf = {"type": "number", "format": "float" if dtype.itemsize <= 4 else "double"}
-    schema: dict[str, Any] = leaf
-    for dim in reversed(list(shape)):
-        schema = {"type": "array", "items": schema}
-        if dim >= 0:
-            schema["minItems"] = schema["maxItems"] = dim
-    if description:
-        schema = {**schema, "description": description}
-    return schema

@@ -15,7 +15,8 @@ from typing import Any
 from meshserve import __version__
 from meshserve.http_errors import HTTP_STATUS
 from meshserve.orchestrator.http import plan_json
-from meshserve.v1 import plan_pb2
+from meshserve.orchestrator.http.proto_schema import message_schema
+from meshserve.v1 import orchestrator_pb2, plan_pb2
 
 __all__ = ["EXECUTE_PATH", "VERSIONED_EXECUTE_PATH", "OpenApiCache", "openapi_document"]
 
@@ -41,23 +42,10 @@ _ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
-_FEEDBACK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["request_id"],
-    "properties": {
-        "request_id": {"type": "string", "description": "the id of an earlier execution"},
-        "reward": {"type": "number", "minimum": 0, "maximum": 1, "description": "for bandits"},
-        "label": {"type": "integer", "description": "true class, for online learners"},
-    },
-    "additionalProperties": False,
-}
-_FEEDBACK_REPLY: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "accepted": {"type": "boolean"},
-        "applied_to": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+
+def _no_text(field: Any) -> str:
+    return ""
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
@@ -113,8 +101,9 @@ def _execute(plan: plan_pb2.Plan, versioned: bool, refs: tuple[str, str]) -> dic
 def openapi_document(plans: Iterable[plan_pb2.Plan], *, auth: bool) -> dict[str, Any]:
     """The whole document for `plans` (their active versions)."""
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA, "Feedback": _FEEDBACK_SCHEMA}
-    schemas["FeedbackReply"] = _FEEDBACK_REPLY
+    schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA}
+    feedback = message_schema(orchestrator_pb2.FeedbackRequest.DESCRIPTOR, schemas, _no_text)
+    feedback_reply = message_schema(orchestrator_pb2.FeedbackResponse.DESCRIPTOR, schemas, _no_text)
     for plan in sorted(plans, key=lambda p: p.name):
         refs = plan_json.schemas(plan, schemas)
         paths[EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, False, refs)
@@ -126,11 +115,9 @@ def openapi_document(plans: Iterable[plan_pb2.Plan], *, auth: bool) -> dict[str,
             "tags": ["feedback"],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}
-                },
+                "content": {"application/json": {"schema": {"$ref": _REF + feedback}}},
             },
-            "responses": {"200": _json("FeedbackReply", "accepted"), **_errors()},
+            "responses": {"200": _json(feedback_reply, "accepted"), **_errors()},
         }
     }
     for path, what in (("/healthz", "the process is up"), ("/readyz", "ready to serve plans")):
