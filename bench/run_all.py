@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in turn, each measuring its own baselines in its run.
 
-``python -m bench.run_all [--only modelsvc,orchestrator,tracing,typed]``; results land in
+``python -m bench.run_all [--only modelsvc,orchestrator,tracing,typed,http]``; results land in
 bench/results/ (one JSON file per benchmark run) and each table is printed as it finishes.
 """
 
@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import bench_modelsvc, bench_orchestrator, bench_tracing, bench_typed
+from bench import bench_http, bench_modelsvc, bench_orchestrator, bench_tracing, bench_typed
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "modelsvc": bench_modelsvc.main,
     "orchestrator": bench_orchestrator.main,
     "tracing": bench_tracing.main,
     "typed": bench_typed.main,
+    "http": bench_http.main,
 }
 
 

@@ -4,6 +4,7 @@
     meshserve plans list | get NAME [--version N] | delete NAME | rollback NAME VERSION
     meshserve models [NAME]
     meshserve call PLAN --input name=file.npy|file.json|JSON [--routing-key K] [--attr k=v]
+                   [--http [--http-url URL]] [--data-token-file PATH]
     meshserve stats
     meshserve proto export --plan NAME | --model NAME [--out DIR] [--stdout]
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -25,8 +27,10 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from meshserve.clients.local_state import add_token_flags, orchestrator_target
+from meshserve.clients.http_call import DATA_TOKEN_ENV, execute_http
+from meshserve.clients.local_state import add_token_flags, load_state, orchestrator_target
 from meshserve.clients.sdk import MeshServeClient
+from meshserve.credentials import read_token
 from meshserve.errors import MeshError
 from meshserve.v1 import admin_pb2
 
@@ -62,6 +66,16 @@ def parse_input(spec: str) -> tuple[str, np.ndarray]:
     return name, arr
 
 
+def _http_url(args: argparse.Namespace) -> str:
+    url = args.http_url or os.environ.get("MESHSERVE_HTTP_URL", "")
+    if not url:
+        state = load_state(Path(args.state_dir))
+        url = state.orchestrator_http if state is not None else ""
+    if not url:
+        raise ValueError("no HTTP ingress: pass --http-url URL (or set MESHSERVE_HTTP_URL)")
+    return url
+
+
 def _read_text(path: str) -> str:
     return Path(path).read_text()
 
@@ -87,8 +101,13 @@ def _run(
             return 2
 
         async def go() -> str:
+            data_token = read_token(getattr(args, "data_token_file", ""), DATA_TOKEN_ENV)
             async with MeshServeClient(
-                address, token=token, tls_ca_file=args.tls_ca, timeout_s=args.timeout_s
+                address,
+                token=token,
+                data_token=data_token,
+                tls_ca_file=args.tls_ca,
+                timeout_s=args.timeout_s,
             ) as client:
                 return await command(client, args)
 
@@ -174,9 +193,20 @@ async def _call(client: MeshServeClient, args: argparse.Namespace) -> str:
         if not sep:
             raise ValueError(f"--attr {spec!r}: expected key=value")
         attributes[key] = value
-    result = await client.execute(
-        args.plan, inputs, routing_key=args.routing_key, attributes=attributes
-    )
+    if args.http:
+        result = await execute_http(
+            _http_url(args),
+            args.plan,
+            inputs,
+            routing_key=args.routing_key,
+            attributes=attributes,
+            data_token=read_token(args.data_token_file, DATA_TOKEN_ENV),
+            timeout_s=args.timeout_s,
+        )
+    else:
+        result = await client.execute(
+            args.plan, inputs, routing_key=args.routing_key, attributes=attributes
+        )
     lines = [
         f"plan {result.plan} v{result.plan_version}  request {result.request_id}  "
         f"{result.latency_ms:.2f} ms" + (f"  trace {result.trace_id}" if result.trace_id else "")
@@ -320,6 +350,19 @@ def register(subparsers: Any) -> None:
     call.add_argument("--routing-key", default="")
     call.add_argument("--attr", action="append", metavar="KEY=VALUE", help="request attribute")
     call.add_argument("--output-dir", default="", help="write outputs as NAME.npy here")
+    call.add_argument(
+        "--http",
+        action="store_true",
+        help="call over the orchestrator's HTTP/JSON ingress (URL from --http-url, "
+        "$MESHSERVE_HTTP_URL or the local mesh) instead of gRPC",
+    )
+    call.add_argument("--http-url", default="", help="base URL of the HTTP ingress")
+    call.add_argument(
+        "--data-token-file",
+        default="",
+        metavar="PATH",
+        help=f"data-plane token file (else ${DATA_TOKEN_ENV})",
+    )
     call.set_defaults(handler=_run(_call))
     _common(call)
 

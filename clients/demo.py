@@ -5,6 +5,9 @@ print accuracy, latency and a few predictions plus the orchestrator's stats, and
 from __future__ import annotations
 
 import asyncio
+import shlex
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +17,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from meshserve.clients.http_call import curl_command
 from meshserve.clients.local_state import MeshState
 from meshserve.clients.sdk import MeshServeClient
 from meshserve.tensors import from_numpy, to_numpy_map
@@ -210,6 +214,19 @@ def _print_stats(stats: admin_pb2.Stats) -> None:
         print(f"  bandit {b.plan}/{b.step}: pulls {arms}")
 
 
+def _print_curl(state: MeshState, data: Path) -> None:
+    """A working curl line for the HTTP/JSON ingress, and what it answered when run here."""
+    if not state.orchestrator_http:
+        return
+    row = np.load(data)["X"][:1].astype(np.float32)
+    line = curl_command(state.orchestrator_http, "digits-pipeline", {"input": row})
+    print(f"\nthe same over HTTP/JSON (docs: {state.orchestrator_http}/docs):\n  {line}")
+    if shutil.which("curl") is None:
+        return
+    ran = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30)
+    print(f"  -> {ran.stdout.strip()[:300] or ran.stderr.strip()[:300]}")
+
+
 def run_demo(
     config: Any,
     *,
@@ -234,6 +251,7 @@ def run_demo(
         )
         _print_results(results)
         _print_stats(asyncio.run(_stats(state)))
+        _print_curl(state, config.models_dir / "digits_test.npz")
     finally:
         survivors = down(config.state_dir)
         print("\nmesh stopped" if not survivors else f"\nstill running: {survivors}")

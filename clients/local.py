@@ -46,6 +46,7 @@ __all__ = ["LocalMeshConfig", "down", "register", "status", "up"]
 log = logging.getLogger(__name__)
 
 READY_PATTERN = re.compile(rb"MESHSERVE_READY (\S+)")
+HTTP_PATTERN = re.compile(rb"MESHSERVE_HTTP (\S+)")
 DEFAULT_MODELS = ("scaler", "logreg", "mlp", "forest", "wide_mlp")
 # Marks every process of one local mesh (environment), so leaks can be found after `down`.
 MESH_ENV = "MESHSERVE_LOCAL_MESH"
@@ -259,7 +260,10 @@ def up(config: LocalMeshConfig) -> MeshState:
         files = _plan_files(config.plans_dir) + list(config.extra_plans)
         plans = asyncio.run(_apply_plans(orchestrator, token, files))
         launcher.state = replace(
-            launcher.state, orchestrator_address=orchestrator, plans=tuple(plans)
+            launcher.state,
+            orchestrator_address=orchestrator,
+            orchestrator_http=_http_url(launcher.logs / "orchestrator.log"),
+            plans=tuple(plans),
         )
         save_state(config.state_dir, launcher.state)
     except BaseException:
@@ -304,6 +308,12 @@ async def _health_rows(state: MeshState) -> list[tuple[str, ...]]:
     return list(await asyncio.gather(*(one(p) for p in state.processes)))
 
 
+def _http_url(log_path: Path) -> str:
+    """Base URL of the HTTP ingress a server announced in its log ("" when it serves none)."""
+    match = HTTP_PATTERN.search(log_path.read_bytes())
+    return f"http://{match.group(1).decode()}" if match else ""
+
+
 def status(state_dir: Path) -> tuple[MeshState | None, list[tuple[str, ...]]]:
     """The recorded state and one row per process: name, role, pid, process, health, address."""
     state = load_state(state_dir)
@@ -325,6 +335,8 @@ def print_summary(state: MeshState) -> None:
     )
     print(f"\nconsul:       http://{state.consul_address}/ui")
     print(f"orchestrator: {state.orchestrator_address}  (admin token in {STATE_HINT})")
+    if state.orchestrator_http:
+        print(f"http:         {state.orchestrator_http}/docs  (OpenAPI: /openapi.json)")
     print(f"plans:        {', '.join(state.plans) or '(none)'}")
 
 

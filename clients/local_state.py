@@ -57,6 +57,7 @@ class MeshState:
     consul_address: str
     admin_token: str = ""
     orchestrator_address: str = ""
+    orchestrator_http: str = ""  # base URL of its HTTP/JSON ingress ("" when off)
     processes: tuple[TrackedProcess, ...] = ()
     plans: tuple[str, ...] = ()
     started_unix_s: float = field(default_factory=time.time)

@@ -74,6 +74,7 @@ class MeshServeClient:
         target: str,
         *,
         token: str = "",
+        data_token: str = "",
         tls_ca_file: str = "",
         tls_server_name: str = "",
         timeout_s: float | None = 30.0,
@@ -90,6 +91,8 @@ class MeshServeClient:
         self._orchestrator = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # Execute, ExecuteStream and Feedback present the data-plane token (orchestrator/auth.py).
+        self._data_metadata = (("authorization", f"Bearer {data_token}"),) if data_token else ()
         self.timeout_s = timeout_s
 
     async def __aenter__(self) -> MeshServeClient:
@@ -144,7 +147,11 @@ class MeshServeClient:
             attributes=dict(attributes or {}),
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        return _result(await self._call(self._orchestrator.Execute(request, timeout=timeout)))
+        return _result(
+            await self._call(
+                self._orchestrator.Execute(request, timeout=timeout, metadata=self._data_metadata)
+            )
+        )
 
     async def execute_stream(
         self, requests: AsyncIterable[orchestrator_pb2.ExecuteRequest]
@@ -153,7 +160,7 @@ class MeshServeClient:
 
         Build requests with `request()`; every one needs a unique `id` to correlate.
         """
-        call = self._orchestrator.ExecuteStream(aiter(requests))
+        call = self._orchestrator.ExecuteStream(aiter(requests), metadata=self._data_metadata)
         try:
             async for response in call:
                 if response.HasField("status") and response.status.code != 0:
@@ -194,7 +201,11 @@ class MeshServeClient:
             request.reward = reward
         if label is not None:
             request.label = label
-        response = await self._call(self._orchestrator.Feedback(request, timeout=self.timeout_s))
+        response = await self._call(
+            self._orchestrator.Feedback(
+                request, timeout=self.timeout_s, metadata=self._data_metadata
+            )
+        )
         return list(response.applied_to)
 
     # ---- Admin ------------------------------------------------------------------------------

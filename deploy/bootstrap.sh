@@ -31,6 +31,8 @@ apt_best_effort() {  # COMMAND PACKAGE WHAT-SKIPS
 apt_best_effort promtool prometheus "metrics tests will skip promtool and Prometheus"
 # protoc's C++/Java generators: an exported typed .proto must compile for a non-Python language.
 apt_best_effort protoc protobuf-compiler "typed-contract tests skip the protoc check"
+# A headless browser renders the orchestrator's docs page.
+apt_best_effort chromium chromium "the docs-page test will skip"
 # The Redis-outage test runs (and kills) a Redis of its own.
 apt_best_effort redis-server redis-server "the Redis outage test will skip"
 if [[ -f examples/build_models.py ]]; then

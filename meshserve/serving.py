@@ -8,12 +8,20 @@ import signal
 import sys
 from typing import Protocol
 
-__all__ = ["CLIENT_KEEPALIVE_MS", "READY_PREFIX", "serve_until_signal", "server_options"]
+__all__ = [
+    "CLIENT_KEEPALIVE_MS",
+    "HTTP_READY_PREFIX",
+    "READY_PREFIX",
+    "serve_until_signal",
+    "server_options",
+]
 
 log = logging.getLogger(__name__)
 
 # Printed once a server serves (and is registered); tests and `meshserve up` wait for it.
 READY_PREFIX = "MESHSERVE_READY"
+# Printed before the ready line by a server that also serves HTTP (`Bound.http_port` >= 0).
+HTTP_READY_PREFIX = "MESHSERVE_HTTP"
 
 # meshserve's own clients ping idle long-lived streams this often (grpc.keepalive_time_ms).
 CLIENT_KEEPALIVE_MS = 10_000
@@ -62,6 +70,9 @@ async def serve_until_signal(server: Server, grace_s: float) -> int:
     except BaseException:
         await server.stop(grace_s=0)
         raise
+    http_port = getattr(bound, "http_port", -1)
+    if http_port >= 0:
+        sys.stdout.write(f"{HTTP_READY_PREFIX} {bound.host}:{http_port}\n")
     sys.stdout.write(f"{READY_PREFIX} {bound.host}:{bound.port}\n")
     sys.stdout.flush()
     await stop.wait()

@@ -34,6 +34,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "consul_address": ("", "consul_address"),
     "instance_id": ("", "instance_id"),
     "metrics_port": ("", "metrics_port"),
+    "http_port": ("", "http_port"),
     "grace_s": ("", "grace_s"),
     "max_message_bytes": ("", "max_message_bytes"),
     "max_concurrent_rpcs": ("", "max_concurrent_rpcs"),
@@ -198,6 +199,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--instance-id", default=None, help="Consul service id")
     p.add_argument("--no-register", action="store_true", help="do not register in Consul")
     p.add_argument("--metrics-port", type=int, default=None, help="0 = free port, -1 = off")
+    p.add_argument(
+        "--http-port", type=int, default=None, help="KServe V2 REST port: 0 = free port, -1 = off"
+    )
     p.add_argument("--grace-s", type=float, default=None, help="drain time on SIGTERM")
     p.add_argument("--max-message-bytes", type=int, default=None)
     p.add_argument("--max-concurrent-rpcs", type=int, default=None)

@@ -163,6 +163,7 @@ class ModelServiceConfig:
     register: bool = True
     instance_id: str = ""  # default NAME-<host>-<port>
     metrics_port: int = 0  # 0 = free port, -1 = off
+    http_port: int = 0  # KServe V2 REST (modelsvc/v2_rest.py): 0 = free port, -1 = off
     grace_s: float = 10.0
     ready_timeout_s: float = 10.0  # wait this long for the Consul check to pass before READY
     tls_cert_file: str = ""  # serve TLS with this certificate and key (PEM)

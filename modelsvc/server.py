@@ -33,12 +33,14 @@ from meshserve.modelsvc.handler import load_handler
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.modelsvc.servicers import ModelServicer, V2Servicer
 from meshserve.modelsvc.typed_servicer import TypedModelServicer
+from meshserve.modelsvc.v2_rest import v2_rest_app
 from meshserve.reflection import enable_reflection
 from meshserve.serving import serve_until_signal, server_options
 from meshserve.telemetry import Telemetry, TelemetryConfig, server_interceptors, setup_telemetry
 from meshserve.tls import bind
 from meshserve.typed_rpc import add_typed_services
 from meshserve.v1 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc, model_pb2, model_pb2_grpc
+from meshserve.web import HttpConfig, HttpServer
 
 __all__ = ["HEALTH_SERVICES", "ModelServer", "run"]
 
@@ -57,6 +59,7 @@ class Bound:
     port: int
     metrics_port: int
     instance_id: str
+    http_port: int = -1  # KServe V2 REST (-1 off)
 
 
 class ModelServer:
@@ -89,6 +92,7 @@ class ModelServer:
         self.admission = Admission(config.admission, config.batching.overload_pushback_ms)
         self.core: ModelCore | None = None
         self.bound: Bound | None = None
+        self._http: HttpServer | None = None
 
     async def start(self) -> Bound:
         cfg = self.config
@@ -128,8 +132,9 @@ class ModelServer:
         model_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(core, self.metrics, cfg.max_elements, self.admission), tolerant(server)
         )
+        v2_servicer = V2Servicer(core, self.metrics, cfg.max_elements, self.admission)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            V2Servicer(core, self.metrics, cfg.max_elements, self.admission), tolerant(server)
+            v2_servicer, tolerant(server)
         )
         typed = TypedModelServicer(core, self.metrics, cfg.max_elements, self.admission)
         contracts = ContractSet()
@@ -152,7 +157,14 @@ class ModelServer:
             metrics_port = self.metrics.serve(cfg.host, metrics_port)
         for service in (*HEALTH_SERVICES, cfg.name):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self.bound = Bound(cfg.host, port, metrics_port, instance_id)
+        http_port = -1
+        if cfg.http_port >= 0:
+            http = HttpConfig(
+                host=cfg.host, port=cfg.http_port, max_body_bytes=cfg.max_message_bytes
+            )
+            self._http = HttpServer(v2_rest_app(v2_servicer, http), http)
+            http_port = await self._http.start()
+        self.bound = Bound(cfg.host, port, metrics_port, instance_id, http_port)
         if self._consul is not None:
             await self._register(self.bound)
         log.info(
@@ -183,6 +195,7 @@ class ModelServer:
                 "batch_max": str(info.batching.max_batch_rows),
                 "batch_wait_us": str(info.batching.max_wait_us),
                 "metrics_port": str(bound.metrics_port),
+                "http_port": str(bound.http_port),
             },
             grpc_health_service=MODEL_SERVICE,
             grpc_use_tls=self.config.server_tls is not None,
@@ -203,6 +216,8 @@ class ModelServer:
         await self._health.enter_graceful_shutdown()
         if self._registration is not None:
             await self._registration.stop(deregister=True)
+        if self._http is not None:
+            await self._http.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self.core is not None:

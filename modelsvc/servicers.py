@@ -295,9 +295,25 @@ class ModelServicer(OverCore, model_pb2_grpc.ModelServiceServicer):
 
 
 class V2Servicer(OverCore, v2_grpc.GRPCInferenceServiceServicer):
-    """The Open Inference Protocol (KServe V2) over the same ModelCore, batcher and admission."""
+    """The Open Inference Protocol (KServe V2) over the same ModelCore, batcher and admission;
+    V2 REST (modelsvc/v2_rest.py) calls the same `infer`."""
 
-    def _check_model(self, name: str, version: str) -> None:
+    @property
+    def core(self) -> ModelCore:
+        return self._core
+
+    def client_key(self, header_value: str, peer: str) -> str:
+        """The admission key of a caller (see `_client_key`), for transports without a context."""
+        if header_value and self._admission.config.client_id_metadata:
+            return "id:" + header_value[:_CLIENT_KEY_MAX_CHARS]
+        return peer[:_CLIENT_KEY_MAX_CHARS]
+
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
+    def check_model(self, name: str, version: str) -> None:
+        """NotFoundError unless this replica serves model `name` (and `version`, when set)."""
         info = self._core.info
         if name != info.name:
             raise NotFoundError(
@@ -325,7 +341,7 @@ class V2Servicer(OverCore, v2_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: v2.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelReadyResponse:
-        self._check_model(request.name, request.version)
+        self.check_model(request.name, request.version)
         return v2.ModelReadyResponse(ready=self._core.ready)
 
     @map_errors
@@ -340,7 +356,7 @@ class V2Servicer(OverCore, v2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelMetadataResponse:
-        self._check_model(request.name, request.version)
+        self.check_model(request.name, request.version)
         return converters.v2_metadata_to_proto(self._core.info)
 
     @map_errors
@@ -348,15 +364,34 @@ class V2Servicer(OverCore, v2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> v2.ModelInferResponse:
         admission = self._admission
+        return await self.infer(
+            request,
+            timeout_s=_timeout_s(context),
+            client=_client_key(context, admission) if admission.per_client else "",
+            carrier=_metadata(context) if tracing_enabled() else None,
+        )
+
+    async def infer(
+        self,
+        request: v2.ModelInferRequest,
+        *,
+        timeout_s: float | None,
+        client: str = "",
+        carrier: Mapping[str, str] | None = None,
+        method: str = "ModelInfer",
+    ) -> v2.ModelInferResponse:
+        """One ModelInfer, transport-free (the gRPC method and V2 REST both call it): admission,
+        the caller's trace (`carrier`: its metadata, when no span is current yet), validation,
+        the batched core, the response; counted under `method`."""
+        admission = self._admission
         rows = converters.v2_rows_of(request) if admission.counts_rows else 1
-        client = _client_key(context, admission) if admission.per_client else ""
-        with _observed(self._metrics, "ModelInfer"):
+        with _observed(self._metrics, method):
             admission.admit(rows, client)
-            token = _attach_caller(_metadata(context)) if tracing_enabled() else None
+            token = _attach_caller(carrier) if carrier is not None else None
             try:
-                self._check_model(request.model_name, request.model_version)
+                self.check_model(request.model_name, request.model_version)
                 inputs, outputs, raw = converters.v2_request_from_proto(request, self._max_elements)
-                result = await self._core.infer(inputs, outputs, timeout_s=_timeout_s(context))
+                result = await self._core.infer(inputs, outputs, timeout_s=timeout_s)
                 return converters.v2_response_to_proto(request, self._core.info, result, raw)
             finally:
                 admission.release(rows, client)

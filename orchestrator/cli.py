@@ -10,7 +10,9 @@ from typing import Any
 
 from meshserve.credentials import add_refused_secret_flag, read_token
 from meshserve.errors import MeshError
+from meshserve.orchestrator.auth import DATA_TOKENS_ENV, DataPlaneAuth
 from meshserve.tls import ClientTLS
+from meshserve.web import HttpConfig
 
 __all__ = ["register"]
 
@@ -58,6 +60,18 @@ def _serve(args: argparse.Namespace) -> int:
             or f"{args.feedback_stream_subject}.dead",
             durable=args.feedback_durable,
         )
+    try:
+        data_tokens = read_token(args.data_tokens_file, DATA_TOKENS_ENV)
+        if data_tokens:
+            DataPlaneAuth.parse(data_tokens, admin_token)  # refuse a bad file before starting
+        http = HttpConfig(
+            port=args.http_port,
+            max_body_bytes=args.http_max_body_bytes,
+            body_timeout_s=args.http_body_timeout_s,
+        )
+    except (OSError, ValueError) as exc:
+        log.error("orchestrator: data-plane tokens / HTTP settings: %s", exc)
+        return 2
     env_consul = ConsulConfig.from_env()
     consul = (
         ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
@@ -93,7 +107,15 @@ def _serve(args: argparse.Namespace) -> int:
         model_transport=args.model_transport or "",
         kv_prefix=args.kv_prefix or os.environ.get("MESHSERVE_KV_PREFIX", "") or "meshserve/",
         feedback_stream=feedback_stream,
+        http=http,
+        data_tokens=data_tokens,
     )
+    if not data_tokens:
+        log.warning(
+            "no data-plane tokens (--data-tokens-file / $%s): Execute, Feedback and the HTTP "
+            "ingress accept any caller",
+            DATA_TOKENS_ENV,
+        )
     if not config.admin_token:
         log.warning(
             "no admin token (--admin-token-file / $MESHSERVE_ADMIN_TOKEN): Admin RPCs are refused"
@@ -120,6 +142,29 @@ def register(subparsers: Any) -> None:
         help="file holding the bearer token Admin calls must present (else $MESHSERVE_ADMIN_TOKEN)",
     )
     add_refused_secret_flag(serve, "--admin-token", "--admin-token-file")
+    serve.add_argument(
+        "--data-tokens-file",
+        default="",
+        metavar="PATH",
+        help="data-plane bearer tokens, one per line with the plans each may run "
+        f"(else ${DATA_TOKENS_ENV}; none: the data plane is open)",
+    )
+    add_refused_secret_flag(serve, "--data-token", "--data-tokens-file", DATA_TOKENS_ENV)
+    serve.add_argument(
+        "--http-port", type=int, default=0, help="HTTP/JSON ingress port (0 = a free one, -1 = off)"
+    )
+    serve.add_argument(
+        "--http-max-body-bytes",
+        type=int,
+        default=HttpConfig().max_body_bytes,
+        help="largest HTTP request body (413 past it)",
+    )
+    serve.add_argument(
+        "--http-body-timeout-s",
+        type=float,
+        default=HttpConfig().body_timeout_s,
+        help="time a client has to send its whole body (408 past it)",
+    )
     serve.add_argument(
         "--kv-prefix",
         default="",

@@ -9,6 +9,7 @@ from meshserve.telemetry import catalog
 from meshserve.telemetry.metrics import build
 
 __all__ = [
+    "AUTH_REFUSED",
     "LEARNER_FEEDBACK",
     "LEARNER_REWARD",
     "PLAN_DECISIONS",
@@ -31,3 +32,4 @@ SHADOW_CANDIDATE_ERRORS = build(catalog.SHADOW_CANDIDATE_ERRORS)
 SHADOW_LATENCY = build(catalog.SHADOW_LATENCY)
 LEARNER_FEEDBACK = build(catalog.LEARNER_FEEDBACK)
 LEARNER_REWARD = build(catalog.LEARNER_REWARD)
+AUTH_REFUSED = build(catalog.AUTH_REFUSED)

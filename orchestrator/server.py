@@ -29,12 +29,13 @@ from meshserve.errors import InvalidInputError, MeshError
 from meshserve.limits import DEFAULT_LIMITS, Limits
 from meshserve.names import check_prefix
 from meshserve.orchestrator.admin import AdminCore
-from meshserve.orchestrator.auth import BearerTokenInterceptor
+from meshserve.orchestrator.auth import BearerTokenInterceptor, DataPlaneAuth
 from meshserve.orchestrator.caller import ModelCaller
 from meshserve.orchestrator.compiled import compile_plan
 from meshserve.orchestrator.datapath.config import DataPathConfig
 from meshserve.orchestrator.engine import Engine, EngineConfig
 from meshserve.orchestrator.feedback_stream import FeedbackStreamConfig, FeedbackStreamConsumer
+from meshserve.orchestrator.http.app import Ingress, ingress_app
 from meshserve.orchestrator.learning_port import Learning, NullLearning
 from meshserve.orchestrator.logic.connections import close_logic_connections
 from meshserve.orchestrator.model_usage import follow_plan_models
@@ -65,6 +66,7 @@ from meshserve.v1 import (
     orchestrator_pb2_grpc,
     plan_pb2,
 )
+from meshserve.web import HttpConfig, HttpServer
 
 __all__ = [
     "ORCHESTRATOR_SERVICE",
@@ -80,6 +82,7 @@ ORCHESTRATOR_SERVICE = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrato
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 CONSUL_SERVICE = "meshserve-orchestrator"
 LEADER_LEAF = "leader"  # the leader lock is <kv_prefix>leader
+DEFAULT_HTTP = HttpConfig(port=0)  # the HTTP ingress is on, on a free port, unless told
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class OrchestratorConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
-    admin_token: str = ""
+    admin_token: str = field(default="", repr=False)
     instance_id: str = ""
     python_plans: tuple[tuple[str, str], ...] = ()  # (plan name, "module:attr")
     # Modules python plan targets may come from (with those of python_plans and logic_modules):
@@ -121,6 +124,10 @@ class OrchestratorConfig:
     learning_dir: str = ""  # learner model files and logs (default: a temp folder)
     logic_modules: tuple[str, ...] = ()  # modules that register @logic functions on import
     limits: Limits = DEFAULT_LIMITS  # every bound a caller can hit (meshserve.limits)
+    # The HTTP/JSON ingress (orchestrator/http/): port -1 = off, 0 = any free port.
+    http: HttpConfig = DEFAULT_HTTP
+    # Data-plane tokens (orchestrator/auth.py file format); "" = the data plane is open.
+    data_tokens: str = field(default="", repr=False)
     # sys.setswitchinterval of the process (`run`): how long a control-plane worker thread
     # (plan parsing) may keep the GIL while the event loop waits to serve Execute calls.
     gil_switch_interval_us: int = 500
@@ -135,6 +142,7 @@ class Bound:
     port: int
     instance_id: str
     metrics_port: int
+    http_port: int = -1
 
 
 def _datapath(cfg: OrchestratorConfig) -> DataPathConfig:
@@ -207,13 +215,20 @@ class OrchestratorServer:
         self.engine: Engine | None = None
         self.shadow_store: ShadowStore | None = None
         self.bound: Bound | None = None
+        self._http: HttpServer | None = None
+        self._serving = False
 
     async def start(self) -> Bound:
         cfg = self.config
+        data_plane = (
+            DataPlaneAuth.parse(cfg.data_tokens, cfg.admin_token) if cfg.data_tokens else None
+        )
         server = grpc.aio.server(
             options=server_options(cfg.max_message_bytes),
             interceptors=[
-                BearerTokenInterceptor(cfg.admin_token),
+                BearerTokenInterceptor(
+                    cfg.admin_token, data_plane=data_plane, plan_of_method=self._plan_of_method
+                ),
                 *server_interceptors(enabled=self._telemetry_config.active()),
                 *cfg.extra_interceptors,
             ],
@@ -313,11 +328,36 @@ class OrchestratorServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await plan_health.sync()
         plan_health.start()
-        self.bound = Bound(cfg.host, port, instance_id, metrics_port)
+        http_port = await self._start_http(data_plane) if cfg.http.enabled else -1
+        self._serving = True
+        self.bound = Bound(cfg.host, port, instance_id, metrics_port, http_port)
         if cfg.register:
             await self._register(self.bound)
         log.info("orchestrator %s serving on %s:%d", instance_id, cfg.host, port)
         return self.bound
+
+    def _plan_of_method(self, method: str) -> str | None:
+        """The plan whose typed service `method` belongs to (token scopes apply to it)."""
+        resolved = self.contracts.resolve(method)
+        contract = resolved.contract if resolved is not None else None
+        return contract.name if contract is not None and contract.kind == "plan" else None
+
+    async def _start_http(self, data_plane: DataPlaneAuth | None) -> int:
+        """The HTTP/JSON ingress on its own port, over the same engine, store and auth."""
+        assert self.engine is not None and self.store is not None
+        ingress = Ingress(
+            engine=self.engine,
+            store=self.store,
+            learning=self.learning,
+            limits=self.config.limits,
+            auth=data_plane,
+            ready=lambda: self._serving,
+        )
+        http = replace(self.config.http, host=self.config.host)
+        app, openapi = ingress_app(ingress, http)
+        self.store.on_change(openapi.changed)
+        self._http = HttpServer(app, http)
+        return await self._http.start()
 
     async def _start_learning(self, instance_id: str) -> Learning:
         try:
@@ -381,7 +421,11 @@ class OrchestratorServer:
             address=bound.host,
             port=bound.port,
             tags=("meshserve-orchestrator",),
-            meta={"metrics_port": str(bound.metrics_port), "version": __version__},
+            meta={
+                "metrics_port": str(bound.metrics_port),
+                "http_port": str(bound.http_port),
+                "version": __version__,
+            },
             grpc_health_service=ORCHESTRATOR_SERVICE,
             grpc_use_tls=bool(self.config.tls_cert_file),
             tls_skip_verify=self.config.tls_check_skip_verify,
@@ -392,12 +436,15 @@ class OrchestratorServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, deregister, stop accepting, finish in-flight within the grace period."""
         grace = self.config.grace_s if grace_s is None else grace_s
+        self._serving = False
         if self._plan_health is not None:
             await self._plan_health.stop()
         await self._health.enter_graceful_shutdown()
         if self._registration is not None:
             with contextlib.suppress(MeshError):
                 await self._registration.stop(deregister=True)
+        if self._http is not None:
+            await self._http.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._feedback_stream is not None:

@@ -29,7 +29,7 @@ from meshserve.v1 import (
     plan_pb2,
 )
 
-__all__ = ["AdminServicer", "OrchestratorServicer"]
+__all__ = ["AdminServicer", "OrchestratorServicer", "give_feedback"]
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def Feedback(
         self, request: orchestrator_pb2.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.FeedbackResponse:
-        if not request.request_id:
-            raise InvalidInputError("Feedback: 'request_id' is required")
-        check_string("Feedback request_id", request.request_id, self.limits, "max_string_chars")
-        signal = request.WhichOneof("signal")
-        if signal is None:
-            raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
-        if signal == "reward":
-            applied = await self.learning.feedback(request.request_id, reward=request.reward)
-        else:
-            applied = await self.learning.feedback(request.request_id, label=request.label)
-        return orchestrator_pb2.FeedbackResponse(accepted=True, applied_to=applied)
+        return await give_feedback(self.learning, request, self.limits)
 
     @map_errors
     async def GetContract(
@@ -132,8 +122,25 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         raise InvalidInputError("GetContract: set 'plan' or 'model' (a name)")
 
 
+async def give_feedback(
+    learning: Learning, request: orchestrator_pb2.FeedbackRequest, limits: Limits
+) -> orchestrator_pb2.FeedbackResponse:
+    """Feedback, transport-free (gRPC Feedback and HTTP ``POST /v1/feedback`` both call it)."""
+    if not request.request_id:
+        raise InvalidInputError("Feedback: 'request_id' is required")
+    check_string("Feedback request_id", request.request_id, limits, "max_string_chars")
+    signal = request.WhichOneof("signal")
+    if signal is None:
+        raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
+    if signal == "reward":
+        applied = await learning.feedback(request.request_id, reward=request.reward)
+    else:
+        applied = await learning.feedback(request.request_id, label=request.label)
+    return orchestrator_pb2.FeedbackResponse(accepted=True, applied_to=applied)
+
+
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    """The control plane; authentication happens in BearerTokenInterceptor."""
+    """The control plane; authentication happens in orchestrator/auth.py."""
 
     def __init__(
         self,

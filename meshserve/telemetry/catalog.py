@@ -38,6 +38,7 @@ L_ARM = "arm"
 L_INSTANCE = "instance"
 L_SERVICE = "service"
 L_ROLE = "role"
+L_SURFACE = "surface"  # "grpc" or "http"
 
 LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -191,6 +192,12 @@ LEARNER_REWARD = _counter(
     "meshserve_learner_reward_total",
     "Sum of rewards fed back, per learner and arm (rate / feedback rate = mean reward)",
     L_LEARNER, L_ARM,
+)  # fmt: skip
+AUTH_REFUSED = _counter(
+    "meshserve_auth_refused_total",
+    "Calls refused by authentication (UNAUTHENTICATED) or by a token's plan scope "
+    "(PERMISSION_DENIED); surface grpc|http, service admin|data",
+    L_SURFACE, L_SERVICE, L_CODE,
 )  # fmt: skip
 
 # ----- model replicas (modelsvc/metrics.py, one registry per replica) ----------------------

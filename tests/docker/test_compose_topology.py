@@ -65,11 +65,13 @@ class Topology:
 @pytest.fixture(scope="module")
 def topology(docker_engine: None) -> Iterator[Topology]:
     orch = free_port()
+    http = free_port()
     env = {
         **os.environ,
         "MESHSERVE_ADMIN_TOKEN": TOKEN,
         "MESHSERVE_CONSUL_PORT": str(free_port()),
         "MESHSERVE_ORCHESTRATOR_PORTS": f"{orch}-{orch + 1}",
+        "MESHSERVE_ORCHESTRATOR_HTTP_PORTS": f"{http}-{http + 1}",
         "MESHSERVE_JAEGER_PORT": str(free_port()),
         "MESHSERVE_PROMETHEUS_PORT": str(free_port()),
         "MESHSERVE_GRAFANA_PORT": str(free_port()),
