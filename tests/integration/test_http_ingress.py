@@ -30,6 +30,7 @@ from meshserve.errors import MeshError
 from meshserve.v1 import admin_pb2, orchestrator_pb2
 from tests.integration.http_helpers import curl, http_address, metrics_url, raw_exchange, status_of
 from tests.integration.orchestrator_helpers import TOKEN, Procs
+from tests.integration.trace_checks import MODEL_RPC_PREFIX
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -183,7 +184,7 @@ async def test_traceparent_and_request_id_join_the_grpc_trace(mesh, digits):
             return found if wanted <= names else None
 
         found = await wait_until(spans, 15, "the HTTP request's spans in the orchestrator", 0.2)
-    assert any(s.name.startswith("model.call") for s in found), [s.name for s in found]
+    assert any(s.name.startswith(MODEL_RPC_PREFIX) for s in found), [s.name for s in found]
 
 
 async def test_openapi_validates_describes_every_plan_and_follows_changes(mesh):
