@@ -33,6 +33,26 @@ NO_METADATA: tuple[tuple[str, str], ...] = ()
 _OK = 0
 
 
+def _attributes(
+    replica: Replica, model: str, attempt: int, reason: str, callers: int
+) -> dict[str, str | int]:
+    host, _, port = replica.endpoint.target.rpartition(":")
+    attrs: dict[str, str | int] = {
+        "rpc.system": "grpc",
+        "rpc.service": MODEL_SERVICE,
+        "rpc.method": replica.rpc_method,
+        "server.address": host,
+        "server.port": int(port) if port.isdigit() else 0,
+        "meshserve.model": model,
+        "meshserve.endpoint": replica.instance_id,
+        "meshserve.attempt": attempt,
+        "meshserve.batch_requests": callers,
+    }
+    if reason:
+        attrs["meshserve.retry_reason"] = reason
+    return attrs
+
+
 class ClientSpans:
     """``with ClientSpans(...) as spans:`` around one attempt; sets the request's traceparents
     on entry, ends every span on exit (``failed(err)`` first when the attempt failed)."""
@@ -49,32 +69,24 @@ class ClientSpans:
         callers: Sequence[SpanContext | None],
         request: model_pb2.InferRequest,
     ) -> None:
-        method = replica.rpc_method
-        host, _, port = replica.endpoint.target.rpartition(":")
-        attrs: dict[str, str | int] = {
-            "rpc.system": "grpc",
-            "rpc.service": MODEL_SERVICE,
-            "rpc.method": method,
-            "server.address": host,
-            "server.port": int(port) if port.isdigit() else 0,
-            "meshserve.model": model,
-            "meshserve.endpoint": replica.instance_id,
-            "meshserve.attempt": attempt,
-            "meshserve.batch_requests": max(1, len(callers)),
-        }
-        if reason:
-            attrs["meshserve.retry_reason"] = reason
-        name = f"{MODEL_SERVICE}/{method}"
         self.spans: list[Span] = []
         traceparents: list[str] = []
+        attrs: dict[str, str | int] | None = None  # built for the first sampled caller only
         for parent in callers or (None,):
             if parent is not None and not parent.trace_flags.sampled:
                 traceparents.append(traceparent_of(parent))  # sampled out: no span anywhere
                 continue
+            if attrs is None:
+                attrs = _attributes(replica, model, attempt, reason, max(1, len(callers)))
             context = (
                 None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
             )
-            span = tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attrs)
+            span = tracer.start_span(
+                f"{MODEL_SERVICE}/{attrs['rpc.method']}",
+                context=context,
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+            )
             self.spans.append(span)
             traceparents.append(traceparent_of(span.get_span_context()))
         del request.traceparents[:]
