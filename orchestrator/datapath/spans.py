@@ -16,8 +16,10 @@ but its (unsampled) traceparent still travels, so the replica records nothing fo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 
@@ -30,7 +32,8 @@ __all__ = ["MODEL_SERVICE", "NO_METADATA", "ClientSpans"]
 
 MODEL_SERVICE = "meshserve.v1.ModelService"
 NO_METADATA: tuple[tuple[str, str], ...] = ()
-_OK = 0
+_OK = grpc.StatusCode.OK.value[0]
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
 
 def _attributes(
@@ -107,4 +110,6 @@ class ClientSpans:
         for span in self.spans:
             if exc is None:
                 span.set_attribute("rpc.grpc.status_code", _OK)
+            elif isinstance(exc, asyncio.CancelledError):  # a lost hedge race, a caller gone
+                span.set_attribute("rpc.grpc.status_code", _CANCELLED)
             span.end()
