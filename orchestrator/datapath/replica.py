@@ -8,6 +8,7 @@ and outlier-ejection state (``OutlierState``), plus whether it is draining.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -139,7 +140,7 @@ class Replica:
         )
 
     # ----- transport -------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def rpc_method(self) -> str:
         """The ModelService method its transport calls (``Infer``, ``InferStream``)."""
         cls = TRANSPORTS.get(self._config.transport_for(self.model))

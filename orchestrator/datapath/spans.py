@@ -16,8 +16,10 @@ but its (unsampled) traceparent still travels, so the replica records nothing fo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 
@@ -30,7 +32,28 @@ __all__ = ["MODEL_SERVICE", "NO_METADATA", "ClientSpans"]
 
 MODEL_SERVICE = "meshserve.v1.ModelService"
 NO_METADATA: tuple[tuple[str, str], ...] = ()
-_OK = 0
+_OK = grpc.StatusCode.OK.value[0]
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+def _attributes(
+    replica: Replica, model: str, attempt: int, reason: str, callers: int
+) -> dict[str, str | int]:
+    host, _, port = replica.endpoint.target.rpartition(":")
+    attrs: dict[str, str | int] = {
+        "rpc.system": "grpc",
+        "rpc.service": MODEL_SERVICE,
+        "rpc.method": replica.rpc_method,
+        "server.address": host,
+        "server.port": int(port) if port.isdigit() else 0,
+        "meshserve.model": model,
+        "meshserve.endpoint": replica.instance_id,
+        "meshserve.attempt": attempt,
+        "meshserve.batch_requests": callers,
+    }
+    if reason:
+        attrs["meshserve.retry_reason"] = reason
+    return attrs
 
 
 class ClientSpans:
@@ -49,32 +72,24 @@ class ClientSpans:
         callers: Sequence[SpanContext | None],
         request: model_pb2.InferRequest,
     ) -> None:
-        method = replica.rpc_method
-        host, _, port = replica.endpoint.target.rpartition(":")
-        attrs: dict[str, str | int] = {
-            "rpc.system": "grpc",
-            "rpc.service": MODEL_SERVICE,
-            "rpc.method": method,
-            "server.address": host,
-            "server.port": int(port) if port.isdigit() else 0,
-            "meshserve.model": model,
-            "meshserve.endpoint": replica.instance_id,
-            "meshserve.attempt": attempt,
-            "meshserve.batch_requests": max(1, len(callers)),
-        }
-        if reason:
-            attrs["meshserve.retry_reason"] = reason
-        name = f"{MODEL_SERVICE}/{method}"
         self.spans: list[Span] = []
         traceparents: list[str] = []
+        attrs: dict[str, str | int] | None = None  # built for the first sampled caller only
         for parent in callers or (None,):
             if parent is not None and not parent.trace_flags.sampled:
                 traceparents.append(traceparent_of(parent))  # sampled out: no span anywhere
                 continue
+            if attrs is None:
+                attrs = _attributes(replica, model, attempt, reason, max(1, len(callers)))
             context = (
                 None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
             )
-            span = tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attrs)
+            span = tracer.start_span(
+                f"{MODEL_SERVICE}/{attrs['rpc.method']}",
+                context=context,
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+            )
             self.spans.append(span)
             traceparents.append(traceparent_of(span.get_span_context()))
         del request.traceparents[:]
@@ -95,4 +110,6 @@ class ClientSpans:
         for span in self.spans:
             if exc is None:
                 span.set_attribute("rpc.grpc.status_code", _OK)
+            elif isinstance(exc, asyncio.CancelledError):  # a lost hedge race, a caller gone
+                span.set_attribute("rpc.grpc.status_code", _CANCELLED)
             span.end()

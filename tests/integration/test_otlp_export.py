@@ -156,13 +156,16 @@ def test_every_request_trace_holds_its_model_calls_over_otlp(
                 int(a.attributes["meshserve.batch_requests"]) >= 2 for a in call.attempts
             )
             shared_batches += len({ln.trace_id for ln in call.batch.links}) >= 2
-            if len(call.attempts) > 1:
-                first, last = call.attempts[0], call.attempts[-1]
-                assert first.attributes["rpc.grpc.status_code"] == UNAVAILABLE, first
-                assert last.attributes["meshserve.retry_reason"], last
-                assert (
-                    first.attributes["meshserve.endpoint"] != last.attributes["meshserve.endpoint"]
+            codes = {a.attributes["rpc.grpc.status_code"]: a for a in call.attempts}
+            if UNAVAILABLE in codes:  # the fault failed an attempt: a later one answered
+                failed, answered = codes[UNAVAILABLE], codes["0"]
+                assert failed.status == "ERROR", failed
+                assert int(answered.attributes["meshserve.attempt"]) > int(
+                    failed.attributes["meshserve.attempt"]
                 )
+                assert answered.attributes["meshserve.retry_reason"], answered
+                endpoint = "meshserve.endpoint"
+                assert failed.attributes[endpoint] != answered.attributes[endpoint]
                 retried += 1
     # Micro-batching was on and coalesced callers, the replicas' batches served several
     # traces, and the fault made calls retry - all visible in each request's own trace.

@@ -15,6 +15,7 @@ from meshserve.telemetry import SpanRecord
 
 MODEL_RPC_PREFIX = "meshserve.v1.ModelService/"
 GRPC_OK = "0"
+GRPC_CANCELLED = "1"
 
 
 def by_trace(spans: list[SpanRecord]) -> dict[str, list[SpanRecord]]:
@@ -74,8 +75,10 @@ def model_calls(
     assert numbers[0] == 1 and len(set(numbers)) == len(numbers), (where, numbers)
     ok = [s for s in attempts if s.attributes["rpc.grpc.status_code"] == GRPC_OK]
     assert len(ok) == 1, (where, [(s.attributes, s.status) for s in attempts])
-    for failed in (s for s in attempts if s is not ok[0]):
-        assert failed.status == "ERROR", (where, failed)
+    for other in (s for s in attempts if s is not ok[0]):
+        # A failed attempt is an error; a cancelled one lost a hedge race (or its caller left).
+        if other.attributes["rpc.grpc.status_code"] != GRPC_CANCELLED:
+            assert other.status == "ERROR", (where, other)
     shares = [
         s for s in trace if s.name == "modelsvc.request" and s.parent_span_id == ok[0].span_id
     ]
