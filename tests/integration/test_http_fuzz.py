@@ -2,7 +2,7 @@
 plan ingress and feedback, a replica's KServe V2 REST infer).
 
 A pass: every answer is a 2xx or 4xx JSON error (never 5xx: nothing hostile reaches INTERNAL),
-each within the deadline, and a good request is answered afterwards. Size: MESSAGES / 8 / BATCH
+each within the deadline, and a good request is answered afterwards. Size: MESSAGES / 20 / BATCH
 examples (fuzz_strategies.MESSAGES, ``MESHSERVE_FUZZ_EXAMPLES``), each `BATCH` JSON bodies and
 4 raw ones at the plan door and V2 REST, 8 at feedback, concurrently. The plan is loaded at
 startup (`--plans`): its declared output_specs type the HTTP reply.
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.fuzz]
 
 PLANS = Path(__file__).resolve().parents[2] / "examples" / "plans"
 SETTINGS = settings(
-    max_examples=max(1, fz.MESSAGES // (8 * fz.BATCH)),
+    max_examples=max(1, fz.MESSAGES // (20 * fz.BATCH)),
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
