@@ -131,9 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         with monolith_process(logs / "monolith.log") as mono:
             for name in args.workloads:
                 results += asyncio.run(
-                    execute_points(mono.address, WORKLOADS[name], f"monolith {name}", conc,
-                                   args.duration_s, mono.pid, stream_concurrency=0,
-                                   metrics_url=None)  # fmt: skip
+                    execute_points(
+                        mono.address,
+                        WORKLOADS[name],
+                        f"monolith {name}",
+                        conc,
+                        args.duration_s,
+                        mono.pid,
+                        stream_concurrency=0,
+                        metrics_url=None,
+                    )
                 )
         agent = ConsulAgent(ConsulAgentConfig(log_path=str(logs / "consul.log"))).start()
         try:
@@ -150,18 +157,32 @@ def main(argv: list[str] | None = None) -> int:
                     tree = list(procs.values())
                     for name in args.workloads:
                         results += asyncio.run(
-                            execute_points(orch.address, WORKLOADS[name], f"meshserve {name}",
-                                           conc, args.duration_s, tree, stream_concurrency=top,
-                                           metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
-                        )  # fmt: skip
+                            execute_points(
+                                orch.address,
+                                WORKLOADS[name],
+                                f"meshserve {name}",
+                                conc,
+                                args.duration_s,
+                                tree,
+                                stream_concurrency=top,
+                                metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+                            )
+                        )
                     rss["after load"] = {k: process_rss_mib(pid) for k, pid in procs.items()}
                     if args.soak_s > 0:
                         started = time.monotonic()
                         asyncio.run(
-                            execute_points(orch.address, WORKLOADS["pipeline"], "soak", [top],
-                                           args.soak_s, tree, stream_concurrency=0,
-                                           metrics_url=None)
-                        )  # fmt: skip
+                            execute_points(
+                                orch.address,
+                                WORKLOADS["pipeline"],
+                                "soak",
+                                [top],
+                                args.soak_s,
+                                tree,
+                                stream_concurrency=0,
+                                metrics_url=None,
+                            )
+                        )
                         label = f"after {time.monotonic() - started:.0f} s soak"
                         rss[label] = {k: process_rss_mib(pid) for k, pid in procs.items()}
         finally:

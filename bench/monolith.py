@@ -81,7 +81,9 @@ class MonolithServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, models: Models) -> None:
         self._models = models
 
-    def _execute(self, request: orchestrator_pb2.ExecuteRequest) -> orchestrator_pb2.ExecuteResponse:
+    def _execute(
+        self, request: orchestrator_pb2.ExecuteRequest
+    ) -> orchestrator_pb2.ExecuteResponse:
         plan = self._models.plans[request.plan]
         outputs = plan(tensors.to_numpy(request.inputs["input"]))
         reply = orchestrator_pb2.ExecuteResponse(id=request.id, plan=request.plan, plan_version=1)
@@ -89,7 +91,7 @@ class MonolithServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             reply.outputs[name].CopyFrom(tensors.from_numpy(value))
         return reply
 
-    async def Execute(  # noqa: N802 - gRPC method name
+    async def Execute(
         self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.ExecuteResponse:
         try:
@@ -98,7 +100,7 @@ class MonolithServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:200])
             raise  # abort raises; this keeps type checkers satisfied
 
-    async def ExecuteStream(  # noqa: N802 - gRPC method name
+    async def ExecuteStream(
         self,
         request_iterator: AsyncIterator[orchestrator_pb2.ExecuteRequest],
         context: grpc.aio.ServicerContext,

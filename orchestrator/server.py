@@ -81,6 +81,9 @@ class OrchestratorConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
+    # Share the port with other processes of this user (SO_REUSEPORT): set on the workers of
+    # `orchestrator serve --workers N` (meshserve.orchestrator.workers), off otherwise.
+    reuse_port: bool = False
     admin_token: str = ""
     instance_id: str = ""
     python_plans: tuple[tuple[str, str], ...] = ()  # (plan name, "module:attr")
@@ -197,7 +200,7 @@ class OrchestratorServer:
     async def start(self) -> Bound:
         cfg = self.config
         server = grpc.aio.server(
-            options=server_options(cfg.max_message_bytes),
+            options=server_options(cfg.max_message_bytes, reuse_port=cfg.reuse_port),
             interceptors=[
                 BearerTokenInterceptor(cfg.admin_token),
                 *server_interceptors(enabled=self._telemetry_config.active()),
