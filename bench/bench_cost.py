@@ -14,7 +14,9 @@ process), and the ratios the performance targets are written in:
 - c=1 cost per model hop: (meshserve pipeline p50 - monolith pipeline p50) / 2 / echo p50
   (target <= 1.0x);
 - RSS of the idle orchestrator and replicas, and after the load (``--soak-s`` adds a long
-  pipeline load before the last reading, to show growth).
+  pipeline load before the last reading, to show growth);
+- with ``--orchestrator-workers 1 2``, the same workloads through ``orchestrator serve
+  --workers 2`` (one port, SO_REUSEPORT) as a ratio to one orchestrator process.
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ def verdict(results: list[LoadResult], low: int, top: int) -> dict[str, Any]:
             out[f"{name} ExecuteStream / monolith req/s (c={top})"] = (
                 stream.throughput_rps / mono.throughput_rps
             )
+        for multi in sorted({r.label for r in results if r.label.startswith("meshserve x")}):
+            one = _at(results, f"meshserve {name} Execute", top)
+            if multi.endswith(f" {name} Execute") and one and (many := _at(results, multi, top)):
+                out[f"{multi.removesuffix(' Execute')} / one orchestrator req/s (c={top})"] = (
+                    many.throughput_rps / one.throughput_rps
+                )
     echo = _at(results, "echo (bare grpc.aio)", low)
     mono = _at(results, "monolith pipeline Execute", low)
     mesh = _at(results, "meshserve pipeline Execute", low)
@@ -106,14 +114,76 @@ def verdict(results: list[LoadResult], low: int, top: int) -> dict[str, Any]:
     return out
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _meshserve(
+    consul: str,
+    plans: Path,
+    logs: Path,
+    reps: list[ServerProcess],
+    workers: int,
+    args: argparse.Namespace,
+) -> tuple[list[LoadResult], dict[str, dict[str, float]]]:
+    """Every workload through one orchestrator (or a group of `workers`) over the replicas;
+    RSS readings of the single-orchestrator run."""
+    conc, top = args.concurrency, max(args.concurrency)
+    metrics_port = free_port()
+    orch_args = ["orchestrator", "serve", "--consul", consul, "--plans", str(plans),
+                 "--no-learning", "--no-register", "--metrics-port", str(metrics_port),
+                 "--workers", str(workers)]  # fmt: skip
+    prefix = "meshserve" if workers == 1 else f"meshserve x{workers} workers"
+    # One worker's metrics hold its own batches only: batch sizes are read for one worker.
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if workers == 1 else None
+    results: list[LoadResult] = []
+    rss: dict[str, dict[str, float]] = {}
+    with ServerProcess(orch_args, logs / f"orchestrator-{workers}.log") as orch:
+        orchestrators = {"orchestrator": orch.pid} | {
+            f"orchestrator worker {i}": pid for i, pid in enumerate(_children(orch.pid))
+        }
+        procs = orchestrators | {f"replica {p.args[4]}": p.pid for p in reps}
+        tree = list(procs.values())
+
+        def run(name: str, label: str, concurrency: list[int], duration_s: float, stream: int,
+                url: str | None) -> list[LoadResult]:  # fmt: skip
+            point = execute_points(
+                orch.address, WORKLOADS[name], label, concurrency, duration_s, tree,
+                stream_concurrency=stream, metrics_url=url,
+            )  # fmt: skip
+            return asyncio.run(point)
+
+        if workers == 1:
+            rss["idle"] = {k: process_rss_mib(pid) for k, pid in procs.items()}
+        for name in args.workloads:
+            results += run(name, f"{prefix} {name}", conc, args.duration_s, top, metrics_url)
+        if workers == 1:
+            rss["after load"] = {k: process_rss_mib(pid) for k, pid in procs.items()}
+            if args.soak_s > 0:
+                started = time.monotonic()
+                run("pipeline", "soak", [top], args.soak_s, 0, None)
+                label = f"after {time.monotonic() - started:.0f} s soak"
+                rss[label] = {k: process_rss_mib(pid) for k, pid in procs.items()}
+    return results, rss
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--soak-s", type=float, default=0.0, help="extra pipeline load for RSS")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument(
+        "--orchestrator-workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="orchestrator process counts to measure (orchestrator serve --workers N)",
+    )
     args = parser.parse_args(argv)
-    conc, top, low = args.concurrency, max(args.concurrency), min(args.concurrency)
+    conc, low = args.concurrency, min(args.concurrency)
+    top = max(conc)
     results: list[LoadResult] = []
     rss: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,46 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         agent = ConsulAgent(ConsulAgentConfig(log_path=str(logs / "consul.log"))).start()
         try:
             with mesh_replicas(agent.address, logs) as reps:
-                metrics_port = free_port()
-                orch_args = ["orchestrator", "serve", "--consul", agent.address, "--plans",
-                             str(plans), "--no-learning", "--no-register",
-                             "--metrics-port", str(metrics_port)]  # fmt: skip
-                with ServerProcess(orch_args, logs / "orchestrator.log") as orch:
-                    procs = {"orchestrator": orch.pid} | {
-                        f"replica {p.args[4]}": p.pid for p in reps
-                    }
-                    rss["idle"] = {k: process_rss_mib(pid) for k, pid in procs.items()}
-                    tree = list(procs.values())
-                    for name in args.workloads:
-                        results += asyncio.run(
-                            execute_points(
-                                orch.address,
-                                WORKLOADS[name],
-                                f"meshserve {name}",
-                                conc,
-                                args.duration_s,
-                                tree,
-                                stream_concurrency=top,
-                                metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-                            )
-                        )
-                    rss["after load"] = {k: process_rss_mib(pid) for k, pid in procs.items()}
-                    if args.soak_s > 0:
-                        started = time.monotonic()
-                        asyncio.run(
-                            execute_points(
-                                orch.address,
-                                WORKLOADS["pipeline"],
-                                "soak",
-                                [top],
-                                args.soak_s,
-                                tree,
-                                stream_concurrency=0,
-                                metrics_url=None,
-                            )
-                        )
-                        label = f"after {time.monotonic() - started:.0f} s soak"
-                        rss[label] = {k: process_rss_mib(pid) for k, pid in procs.items()}
+                for workers in args.orchestrator_workers:
+                    points, seen = _meshserve(agent.address, plans, logs, reps, workers, args)
+                    results += points
+                    rss |= seen
         finally:
             agent.stop()
 
