@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in turn, each measuring its own baselines in its run.
 
-``python -m bench.run_all [--only modelsvc,orchestrator,tracing]``; results land in
+``python -m bench.run_all [--only modelsvc,orchestrator,tracing,cost]``; results land in
 bench/results/ (one JSON file per benchmark run) and each table is printed as it finishes.
 """
 
@@ -10,12 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import bench_modelsvc, bench_orchestrator, bench_tracing
+from bench import bench_cost, bench_modelsvc, bench_orchestrator, bench_tracing
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "modelsvc": bench_modelsvc.main,
     "orchestrator": bench_orchestrator.main,
     "tracing": bench_tracing.main,
+    "cost": bench_cost.main,
 }
 
 
