@@ -153,9 +153,9 @@ def _profiled_load(
     args: argparse.Namespace, spy: str, address: str, procs: dict[str, int], out_dir: Path
 ) -> tuple[LoadResult, dict[str, float], dict[str, str]]:
     """Run the load; py-spy every process during its middle `duration_s`."""
-    flags = ["--format", "raw", "--rate", str(args.rate), "--nonblocking", "--full-filenames"]
-    if args.native:
-        flags.append("--native")
+    flags = ["--format", "raw", "--rate", str(args.rate), "--full-filenames"]
+    # py-spy reads native stacks only from a paused process; Python-only sampling need not pause.
+    flags.append("--native" if args.native else "--nonblocking")
     cpu0: dict[str, float] = {}
     spies: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
@@ -164,6 +164,7 @@ def _profiled_load(
             path = out_dir / f"{name}.txt"
             cmd = [spy, "record", "-p", str(pid), "-d", str(int(args.duration_s)), "-o", str(path),
                    *flags]  # fmt: skip
+            path.unlink(missing_ok=True)
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             spies.append((name, proc, path))
             cpu0[name] = process_cpu_s(pid)
@@ -188,8 +189,9 @@ def _profiled_load(
     cpu = {name: process_cpu_s(pid) - cpu0.get(name, 0.0) for name, pid in procs.items()}
     raws = {}
     for name, proc, path in spies:
-        proc.wait(60)
-        raws[name] = path.read_text() if path.exists() else ""
+        if proc.wait(60) != 0 or not path.exists():
+            raise RuntimeError(f"py-spy on {name} failed (exit {proc.returncode}); run as root")
+        raws[name] = path.read_text()
     return results[-1], cpu, raws
 
 
