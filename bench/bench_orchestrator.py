@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +132,10 @@ def _batch_totals(metrics_url: str) -> tuple[float, float]:
     return rows, batches
 
 
-async def _with_batch_rows(metrics_url: str, point: Awaitable[LoadResult]) -> LoadResult:
+async def _with_batch_rows(metrics_url: str | None, point: Awaitable[LoadResult]) -> LoadResult:
     """Run a load point; record the mean rows per micro-batch the orchestrator sent in it."""
+    if metrics_url is None:
+        return await point
     rows0, batches0 = _batch_totals(metrics_url)
     result = await point
     rows1, batches1 = _batch_totals(metrics_url)
@@ -143,8 +145,8 @@ async def _with_batch_rows(metrics_url: str, point: Awaitable[LoadResult]) -> Lo
 
 
 async def orchestrator_points(
-    address: str, plan: str, label: str, concurrency: list[int], duration_s: float, pid: int,
-    stream_concurrency: int, metrics_url: str,
+    address: str, plan: str, label: str, concurrency: list[int], duration_s: float,
+    pid: int | Sequence[int], stream_concurrency: int, metrics_url: str | None,
 ) -> list[LoadResult]:  # fmt: skip
     requests = [
         orchestrator_pb2.ExecuteRequest(plan=plan, inputs={"input": tensors.from_numpy(x)})
@@ -181,7 +183,7 @@ async def _stream_point(
     label: str,
     concurrency: int,
     duration_s: float,
-    pid: int,
+    pid: int | Sequence[int],
 ) -> LoadResult:
     """Closed loop over one ExecuteStream, requests multiplexed by id."""
     call = stub.ExecuteStream()

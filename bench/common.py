@@ -32,6 +32,7 @@ __all__ = [
     "percentile",
     "print_table",
     "process_cpu_s",
+    "process_rss_mib",
     "write_results",
 ]
 
@@ -58,15 +59,36 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-class CpuMeter:
-    """CPU seconds used by this process (resource.getrusage) and optionally a server PID."""
+def _pids(server_pid: int | Sequence[int] | None) -> list[int]:
+    if server_pid is None:
+        return []
+    return [server_pid] if isinstance(server_pid, int) else list(server_pid)
 
-    def __init__(self, server_pid: int | None = None) -> None:
-        self._server_pid = server_pid
+
+def process_rss_mib(pid: int) -> float:
+    """Resident set size of another process in MiB (Linux /proc), NaN if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+class CpuMeter:
+    """CPU seconds used by this process (resource.getrusage) and optionally by server PIDs
+    (one process, or the processes of a whole mesh, summed)."""
+
+    def __init__(self, server_pid: int | Sequence[int] | None = None) -> None:
+        self._server_pids = _pids(server_pid)
+
+    def _server_cpu_s(self) -> float:
+        return sum(process_cpu_s(pid) for pid in self._server_pids)
 
     def __enter__(self) -> CpuMeter:
         self._usage = resource.getrusage(resource.RUSAGE_SELF)
-        self._server0 = process_cpu_s(self._server_pid) if self._server_pid else 0.0
+        self._server0 = self._server_cpu_s()
         self._wall0 = time.monotonic()
         self.client_cpu_s = self.server_cpu_s = self.wall_s = 0.0
         return self
@@ -77,8 +99,8 @@ class CpuMeter:
         self.client_cpu_s = (now.ru_utime - self._usage.ru_utime) + (
             now.ru_stime - self._usage.ru_stime
         )
-        if self._server_pid:
-            self.server_cpu_s = process_cpu_s(self._server_pid) - self._server0
+        if self._server_pids:
+            self.server_cpu_s = self._server_cpu_s() - self._server0
 
 
 @dataclass
@@ -111,7 +133,7 @@ async def closed_loop(
     concurrency: int,
     duration_s: float,
     warmup_s: float = 0.3,
-    server_pid: int | None = None,
+    server_pid: int | Sequence[int] | None = None,
 ) -> LoadResult:
     """`concurrency` workers each call ``await call(worker)`` back to back for `duration_s`.
 

@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in turn, each measuring its own baselines in its run.
 
-``python -m bench.run_all [--only modelsvc,orchestrator,tracing,typed,http]``; results land in
+``python -m bench.run_all [--only modelsvc,orchestrator,tracing,typed,http,cost]``; results land in
 bench/results/ (one JSON file per benchmark run) and each table is printed as it finishes.
 """
 
@@ -10,7 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import bench_http, bench_modelsvc, bench_orchestrator, bench_tracing, bench_typed
+from bench import (
+    bench_cost,
+    bench_http,
+    bench_modelsvc,
+    bench_orchestrator,
+    bench_tracing,
+    bench_typed,
+)
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "modelsvc": bench_modelsvc.main,
@@ -18,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "tracing": bench_tracing.main,
     "typed": bench_typed.main,
     "http": bench_http.main,
+    "cost": bench_cost.main,
 }
 
 

@@ -27,10 +27,11 @@ HTTP_READY_PREFIX = "MESHSERVE_HTTP"
 CLIENT_KEEPALIVE_MS = 10_000
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def server_options(max_message_bytes: int, *, reuse_port: bool = False) -> list[tuple[str, int]]:
     """gRPC server options every meshserve server shares.
 
-    Message size limits both ways; no port sharing (a second server must fail to bind); and
+    Message size limits both ways; no port sharing (a second server must fail to bind) unless
+    `reuse_port` (the workers of ``orchestrator serve --workers N`` share one port); and
     keepalive pings from clients accepted every `CLIENT_KEEPALIVE_MS / 2` even on a stream with
     no data in flight. gRPC's default (5 minutes) makes a server answer the orchestrator's
     10 s pings on an idle InferStream with GOAWAY "too many pings" after two strikes, which
@@ -39,7 +40,7 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_KEEPALIVE_MS // 2),
     ]

@@ -29,6 +29,11 @@ def _python_plan(value: str) -> tuple[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        log.error("orchestrator: --workers %d: expected at least 1", args.workers)
+        return 2
+    if args.workers > 1:
+        return _serve_workers(args)
     from meshserve.orchestrator.datapath.config import load_datapath_config
     from meshserve.orchestrator.server import OrchestratorConfig, run
     from meshserve.registry import ConsulConfig
@@ -81,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = OrchestratorConfig(
         host=args.host,
         port=args.port,
+        reuse_port=args.reuse_port,
         admin_token=admin_token,
         instance_id=args.instance_id,
         python_plans=tuple(args.python_plan or ()),
@@ -127,6 +133,26 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _serve_workers(args: argparse.Namespace) -> int:
+    from meshserve.orchestrator.workers import WorkerGroup, WorkersConfig
+
+    cfg = WorkersConfig(
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        instance_id=args.instance_id,
+        metrics_port=args.metrics_port,
+        http_port=args.http_port,
+        grace_s=args.grace_s,
+        argv=tuple(getattr(args, "argv", ())),
+    )
+    try:
+        return WorkerGroup(cfg).run()
+    except OSError as exc:
+        log.error("orchestrator: cannot hold %s:%d for the workers: %s", args.host, args.port, exc)
+        return 1
+
+
 def register(subparsers: Any) -> None:
     """Add the ``orchestrator`` command group (``orchestrator serve``) to the meshserve CLI."""
     group = subparsers.add_parser("orchestrator", help="the plan-executing orchestrator")
@@ -134,6 +160,18 @@ def register(subparsers: Any) -> None:
     serve = sub.add_parser("serve", help="serve Orchestrator and Admin over gRPC")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="orchestrator processes serving the port (SO_REUSEPORT; each its own instance "
+        "id <id>-w<i> and, with --metrics-port P, metrics port P+i)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other processes of this user (set on --workers' workers)",
+    )
     serve.add_argument("--consul", default="", help="Consul host:port (default $CONSUL_HTTP_ADDR)")
     serve.add_argument(
         "--admin-token-file",

@@ -91,6 +91,9 @@ class OrchestratorConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
+    # Share the port with other processes of this user (SO_REUSEPORT): set on the workers of
+    # `orchestrator serve --workers N` (meshserve.orchestrator.workers), off otherwise.
+    reuse_port: bool = False
     admin_token: str = field(default="", repr=False)
     instance_id: str = ""
     python_plans: tuple[tuple[str, str], ...] = ()  # (plan name, "module:attr")
@@ -224,7 +227,7 @@ class OrchestratorServer:
             DataPlaneAuth.parse(cfg.data_tokens, cfg.admin_token) if cfg.data_tokens else None
         )
         server = grpc.aio.server(
-            options=server_options(cfg.max_message_bytes),
+            options=server_options(cfg.max_message_bytes, reuse_port=cfg.reuse_port),
             interceptors=[
                 BearerTokenInterceptor(
                     cfg.admin_token, data_plane=data_plane, plan_of_method=self._plan_of_method
@@ -353,7 +356,7 @@ class OrchestratorServer:
             auth=data_plane,
             ready=lambda: self._serving,
         )
-        http = replace(self.config.http, host=self.config.host)
+        http = replace(self.config.http, host=self.config.host, reuse_port=self.config.reuse_port)
         app, openapi = ingress_app(ingress, http)
         self.store.on_change(openapi.changed)
         self._http = HttpServer(app, http)

@@ -17,6 +17,7 @@ class HttpConfig:
     max_json_depth: nesting of objects/arrays in a JSON body (400 past it).
     max_header_bytes: one header line (aiohttp refuses longer ones with 400).
     keepalive_timeout_s: an idle keep-alive connection is closed after this long.
+    reuse_port: bind with SO_REUSEPORT (orchestrator workers serving one port).
     """
 
     host: str = "127.0.0.1"
@@ -26,6 +27,8 @@ class HttpConfig:
     max_json_depth: int = 40
     max_header_bytes: int = 8190
     keepalive_timeout_s: float = 75.0
+    # Share the port with other processes of this user (the workers of `--workers N`).
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.port < -1 or self.port > 65535:

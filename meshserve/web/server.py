@@ -142,7 +142,11 @@ class HttpServer:
         """Bind and serve; returns the bound port."""
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.config.host, self.config.port, reuse_port=False, backlog=1024
+            self._runner,
+            self.config.host,
+            self.config.port,
+            reuse_port=self.config.reuse_port,
+            backlog=1024,
         )
         await site.start()
         server = getattr(site, "_server", None)

@@ -162,6 +162,10 @@ def weighted_mean(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return mean.astype(dtype)
 
 
+# Label range x positions up to which majority_vote counts in a dense table.
+_DENSE_VOTE_CELLS = 1 << 16
+
+
 def majority_vote(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
     """Per position, the label with the largest total weight; ties go to the smallest label."""
     stacked = np.stack([np.asarray(a) for a in arrays])  # members x rows...
@@ -169,11 +173,25 @@ def majority_vote(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
         raise InvalidInputError(
             f"majority_vote needs integer labels, members returned {stacked.dtype}"
         )
-    flat = stacked.reshape(len(arrays), -1)
-    labels = np.unique(flat)  # sorted ascending: argmax picks the smallest label on ties
-    w = np.asarray(weights, dtype=np.float64)[:, None]
-    scores = np.stack([((flat == label) * w).sum(axis=0) for label in labels])  # labels x pos
-    winners = labels[np.argmax(scores, axis=0)]
+    flat = stacked.reshape(len(arrays), -1).astype(np.int64, copy=False)
+    positions = flat.shape[1]
+    if flat.size == 0:
+        no_rows: np.ndarray = stacked[0].copy()
+        return no_rows
+    w = np.asarray(weights, dtype=np.float64)
+    lo = int(flat.min())
+    span = int(flat.max()) - lo + 1
+    if span * positions <= _DENSE_VOTE_CELLS:
+        # One weighted bincount over (label, position) cells: no per-label pass.
+        cells = (flat - lo) * positions + np.arange(positions)
+        scores = np.bincount(
+            cells.ravel(), weights=np.repeat(w, positions), minlength=span * positions
+        ).reshape(span, positions)
+        winners = scores.argmax(axis=0) + lo  # argmax takes the smallest label on ties
+    else:  # sparse labels: score only the labels present
+        labels = np.unique(flat)
+        scores = ((flat[None, :, :] == labels[:, None, None]) * w[None, :, None]).sum(axis=1)
+        winners = labels[np.argmax(scores, axis=0)]
     voted: np.ndarray = winners.reshape(stacked.shape[1:]).astype(stacked.dtype)
     return voted
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshserve.errors import InvalidInputError, NotFoundError
 from meshserve.orchestrator.comparison import Comparison, comparison_of
@@ -187,6 +189,36 @@ def test_majority_vote_ties_go_to_smallest_label():
     np.testing.assert_array_equal(majority_vote([a, b, c], [1, 1, 3]), [2, 0, 9, 4])
     with pytest.raises(InvalidInputError, match="integer labels"):
         majority_vote([a.astype(float)], [1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    members=st.integers(1, 4),
+    shape=st.tuples(st.integers(0, 6), st.integers(1, 3)),
+    scale=st.sampled_from([1, 10**12]),  # dense table, and labels too far apart for one
+    data=st.data(),
+)
+def test_majority_vote_matches_a_per_label_count(
+    members: int, shape: tuple[int, int], scale: int, data: st.DataObject
+) -> None:
+    labels = st.integers(-3, 4).map(lambda v: v * scale)
+    arrays = [
+        np.array(
+            data.draw(st.lists(labels, min_size=shape[0] * shape[1], max_size=shape[0] * shape[1])),
+            np.int64,
+        ).reshape(shape)
+        for _ in range(members)
+    ]
+    weights = data.draw(st.lists(st.floats(0.0, 5.0), min_size=members, max_size=members))
+    expected = np.empty(shape, np.int64)
+    present = {int(v) for array in arrays for v in array.ravel()}  # candidates everywhere
+    for pos in np.ndindex(*shape):
+        totals = dict.fromkeys(present, 0.0)
+        for array, weight in zip(arrays, weights, strict=True):
+            totals[int(array[pos])] += weight
+        best = max(totals.values())
+        expected[pos] = min(label for label, total in totals.items() if total == best)
+    np.testing.assert_array_equal(majority_vote(arrays, weights), expected)
 
 
 def test_max_probability_and_weighted_mean():
