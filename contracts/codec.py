@@ -16,8 +16,14 @@ import numpy as np
 from google.protobuf import message, unknown_fields
 
 from meshserve.errors import InternalError, InvalidInputError, MeshError
-from meshserve.limits import DEFAULT_LIMITS, Limits, check_count, check_shape, check_string
-from meshserve.limits import check_strings as check_all_strings
+from meshserve.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_count,
+    check_shape,
+    check_string,
+    check_strings,
+)
 from meshserve.names import quote
 
 if TYPE_CHECKING:
@@ -222,8 +228,8 @@ def decode_request(
         check_string("routing_key", r.routing_key, limits, "max_string_chars")
         if r.attributes:
             check_count("attributes", len(r.attributes), limits, "max_attributes")
-            check_all_strings("attribute key", r.attributes, limits, "max_name_chars")
-            check_all_strings("attribute value", r.attributes.values(), limits, "max_string_chars")
+            check_strings("attribute key", r.attributes, limits, "max_name_chars")
+            check_strings("attribute value", r.attributes.values(), limits, "max_string_chars")
             attributes = dict(r.attributes)
         routing_key = r.routing_key
     arrays = _decode_tensors(request, contract.inputs, limits, "input", InvalidInputError, True)

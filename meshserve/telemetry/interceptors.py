@@ -176,12 +176,17 @@ def _wrap(handler: _Handler, method: str) -> _Handler:
     return wrapped
 
 
+_MAX_CACHED_METHODS = 1024
+
+
 class _ServerSpans(grpc.aio.ServerInterceptor):
     """One SERVER span per traced RPC; the wrapped handler is cached per method."""
 
     def __init__(self, traced: Callable[[str], bool]) -> None:
         self._traced = traced
-        # method -> (the handler as served, the handler to return); methods are a closed set.
+        # method -> (the handler as served, the handler to return). Typed services make the set
+        # of method paths open (any /meshserve.plans.<x>... gets a NOT_FOUND handler), so the
+        # cache is bounded: past _MAX_CACHED_METHODS it starts over.
         self._handlers: dict[str, tuple[_Handler, _Handler]] = {}
 
     async def intercept_service(
@@ -199,6 +204,8 @@ class _ServerSpans(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = _wrap(handler, method) if self._traced(method) else handler
+        if len(self._handlers) >= _MAX_CACHED_METHODS:
+            self._handlers.clear()
         self._handlers[method] = (handler, wrapped)
         return wrapped
 

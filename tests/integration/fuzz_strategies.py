@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from meshserve.v1 import admin_pb2, model_pb2, orchestrator_pb2, plan_pb2, tensor_pb2
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
+from tests.wire import varint
 
 # Messages per service: a CI-sized run by default, MESHSERVE_FUZZ_EXAMPLES=100000 nightly.
 MESSAGES = int(os.environ.get("MESHSERVE_FUZZ_EXAMPLES", "2000"))
@@ -380,15 +381,6 @@ def usage(pid: int) -> Usage:
 # -- typed contracts (meshserve.contracts): raw wire messages around known field numbers -------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 _SPECIAL_FLOATS = st.sampled_from([0.0, -0.0, 1e38, -1e38, float("nan"), float("inf"), 3.5])
 
 
@@ -397,9 +389,9 @@ def typed_fields(draw: st.DrawFn, numbers: Sequence[int]) -> bytes:
     """One wire field: a known field number (or any), any wire type, a hostile payload."""
     number = draw(st.one_of(st.sampled_from(list(numbers)), st.integers(1, (1 << 29) - 1)))
     wire = draw(st.sampled_from([0, 1, 2, 2, 2, 5]))
-    tag = _varint(number << 3 | wire)
+    tag = varint(number << 3 | wire)
     if wire == 0:
-        return tag + _varint(draw(st.integers(0, (1 << 64) - 1)))
+        return tag + varint(draw(st.integers(0, (1 << 64) - 1)))
     if wire == 1:
         return tag + draw(st.binary(min_size=8, max_size=8))
     if wire == 5:
@@ -411,7 +403,7 @@ def typed_fields(draw: st.DrawFn, numbers: Sequence[int]) -> bytes:
     else:
         payload = draw(st.binary(max_size=300))
     length = len(payload) if draw(st.integers(0, 9)) else draw(st.integers(0, 1 << 20))
-    return tag + _varint(length) + payload
+    return tag + varint(length) + payload
 
 
 @st.composite

@@ -39,6 +39,7 @@ from meshserve.v1 import (
 from tests.integration import fuzz_strategies as fz
 from tests.integration.orchestrator_helpers import TOKEN, Procs
 from tests.procs import ChildProcess
+from tests.wire import len_field
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.fuzz]
 
@@ -285,12 +286,8 @@ TYPED_NUMBERS = (1, 2, 3, 4, field_numbers(["input"])["input"])
 
 
 def _good_typed(channel: grpc.Channel, path: str) -> None:
-    good = _varint_field(TYPED_NUMBERS[-1], np.zeros(128, dtype="<f4").tobytes())
+    good = len_field(TYPED_NUMBERS[-1], np.zeros(128, dtype="<f4").tobytes())
     channel.unary_unary(path)(good, timeout=10)
-
-
-def _varint_field(number: int, payload: bytes) -> bytes:
-    return fz._varint(number << 3 | 2) + fz._varint(len(payload)) + payload
 
 
 def test_fuzz_typed_predict(mesh: Mesh) -> None:

@@ -31,6 +31,7 @@ from meshserve.errors import InvalidInputError, MeshError
 from meshserve.v1 import admin_pb2, admin_pb2_grpc, model_pb2, model_pb2_grpc
 from tests.integration.orchestrator_helpers import TOKEN, Procs
 from tests.waiting import wait_until
+from tests.wire import varint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -333,7 +334,7 @@ async def test_bad_typed_input_names_the_field(mesh, digits):
                 "field 'input' is required", "float32",
             )  # fmt: skip
             number = contract.input("input").number
-            wrong_type = _varint(number << 3) + _varint(5)  # a varint where floats go
+            wrong_type = varint(number << 3) + varint(5)  # a varint where floats go
             await _expect(
                 call(wrong_type, timeout=10), grpc.StatusCode.INVALID_ARGUMENT, "wrong wire type"
             )
@@ -350,15 +351,6 @@ async def test_bad_typed_input_names_the_field(mesh, digits):
             await nan_plan(pixels=bad)
         with pytest.raises(InvalidInputError, match="has no input 'pixel'"):
             await nan_plan(pixel=bad)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 async def test_plan_change_under_typed_traffic(mesh, digits, tmp_path):

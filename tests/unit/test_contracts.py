@@ -22,6 +22,7 @@ from meshserve.contracts.naming import field_names, field_numbers, package_segme
 from meshserve.errors import InternalError, InvalidInputError
 from meshserve.limits import LimitExceededError, Limits
 from meshserve.v1 import tensor_pb2 as t
+from tests.wire import varint
 
 F32, I64, I8, STR, BYT = (
     t.DATA_TYPE_FLOAT32,
@@ -217,19 +218,10 @@ def test_bad_input_names_the_field_and_what_was_expected():
         c.encode_request({"input": np.zeros((1, 63))})
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def test_wrong_wire_type_is_named():
     c = mlp()
     number = c.input("input").number
-    wire = _varint(number << 3) + _varint(7)  # a varint where packed floats are expected
+    wire = varint(number << 3) + varint(7)  # a varint where packed floats are expected
     with pytest.raises(InvalidInputError, match="wrong wire type"):
         c.decode_request(c.request_class.FromString(wire))
 
