@@ -5,7 +5,8 @@
 Starts its own Consul dev agent, scaler and mlp replicas and one orchestrator (HTTP ingress on,
 data-plane auth off). Each round measures, per concurrency, gRPC ``Execute`` (grpc.aio client,
 one channel) and then ``POST /v1/plans/digits-pipeline:execute`` (the typed contract in JSON,
-aiohttp client, keep-alive pool of `c` connections), every request one row of 64 float32 from the digits data set.
+aiohttp client, keep-alive pool of `c` connections), every request one row of 64 float32 from
+the digits data set.
 Ratio (target <= 1.5): gRPC req/s / HTTP req/s at the top concurrency, best round each. The
 load generator shares the machine with the servers: its CPU time is reported next to the
 orchestrator's (`client cores`, `server cores`), and the load average before and after.
