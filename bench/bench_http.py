@@ -4,8 +4,9 @@
 
 Starts its own Consul dev agent, scaler and mlp replicas and one orchestrator (HTTP ingress on,
 data-plane auth off). Each round measures, per concurrency, gRPC ``Execute`` (grpc.aio client,
-one channel) and then ``POST /v1/plans/digits-pipeline:execute`` (aiohttp client, keep-alive
-pool of `c` connections), every request one row of 64 float32 from the digits data set.
+one channel) and then ``POST /v1/plans/digits-pipeline:execute`` (the typed contract in JSON,
+aiohttp client, keep-alive pool of `c` connections), every request one row of 64 float32 from
+the digits data set.
 Ratio (target <= 1.5): gRPC req/s / HTTP req/s at the top concurrency, best round each. The
 load generator shares the machine with the servers: its CPU time is reported next to the
 orchestrator's (`client cores`, `server cores`), and the load average before and after.
@@ -79,7 +80,7 @@ async def grpc_point(address: str, c: int, duration_s: float, pid: int) -> LoadR
 
 
 async def http_point(base_url: str, c: int, duration_s: float, pid: int) -> LoadResult:
-    bodies = [json.dumps({"inputs": {"input": x.tolist()}}).encode() for x in _rows()]
+    bodies = [json.dumps({"input": x.ravel().tolist()}).encode() for x in _rows()]
     counter = itertools.count()
     url = f"{base_url}/v1/plans/{PLAN_NAME}:execute"
     headers = {"Content-Type": "application/json"}

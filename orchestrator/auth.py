@@ -228,7 +228,7 @@ def _scoped(
 
     def check(request: Any) -> None:
         plan = _plan_of(request)
-        if plan is not None:
+        if plan:  # "" (a GetContract for a model, an Execute without a plan): nothing to scope
             data.authorize(principal, plan, "grpc")
 
     if not handler.request_streaming and not handler.response_streaming:

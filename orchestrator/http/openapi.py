@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from meshserve import __version__
+from meshserve.errors import MeshError
 from meshserve.http_errors import HTTP_STATUS
 from meshserve.orchestrator.http import plan_json
 from meshserve.orchestrator.http.proto_schema import message_schema
@@ -104,8 +105,13 @@ def openapi_document(plans: Iterable[plan_pb2.Plan], *, auth: bool) -> dict[str,
     schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA}
     feedback = message_schema(orchestrator_pb2.FeedbackRequest.DESCRIPTOR, schemas, _no_text)
     feedback_reply = message_schema(orchestrator_pb2.FeedbackResponse.DESCRIPTOR, schemas, _no_text)
+    untyped: list[str] = []
     for plan in sorted(plans, key=lambda p: p.name):
-        refs = plan_json.schemas(plan, schemas)
+        try:
+            refs = plan_json.schemas(plan, schemas)
+        except MeshError:  # no typed contract: listed, not described (its calls say why)
+            untyped.append(plan.name)
+            continue
         paths[EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, False, refs)
         paths[VERSIONED_EXECUTE_PATH.replace("{plan}", plan.name)] = _execute(plan, True, refs)
     paths["/v1/feedback"] = {
@@ -141,6 +147,8 @@ def openapi_document(plans: Iterable[plan_pb2.Plan], *, auth: bool) -> dict[str,
         "paths": paths,
         "components": {"schemas": schemas},
     }
+    if untyped:
+        document["x-meshserve-untyped-plans"] = untyped
     if auth:
         document["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "a data-plane token"}

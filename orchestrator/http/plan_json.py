@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 from google.protobuf import json_format
 
 from meshserve.contracts import Contract
@@ -81,7 +82,7 @@ def request_from_json(
         )
     message = contract.request_class()
     try:
-        json_format.ParseDict(body, message, max_recursion_depth=_MAX_DEPTH)
+        parse_request(contract, body, message)
         typed = contract.decode_request(message, limits)
     except json_format.ParseError as exc:
         raise _field_error(str(exc)) from None
@@ -116,6 +117,53 @@ def _field_error(message: str) -> InvalidInputError:
             _, _, expected = message.partition("expected ")
             return FieldError(match.group(1), message[:400], expected[:200])
     return InvalidInputError(message[:400])
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FAST_KINDS = {"float": "f", "double": "f", "int32": "i", "int64": "i", "uint32": "u",
+               "uint64": "u", "bool": "b"}  # fmt: skip
+
+
+def _plain(values: list[Any], scalar: str) -> bool:
+    """`values` are ordinary JSON numbers (or booleans) that json_format would take as they are
+    for a packed field of `scalar`: no strings, no NaN/Infinity, in range for float."""
+    kind = _FAST_KINDS.get(scalar)
+    if kind is None:
+        return False
+    if kind == "b":
+        return all(type(v) is bool for v in values)
+    if kind in "iu":
+        return all(type(v) is int for v in values)
+    if not all(type(v) is float or type(v) is int for v in values):
+        return False
+    array = np.asarray(values, dtype=np.float64)
+    limit = _FLOAT32_MAX if scalar == "float" else np.inf
+    return bool(np.isfinite(array).all() and np.abs(array).max() <= limit)
+
+
+def parse_request(contract: Contract, body: dict[str, Any], message: Any) -> None:
+    """json_format.ParseDict(body, message), with packed tensor fields of ordinary numbers
+    (the common case, where json_format spends most of its time) set directly; anything else
+    (strings, NaN, lowerCamel names, values out of range) goes through json_format, so the
+    result and every refusal are json_format's."""
+    direct: dict[str, list[Any]] = {}
+    for tf in contract.inputs:
+        values = body.get(tf.field)
+        if (
+            not tf.nested
+            and type(values) is list
+            and values
+            and _plain(values, tf.spec.scalar.proto_name)
+        ):
+            direct[tf.field] = values
+    rest = {k: v for k, v in body.items() if k not in direct} if direct else body
+    json_format.ParseDict(rest, message, max_recursion_depth=_MAX_DEPTH)
+    for field, values in direct.items():
+        try:
+            getattr(message, field).extend(values)
+        except (ValueError, TypeError, OverflowError):  # out of an integer type's range
+            message.ClearField(field)
+            json_format.ParseDict({field: values}, message, max_recursion_depth=_MAX_DEPTH)
 
 
 def response_to_json(plan: plan_pb2.Plan, result: ExecutionResult) -> dict[str, Any]:

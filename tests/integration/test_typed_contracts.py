@@ -388,7 +388,7 @@ async def test_plan_change_under_typed_traffic(mesh, digits, tmp_path):
 
         incompatible = v1.replace("  probabilities: mlp.probabilities\n", "").replace(
             "  - {name: probabilities, dtype: float32, shape: [-1, 10]}\n", ""
-        )
+        )  # the output and its declared spec (examples/plans declare output_specs)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await _apply_when_discoverable(address, incompatible)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION

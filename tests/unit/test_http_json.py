@@ -103,3 +103,39 @@ def test_body_depth_is_bounded_and_bad_json_is_named():
         parse_json(b"[" * 100_000 + b"]" * 100_000, config)
     with pytest.raises(InvalidInputError, match="line 1 column 7"):
         parse_json(b'{"a": }', config)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1.5, 2], [1, 2], [True, 1.0], ["1", 2], [1e39, 1.0], [float("nan"), 1.0], [2**80, 1],
+     [], [[1.0], [2.0]], [1.0, None]],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "uint8", "int64", "bool"])
+def test_the_fast_path_parses_exactly_like_json_format(values, dtype):
+    from google.protobuf import json_format
+
+    plan = plan_pb2.Plan(
+        name=f"fast-{dtype}", version=1,
+        inputs=[tensor_pb2.TensorSpec(name="x", dtype=DTYPES[dtype], shape=[-1])],
+    )  # fmt: skip
+    contract = plan_json.contract_for(plan)
+    body = {"x": values, "routing_key": "k"}
+    outcomes = []
+    for parse in (plan_json.parse_request, None):
+        message = contract.request_class()
+        try:
+            if parse is None:
+                json_format.ParseDict(body, message)
+            else:
+                parse(contract, body, message)
+            outcomes.append(message.SerializeToString())
+        except json_format.ParseError:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1], (values, dtype)
+
+
+DTYPES = {
+    "float32": tensor_pb2.DATA_TYPE_FLOAT32, "float64": tensor_pb2.DATA_TYPE_FLOAT64,
+    "int32": tensor_pb2.DATA_TYPE_INT32, "uint8": tensor_pb2.DATA_TYPE_UINT8,
+    "int64": tensor_pb2.DATA_TYPE_INT64, "bool": tensor_pb2.DATA_TYPE_BOOL,
+}  # fmt: skip
