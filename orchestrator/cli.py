@@ -16,6 +16,8 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
+FEEDBACK_KEY_ENV = "MESHSERVE_FEEDBACK_KEYS"
+
 
 def _python_plan(value: str) -> tuple[str, str]:
     name, sep, target = value.partition("=")
@@ -41,6 +43,15 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("orchestrator: --admin-token-file: %s", exc)
         return 2
+    try:  # one key a line: the first signs feedback tokens, all verify (rotation)
+        keys = read_token(args.feedback_key_file, FEEDBACK_KEY_ENV)
+    except (OSError, ValueError) as exc:
+        log.error("orchestrator: --feedback-key-file: %s", exc)
+        return 2
+    feedback_keys = tuple(line.strip() for line in keys.splitlines() if line.strip())
+    if any(len(k) < 16 for k in feedback_keys):
+        log.error("orchestrator: feedback keys must be at least 16 characters each")
+        return 2
     env_consul = ConsulConfig.from_env()
     consul = (
         ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
@@ -51,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         admin_token=admin_token,
+        feedback_keys=feedback_keys,
         instance_id=args.instance_id,
         python_plans=tuple(args.python_plan or ()),
         python_modules=tuple(args.python_module or ()),
@@ -102,6 +114,13 @@ def register(subparsers: Any) -> None:
         help="file holding the bearer token Admin calls must present (else $MESHSERVE_ADMIN_TOKEN)",
     )
     add_refused_secret_flag(serve, "--admin-token", "--admin-token-file")
+    serve.add_argument(
+        "--feedback-key-file",
+        default="",
+        metavar="PATH",
+        help="file of HMAC keys for feedback tokens, one a line, the first signs (else "
+        f"${FEEDBACK_KEY_ENV}, else a key shared through Consul KV); the same for the group",
+    )
     serve.add_argument(
         "--kv-prefix",
         default="",

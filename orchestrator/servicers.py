@@ -10,10 +10,10 @@ import grpc
 
 from meshserve.errors import InvalidInputError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
-from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
+from meshserve.limits import DEFAULT_LIMITS, Limits
 from meshserve.orchestrator import converters
 from meshserve.orchestrator.admin import AdminCore
-from meshserve.orchestrator.engine import Engine
+from meshserve.orchestrator.engine import Engine, ExecutionResult
 from meshserve.orchestrator.learning_port import Learning
 from meshserve.streams import fan_out
 from meshserve.telemetry import trace_to_proto, traces_to_proto
@@ -55,7 +55,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.ExecuteResponse:
         call = converters.call_from_proto(request, _remaining(context), self.limits)
-        return converters.result_to_proto(await self.engine.execute(call))
+        return self._respond(await self.engine.execute(call))
+
+    def _respond(self, result: ExecutionResult) -> orchestrator_pb2.ExecuteResponse:
+        response = converters.result_to_proto(result)
+        response.feedback_token = self.learning.token_for(result.request_id)
+        return response
 
     @map_stream_errors
     async def ExecuteStream(
@@ -70,7 +75,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             if not request.id:
                 raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
             call = converters.call_from_proto(request, _remaining(context), self.limits)
-            return converters.result_to_proto(await self.engine.execute(call))
+            return self._respond(await self.engine.execute(call))
 
         def failed(
             request: orchestrator_pb2.ExecuteRequest, exc: Exception
@@ -88,17 +93,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def Feedback(
         self, request: orchestrator_pb2.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.FeedbackResponse:
-        if not request.request_id:
-            raise InvalidInputError("Feedback: 'request_id' is required")
-        check_string("Feedback request_id", request.request_id, self.limits, "max_string_chars")
-        signal = request.WhichOneof("signal")
-        if signal is None:
-            raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
-        if signal == "reward":
-            applied = await self.learning.feedback(request.request_id, reward=request.reward)
-        else:
-            applied = await self.learning.feedback(request.request_id, label=request.label)
-        return orchestrator_pb2.FeedbackResponse(accepted=True, applied_to=applied)
+        feedback = converters.feedback_from_proto(request, self.limits)
+        outcome = await self.learning.apply_feedback(feedback)
+        return converters.feedback_outcome_to_proto(outcome)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -197,6 +194,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         engine = self.core.engine
         stats_of = getattr(self.learning, "stats", None)
         bandits, learners = stats_of() if callable(stats_of) else ([], [])
+        summary_of = getattr(self.learning, "summary", None)
+        summary = summary_of() if callable(summary_of) else None
         models = await self.core.list_models(discover=False)
         return converters.stats_to_proto(
             plans=engine.stats.plans(),
@@ -207,6 +206,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             learners=learners,
             instance_id=self.instance_id,
             leader=self.is_leader(),
+            learning=summary,
         )
 
     @map_errors

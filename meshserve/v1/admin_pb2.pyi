@@ -266,7 +266,7 @@ class LearnerStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., updates: _Optional[int] = ..., deployed_version: _Optional[str] = ..., holdout_accuracy: _Optional[float] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("plans", "models", "shadows", "bandits", "learners", "retries_total", "ejections_total", "no_endpoint_failures_total", "instance_id", "leader")
+    __slots__ = ("plans", "models", "shadows", "bandits", "learners", "retries_total", "ejections_total", "no_endpoint_failures_total", "instance_id", "leader", "learning_digest", "feedback_applied_total", "feedback_duplicates_total")
     PLANS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     SHADOWS_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +277,9 @@ class Stats(_message.Message):
     NO_ENDPOINT_FAILURES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_APPLIED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_DUPLICATES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     plans: _containers.RepeatedCompositeFieldContainer[PlanStats]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     shadows: _containers.RepeatedCompositeFieldContainer[ShadowStats]
@@ -287,7 +290,10 @@ class Stats(_message.Message):
     no_endpoint_failures_total: int
     instance_id: str
     leader: bool
-    def __init__(self, plans: _Optional[_Iterable[_Union[PlanStats, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowStats, _Mapping]]] = ..., bandits: _Optional[_Iterable[_Union[BanditStats, _Mapping]]] = ..., learners: _Optional[_Iterable[_Union[LearnerStats, _Mapping]]] = ..., retries_total: _Optional[int] = ..., ejections_total: _Optional[int] = ..., no_endpoint_failures_total: _Optional[int] = ..., instance_id: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+    learning_digest: str
+    feedback_applied_total: int
+    feedback_duplicates_total: int
+    def __init__(self, plans: _Optional[_Iterable[_Union[PlanStats, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowStats, _Mapping]]] = ..., bandits: _Optional[_Iterable[_Union[BanditStats, _Mapping]]] = ..., learners: _Optional[_Iterable[_Union[LearnerStats, _Mapping]]] = ..., retries_total: _Optional[int] = ..., ejections_total: _Optional[int] = ..., no_endpoint_failures_total: _Optional[int] = ..., instance_id: _Optional[str] = ..., leader: _Optional[bool] = ..., learning_digest: _Optional[str] = ..., feedback_applied_total: _Optional[int] = ..., feedback_duplicates_total: _Optional[int] = ...) -> None: ...
 
 class InjectFaultRequest(_message.Message):
     __slots__ = ("model", "instance_id", "delay_ms", "delay_rate", "abort_rate", "abort_code", "duration_ms")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from meshserve.v1 import tensor_pb2 as meshserve_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmeshserve/v1/orchestrator.proto\x12\x0cmeshserve.v1\x1a\x19meshserve/v1/tensor.proto\"\xdd\x02\n\x0e\x45xecuteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x14\n\x0cplan_version\x18\x03 \x01(\r\x12\x38\n\x06inputs\x18\x04 \x03(\x0b\x32(.meshserve.v1.ExecuteRequest.InputsEntry\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\x12@\n\nattributes\x18\x06 \x03(\x0b\x32,.meshserve.v1.ExecuteRequest.AttributesEntry\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x1a\x43\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Tensor:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x03\n\x0f\x45xecuteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x14\n\x0cplan_version\x18\x03 \x01(\r\x12;\n\x07outputs\x18\x04 \x03(\x0b\x32*.meshserve.v1.ExecuteResponse.OutputsEntry\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.meshserve.v1.Status\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12?\n\tdecisions\x18\x07 \x03(\x0b\x32,.meshserve.v1.ExecuteResponse.DecisionsEntry\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Tensor:\x02\x38\x01\x1a\x30\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x06reward\x18\x02 \x01(\x01H\x00\x12\x0f\n\x05label\x18\x03 \x01(\x03H\x00\x42\x08\n\x06signal\"8\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x12\n\napplied_to\x18\x02 \x03(\t2\xf3\x01\n\x0cOrchestrator\x12\x46\n\x07\x45xecute\x12\x1c.meshserve.v1.ExecuteRequest\x1a\x1d.meshserve.v1.ExecuteResponse\x12P\n\rExecuteStream\x12\x1c.meshserve.v1.ExecuteRequest\x1a\x1d.meshserve.v1.ExecuteResponse(\x01\x30\x01\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.meshserve.v1.FeedbackRequest\x1a\x1e.meshserve.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmeshserve/v1/orchestrator.proto\x12\x0cmeshserve.v1\x1a\x19meshserve/v1/tensor.proto\"\xdd\x02\n\x0e\x45xecuteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x14\n\x0cplan_version\x18\x03 \x01(\r\x12\x38\n\x06inputs\x18\x04 \x03(\x0b\x32(.meshserve.v1.ExecuteRequest.InputsEntry\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\x12@\n\nattributes\x18\x06 \x03(\x0b\x32,.meshserve.v1.ExecuteRequest.AttributesEntry\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x1a\x43\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Tensor:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x03\n\x0f\x45xecuteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x14\n\x0cplan_version\x18\x03 \x01(\r\x12;\n\x07outputs\x18\x04 \x03(\x0b\x32*.meshserve.v1.ExecuteResponse.OutputsEntry\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.meshserve.v1.Status\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12?\n\tdecisions\x18\x07 \x03(\x0b\x32,.meshserve.v1.ExecuteResponse.DecisionsEntry\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\t \x01(\x0c\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.meshserve.v1.Tensor:\x02\x38\x01\x1a\x30\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x06reward\x18\x02 \x01(\x01H\x00\x12\x0f\n\x05label\x18\x03 \x01(\x03H\x00\x12\r\n\x05token\x18\x04 \x01(\x0c\x42\x08\n\x06signal\"d\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x12\n\napplied_to\x18\x02 \x03(\t\x12\x17\n\x0f\x61lready_applied\x18\x03 \x03(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x32\xf3\x01\n\x0cOrchestrator\x12\x46\n\x07\x45xecute\x12\x1c.meshserve.v1.ExecuteRequest\x1a\x1d.meshserve.v1.ExecuteResponse\x12P\n\rExecuteStream\x12\x1c.meshserve.v1.ExecuteRequest\x1a\x1d.meshserve.v1.ExecuteResponse(\x01\x30\x01\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.meshserve.v1.FeedbackRequest\x1a\x1e.meshserve.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,15 +47,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREQUEST_ATTRIBUTESENTRY']._serialized_start=377
   _globals['_EXECUTEREQUEST_ATTRIBUTESENTRY']._serialized_end=426
   _globals['_EXECUTERESPONSE']._serialized_start=429
-  _globals['_EXECUTERESPONSE']._serialized_end=816
-  _globals['_EXECUTERESPONSE_OUTPUTSENTRY']._serialized_start=698
-  _globals['_EXECUTERESPONSE_OUTPUTSENTRY']._serialized_end=766
-  _globals['_EXECUTERESPONSE_DECISIONSENTRY']._serialized_start=768
-  _globals['_EXECUTERESPONSE_DECISIONSENTRY']._serialized_end=816
-  _globals['_FEEDBACKREQUEST']._serialized_start=818
-  _globals['_FEEDBACKREQUEST']._serialized_end=900
-  _globals['_FEEDBACKRESPONSE']._serialized_start=902
-  _globals['_FEEDBACKRESPONSE']._serialized_end=958
-  _globals['_ORCHESTRATOR']._serialized_start=961
-  _globals['_ORCHESTRATOR']._serialized_end=1204
+  _globals['_EXECUTERESPONSE']._serialized_end=840
+  _globals['_EXECUTERESPONSE_OUTPUTSENTRY']._serialized_start=722
+  _globals['_EXECUTERESPONSE_OUTPUTSENTRY']._serialized_end=790
+  _globals['_EXECUTERESPONSE_DECISIONSENTRY']._serialized_start=792
+  _globals['_EXECUTERESPONSE_DECISIONSENTRY']._serialized_end=840
+  _globals['_FEEDBACKREQUEST']._serialized_start=842
+  _globals['_FEEDBACKREQUEST']._serialized_end=939
+  _globals['_FEEDBACKRESPONSE']._serialized_start=941
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1041
+  _globals['_ORCHESTRATOR']._serialized_start=1044
+  _globals['_ORCHESTRATOR']._serialized_end=1287
 # @@protoc_insertion_point(module_scope)

@@ -132,6 +132,7 @@ class LearnerSlot:
         self.lock = asyncio.Lock()
         self.rollout_lock = asyncio.Lock()
         self.rollout_queued = False  # a rollout task is scheduled and has not snapshotted yet
+        self.published = False  # stored in KV (so every orchestrator can apply its labels)
         self.holdout = _holdout(config.holdout_path)
         self.live: deque[tuple[bool, bool]] = deque(maxlen=max(1, config.live_window))
 
@@ -165,6 +166,7 @@ class LearnerSlot:
             slot.standby_model = SoftmaxRegression.from_json(data["standby_model"])
         slot.next_version = int(data.get("next_version", 1))
         slot.last_export_updates = int(data.get("last_export_updates", 0))
+        slot.published = True
         return slot
 
     def adopt(self, other: LearnerSlot) -> None:
