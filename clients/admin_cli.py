@@ -4,9 +4,11 @@
     meshserve plans list | get NAME [--version N] | delete NAME | rollback NAME VERSION
     meshserve models [NAME]
     meshserve call PLAN --input name=file.npy|file.json|JSON [--routing-key K] [--attr k=v]
+    meshserve feedback REQUEST_ID (--reward R | --label L) [--feedback-token TOKEN]
     meshserve stats
 
-Common flags: ``--orchestrator HOST:PORT`` ($MESHSERVE_ORCHESTRATOR, else the local mesh of
+Common flags: ``--orchestrator HOST:PORT[,HOST:PORT...]`` or ``consul://HOST:PORT`` (a group:
+calls are balanced and fail over; $MESHSERVE_ORCHESTRATOR, else the local mesh of
 ``meshserve up``), ``--token T`` ($MESHSERVE_ADMIN_TOKEN), ``--tls-ca PEM``, ``--timeout-s``.
 Failures print ``error: CODE: message`` on stderr and exit 1 (2 for bad usage).
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -178,6 +182,9 @@ async def _call(client: MeshServeClient, args: argparse.Namespace) -> str:
     ]
     for step, branch in sorted(result.decisions.items()):
         lines.append(f"decision {step} -> {branch}")
+    if result.feedback_token:
+        token = base64.urlsafe_b64encode(result.feedback_token).decode()
+        lines.append(f"feedback-token {token}")
     for name, arr in sorted(result.outputs.items()):
         if args.output_dir:
             path = Path(args.output_dir) / f"{name}.npy"
@@ -190,12 +197,33 @@ async def _call(client: MeshServeClient, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def _feedback(client: MeshServeClient, args: argparse.Namespace) -> str:
+    try:
+        token = base64.urlsafe_b64decode(args.feedback_token) if args.feedback_token else b""
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"--feedback-token {args.feedback_token[:40]!r}: expected the base64 text "
+            "`meshserve call` printed"
+        ) from None
+    outcome = await client.rate(args.request_id, reward=args.reward, label=args.label, token=token)
+    if outcome.duplicate:
+        return (
+            f"request {outcome.request_id}: already applied to {', '.join(outcome.already_applied)}"
+        )
+    return f"request {outcome.request_id}: applied to {', '.join(outcome.applied)}"
+
+
 async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
     stats = await client.stats()
     out = [
         f"orchestrator {stats.instance_id}  leader={stats.leader}  retries={stats.retries_total}  "
         f"ejections={stats.ejections_total}  no-endpoint={stats.no_endpoint_failures_total}"
     ]
+    if stats.learning_digest:
+        out.append(
+            f"learning digest {stats.learning_digest[:16]}  feedback applied="
+            f"{stats.feedback_applied_total} duplicates={stats.feedback_duplicates_total}"
+        )
     rows: list[tuple[Any, ...]] = [
         (
             p.plan, p.latency.count, p.latency.errors, f"{p.latency.p50_ms:.2f}",
@@ -226,7 +254,12 @@ async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="orchestrator")
+    parser.add_argument(
+        "--orchestrator",
+        default="",
+        metavar="TARGET",
+        help="HOST:PORT, several comma-separated, or consul://HOST:PORT (balanced, fail over)",
+    )
     add_token_flags(parser)
     parser.add_argument("--tls-ca", default="", help="CA certificate (PEM) for a TLS orchestrator")
     parser.add_argument("--state-dir", default=".meshserve", help="local mesh from `meshserve up`")
@@ -234,7 +267,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``plans``, ``models``, ``call`` and ``stats`` to the meshserve CLI."""
+    """Add ``plans``, ``models``, ``call``, ``feedback`` and ``stats`` to the meshserve CLI."""
     plans = subparsers.add_parser("plans", help="apply, list, get, delete, roll back plans")
     sub = plans.add_subparsers(dest="plans_command", required=True)
     p = sub.add_parser("apply", help="validate and store a plan file (YAML or JSON)")
@@ -271,6 +304,15 @@ def register(subparsers: Any) -> None:
     call.add_argument("--output-dir", default="", help="write outputs as NAME.npy here")
     call.set_defaults(handler=_run(_call))
     _common(call)
+
+    fb = subparsers.add_parser("feedback", help="rate an earlier call (reward or label)")
+    fb.add_argument("request_id")
+    signal = fb.add_mutually_exclusive_group(required=True)
+    signal.add_argument("--reward", type=float, help="reward in [0, 1] for bandit steps")
+    signal.add_argument("--label", type=int, help="true class label for online learners")
+    fb.add_argument("--feedback-token", default="", help="the token `meshserve call` printed")
+    fb.set_defaults(handler=_run(_feedback))
+    _common(fb)
 
     stats = subparsers.add_parser("stats", help="plan latency, decisions, shadows, bandits")
     stats.set_defaults(handler=_run(_stats))

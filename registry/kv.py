@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import consul
+from consul.exceptions import ClientError as ConsulClientError
 
 from meshserve.errors import CheckAndSetError, InvalidInputError
 from meshserve.registry.blocking import BlockingOptions, BlockingQuery, Clock, Sleep
@@ -169,7 +169,7 @@ class KV:
         async def run(c: Any) -> Any:
             try:
                 return await c.txn.put(payload)
-            except consul.ClientError as exc:
+            except ConsulClientError as exc:
                 if str(exc).startswith("409"):  # rolled back: a check-and-set did not hold
                     return None
                 raise
