@@ -150,8 +150,8 @@ class TokenSigner:
                 int(data["t"]) / 1000.0,
                 tuple(_decode_record(item) for item in data["d"]),
             )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidInputError(f"feedback token payload is malformed: {exc}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise InvalidInputError(f"feedback token payload is malformed: {exc!s:.200}") from None
         if decisions.request_id != request_id:
             raise InvalidInputError(
                 f"feedback token belongs to request {decisions.request_id[:80]!r}, not "

@@ -4,10 +4,14 @@ hub; tests/integration/test_learning_group.py runs the same with real orchestrat
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshserve.errors import InvalidInputError, NotFoundError
 from meshserve.orchestrator.learning import HubConfig, LearningHub
@@ -105,3 +109,27 @@ async def test_old_marker_buckets_are_pruned():
     assert await hub.prune_markers() == 1
     assert not [k for k in kv.data if k.startswith("meshserve/learning-applied/")]
     await hub.stop()
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.one_of(json_values, st.binary(max_size=200)))
+def test_a_validly_signed_hostile_payload_is_refused_cleanly(payload):
+    """Even with the key (a bug elsewhere, a leaked key), a payload is decoded or refused with
+    InvalidInputError / NotFoundError; nothing else escapes."""
+    key = b"k" * 32
+    body = bytes([1]) + hashlib.sha256(key).digest()[:4]
+    body += payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    token = body + hmac.digest(key, body, "sha256")
+    try:
+        TokenSigner([key]).verify(token, "r")
+    except (InvalidInputError, NotFoundError):
+        pass
