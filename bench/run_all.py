@@ -10,12 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import bench_modelsvc, bench_orchestrator, bench_tracing
+from bench import bench_feedback, bench_modelsvc, bench_orchestrator, bench_tracing
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "modelsvc": bench_modelsvc.main,
     "orchestrator": bench_orchestrator.main,
     "tracing": bench_tracing.main,
+    "feedback": bench_feedback.main,
 }
 
 

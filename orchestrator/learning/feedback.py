@@ -20,9 +20,18 @@ import hashlib
 import json
 
 from meshserve.names import kv_key
+from meshserve.orchestrator.learning.decisions import Record
+from meshserve.orchestrator.learning.tokens import Decisions
 from meshserve.orchestrator.learning_port import Feedback, FeedbackOutcome
 
-__all__ = ["Feedback", "FeedbackOutcome", "marker_key", "marker_value", "stale_buckets"]
+__all__ = [
+    "Feedback",
+    "FeedbackOutcome",
+    "marker_for",
+    "marker_key",
+    "marker_value",
+    "stale_buckets",
+]
 
 
 def _bucket(issued_s: float, bucket_s: float) -> int:
@@ -35,6 +44,17 @@ def marker_key(
     """The KV key whose existence says "this request's feedback reached this step"."""
     digest = hashlib.sha256(f"{request_id}\0{kind}\0{key}".encode()).hexdigest()[:40]
     return kv_key(prefix, str(_bucket(issued_s, bucket_s)), digest)
+
+
+def marker_for(
+    prefix: str, decisions: Decisions, record: Record, bucket_s: float
+) -> tuple[str, bytes]:
+    """(key, value) of the marker of `record` of the request in `decisions`."""
+    rid, issued = decisions.request_id, decisions.issued_s
+    return (
+        marker_key(prefix, rid, record.kind, record.key, issued, bucket_s),
+        marker_value(rid, record.kind, record.key, issued),
+    )
 
 
 def marker_value(request_id: str, kind: str, key: str, issued_s: float) -> bytes:

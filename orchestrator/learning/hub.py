@@ -19,8 +19,6 @@ a follower that becomes the leader reloads and redeploys its learners' serving v
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 import secrets
@@ -32,26 +30,25 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError, UnavailableError
-from meshserve.messages import fill
 from meshserve.names import check_name
 from meshserve.orchestrator.learning.bandits import BanditState, choose, normalise_policy
+from meshserve.orchestrator.learning.config import HubConfig
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
 from meshserve.orchestrator.learning.feedback import (
     Feedback,
     FeedbackOutcome,
-    marker_key,
-    marker_value,
+    marker_for,
     stale_buckets,
 )
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
 from meshserve.orchestrator.learning.store import (
-    PREFIX,
     KVLike,
     StateStore,
     bandit_key,
     learner_key,
 )
-from meshserve.orchestrator.learning.tokens import Decisions, TokenConfig, TokenSigner
+from meshserve.orchestrator.learning.tokens import Decisions, TokenSigner
+from meshserve.orchestrator.learning.views import bandit_stats, learned_digest, learner_stats
 from meshserve.v1 import admin_pb2
 
 __all__ = ["HubConfig", "LearningHub", "active_hub"]
@@ -63,33 +60,6 @@ log = logging.getLogger(__name__)
 class LeaderLike(Protocol):
     @property
     def is_leader(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class HubConfig:
-    """`retention_s`: feedback is accepted (and applied exactly once) this long after the
-    request; `max_pending_requests`: decisions kept in memory for token-less feedback;
-    `refresh_interval_s`: how often persisted state is reloaded; `cas_attempts`: writes tried
-    per step under contention; `prune_interval_s`: how often the leader deletes old markers;
-    `tokens`: feedback token bounds (its retention is `retention_s`)."""
-
-    retention_s: float = 3600.0
-    max_pending_requests: int = 100_000
-    refresh_interval_s: float = 2.0
-    kv_prefix: str = PREFIX
-    cas_attempts: int = 32
-    prune_interval_s: float = 300.0
-    tokens: TokenConfig = field(default_factory=TokenConfig)
-
-    @property
-    def applied_prefix(self) -> str:
-        """Where the "applied" markers live (beside, not under, the state that is reloaded)."""
-        return self.kv_prefix.rstrip("/") + "-applied/"
-
-    @property
-    def key_path(self) -> str:
-        """The shared feedback key when none is configured (protect it with Consul ACLs)."""
-        return self.kv_prefix + "secrets/feedback-key"
 
 
 @dataclass
@@ -444,43 +414,27 @@ class LearningHub:
         build: Callable[[], S],
         encode: Callable[[S], Mapping[str, Any]],
         reload: Callable[[dict[str, Any]], None],
-        marker: tuple[str, bytes],
+        marker: tuple[str, bytes] | None,
     ) -> S | None:
-        """Save what `build` makes together with `marker`; on a lost check-and-set `reload` the
-        stored state and build again (up to `cas_attempts` times, with jittered pauses).
-        Returns what was saved, None when the marker existed (applied before)."""
-        attempts = max(1, self.config.cas_attempts)
-        for attempt in range(1, attempts + 1):
-            built = build()
-            try:
-                saved = await self._store.save(key, encode(built), marker)
-            except CheckAndSetError:
-                if attempt == attempts:
-                    raise
-                data = await self._store.load(key)
-                if data is not None:
-                    reload(data)
-                await asyncio.sleep(self._rng.uniform(0, 0.002 * min(attempt, 10)))
-                continue
-            return built if saved else None
-        raise AssertionError("unreachable")
+        """`StateStore.save_retrying` with this hub's attempts and jittered pauses."""
+        return await self._store.save_retrying(
+            key, build, encode, reload, marker, self.config.cas_attempts, self._pause
+        )
+
+    async def _pause(self, attempt: int) -> None:
+        await asyncio.sleep(self._rng.uniform(0, 0.002 * min(attempt, 10)))
 
     async def _persist(self, slot: LearnerSlot) -> None:
         """Save a learner's rollout bookkeeping (leader only). Labels applied meanwhile by
         other orchestrators win for the weights: only the leader writes versions."""
+
+        def merge(data: dict[str, Any]) -> None:
+            stored = LearnerSlot.from_json(data)
+            if stored.model.updates >= slot.model.updates:
+                slot.model = stored.model
+
         key = learner_key(slot.config.name, self.config.kv_prefix)
-        for attempt in range(1, max(1, self.config.cas_attempts) + 1):
-            try:
-                await self._store.save(key, slot.to_json())
-                return
-            except CheckAndSetError:
-                if attempt == self.config.cas_attempts:
-                    raise
-                data = await self._store.load(key)
-                if data is not None:
-                    stored = LearnerSlot.from_json(data)
-                    if stored.model.updates >= slot.model.updates:
-                        slot.model = stored.model
+        await self._save_cas(key, slot.to_json, lambda doc: doc, merge, None)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -546,16 +500,8 @@ class LearningHub:
         applied: list[str] = []
         already: list[str] = []
         for record in records:
-            marker = (
-                marker_key(
-                    self.config.applied_prefix,
-                    decisions.request_id,
-                    record.kind,
-                    record.key,
-                    decisions.issued_s,
-                    self.config.retention_s,
-                ),
-                marker_value(decisions.request_id, record.kind, record.key, decisions.issued_s),
+            marker = marker_for(
+                self.config.applied_prefix, decisions, record, self.config.retention_s
             )
             if feedback.reward is not None:
                 fresh = await self._reward(record, float(feedback.reward), marker)
@@ -580,43 +526,18 @@ class LearningHub:
         return list(outcome.applied)
 
     def digest(self) -> str:
-        """sha256 of the learned state (posteriors, reward sums, weights, versions; not the
-        local pull counters): equal on every orchestrator that reloaded the same KV state."""
-        bandits = {
-            f"{plan}/{step}": sorted(
-                [c, a, s.updates, s.reward_sum, s.alpha, s.beta]
-                for (c, a), s in bandit.state.arms.items()
-            )
-            for (plan, step), bandit in self._bandits.items()
-        }
-        learners = {
-            name: [slot.model.to_json(), slot.deployed_version, slot.next_version]
-            for name, slot in self._learners.items()
-        }
-        text = json.dumps({"bandits": bandits, "learners": learners}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        """The learned-state digest (views.learned_digest)."""
+        return learned_digest(self._bandit_states(), self._learners)
+
+    def _bandit_states(self) -> dict[tuple[str, str], BanditState]:
+        return {k: b.state for k, b in self._bandits.items()}
 
     # -- observability ----------------------------------------------------------------------
     def bandit_stats(self) -> list[admin_pb2.BanditStats]:
-        out = []
-        for (plan, step), bandit in sorted(self._bandits.items()):
-            arms = [
-                fill(admin_pb2.ArmStats, s, arm=arm, context=context)
-                for (context, arm), s in sorted(bandit.state.arms.items())
-            ]
-            out.append(admin_pb2.BanditStats(plan=plan, step=step, arms=arms))
-        return out
+        return bandit_stats(self._bandit_states())
 
     def learner_stats(self) -> list[admin_pb2.LearnerStats]:
-        return [
-            admin_pb2.LearnerStats(
-                name=name,
-                updates=slot.model.updates,
-                deployed_version=slot.deployed_version,
-                holdout_accuracy=slot.deployed_accuracy,
-            )
-            for name, slot in sorted(self._learners.items())
-        ]
+        return learner_stats(self._learners)
 
     def summary(self) -> admin_pb2.Stats:
         """The learning digest and feedback counters (fields of Admin.GetStats)."""

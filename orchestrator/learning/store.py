@@ -14,8 +14,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from meshserve.errors import CheckAndSetError
 from meshserve.names import kv_key
@@ -24,6 +24,7 @@ from meshserve.registry.kv import TxnOp
 __all__ = ["PREFIX", "KVLike", "StateStore", "bandit_key", "learner_key"]
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
 
 PREFIX = "meshserve/learning/"
 
@@ -114,6 +115,34 @@ class StateStore:
             if entry.key == key:
                 self._index[key] = int(entry.modify_index)
         return True
+
+    async def save_retrying(
+        self,
+        key: str,
+        build: Callable[[], S],
+        encode: Callable[[S], Mapping[str, Any]],
+        reload: Callable[[dict[str, Any]], None],
+        marker: tuple[str, bytes] | None,
+        attempts: int,
+        pause: Callable[[int], Awaitable[None]],
+    ) -> S | None:
+        """Save what `build` makes (with `marker`); on a lost check-and-set `reload` the stored
+        document, `pause`, and build again, up to `attempts` times (then CheckAndSetError).
+        Returns what was saved, None when the marker existed (applied before)."""
+        for attempt in range(1, max(1, attempts) + 1):
+            built = build()
+            try:
+                saved = await self.save(key, encode(built), marker)
+            except CheckAndSetError:
+                if attempt >= attempts:
+                    raise
+                data = await self.load(key)
+                if data is not None:
+                    reload(data)
+                await pause(attempt)
+                continue
+            return built if saved else None
+        raise AssertionError("unreachable")
 
     def forget(self, key: str) -> None:
         self._index.pop(key, None)
