@@ -72,8 +72,11 @@ class Learning(Protocol):
         context: str,
         request_id: str,
         seed: int,
+        features: Sequence[float] | None = None,
+        exploration: float = 0.0,
     ) -> str:
-        """The arm (one of `arms`) that serves this request; remembered for feedback."""
+        """The arm (one of `arms`) that serves this request; remembered for feedback.
+        `features`: the request's feature vector for contextual policies (linucb)."""
         ...
 
     def token_for(self, request_id: str) -> bytes:

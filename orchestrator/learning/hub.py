@@ -279,31 +279,37 @@ class LearningHub:
         context: str,
         request_id: str,
         seed: int,
+        features: Sequence[float] | None = None,
+        exploration: float = 0.0,
     ) -> str:
-        """The arm serving this request; remembered under `request_id` for feedback."""
+        """The arm serving this request; remembered under `request_id` for feedback (with the
+        features, which a contextual policy learns from)."""
         name = normalise_policy(policy)
         bandit = self._bandit(plan, step)
         if bandit.rng is None:
             bandit.rng = np.random.default_rng(seed)
-        arm = choose(bandit.state, context, list(arms), name, epsilon, bandit.rng)
+        x = None if features is None else [float(v) for v in features]
+        arm = choose(
+            bandit.state, context, list(arms), name, epsilon, bandit.rng,
+            features=x, exploration=exploration,
+        )  # fmt: skip
         current = bandit.state.get(context, arm)
         bandit.state.arms[(context, arm)] = replace(current, pulls=current.pulls + 1)
         if request_id:
-            record = Record("bandit", f"{plan}/{step}", (context, arm))
-            self._memory.add(request_id, record, self._wall())
+            value = (context, arm) if x is None else (context, arm, tuple(x))
+            self._memory.add(request_id, Record("bandit", f"{plan}/{step}", value), self._wall())
         return arm
 
     async def _reward(self, record: Record, reward: float, marker: tuple[str, bytes]) -> bool:
         """Apply `reward` to the arm in `record` with its marker; False: applied before."""
         plan, _, step = record.key.rpartition("/")
-        context, arm = record.value
+        context, arm = record.value[0], record.value[1]
+        features = record.value[2] if len(record.value) > 2 else None
         bandit = self._bandit(plan, step)
         key = bandit_key(plan, step, self.config.kv_prefix)
 
         def draft_from(state: BanditState) -> BanditState:
-            draft = state.copy()
-            draft.arms[(context, arm)] = draft.get(context, arm).rewarded(reward)
-            return draft
+            return state.rewarded(context, arm, reward, features)
 
         def reload(data: dict[str, Any]) -> None:
             self._adopt_bandit(bandit, data)
@@ -319,6 +325,8 @@ class LearningHub:
             bandit.state.arms[(context, arm)] = replace(
                 rewarded, pulls=max(current.pulls, rewarded.pulls)
             )
+            if features is not None:
+                bandit.state.linear[(context, arm)] = draft.linear[(context, arm)]
         return True
 
     @staticmethod

@@ -9,7 +9,8 @@ Wire format (version 1)::
     0x01 | key id (4 bytes) | payload (compact JSON, UTF-8) | HMAC-SHA256(key, everything before)
 
 The payload holds the request id, the wall-clock issue time in milliseconds (the only clock two
-processes share) and the records: ``["bandit", "plan/step", [context, arm]]`` or
+processes share) and the records: ``["bandit", "plan/step", [context, arm]]`` (with a third
+item, the feature list, for contextual policies) or
 ``["learner", name, {"shape": [...], "f64": base64}]``. The key id is the first 4 bytes of
 sha256(key), so a token signed with a key this orchestrator lacks is told apart from a forged
 one. Keys: the first signs, every key verifies (rotation: add the new key second, roll out,
@@ -69,9 +70,8 @@ def _key_id(key: bytes) -> bytes:
 
 
 def _encode_value(record: Record) -> Any:
-    if record.kind == "bandit":
-        context, arm = record.value
-        return [str(context), str(arm)]
+    if record.kind == "bandit":  # (context, arm) or (context, arm, features)
+        return [str(record.value[0]), str(record.value[1]), *[list(v) for v in record.value[2:]]]
     x = np.ascontiguousarray(record.value, dtype="<f8")
     return {"shape": list(x.shape), "f64": base64.b64encode(x.tobytes()).decode("ascii")}
 
@@ -79,6 +79,9 @@ def _encode_value(record: Record) -> Any:
 def _decode_record(item: Any) -> Record:
     kind, key, value = item
     if kind == "bandit":
+        if len(value) == 3:
+            features = tuple(float(v) for v in value[2])
+            return Record("bandit", str(key), (str(value[0]), str(value[1]), features))
         context, arm = value
         return Record("bandit", str(key), (str(context), str(arm)))
     if kind == "learner":

@@ -20,9 +20,15 @@ def learned_digest(
     """sha256 of the learned state (posteriors, reward sums, weights, versions; not the local
     pull counters): equal on every orchestrator that loaded the same KV state."""
     arms = {
-        f"{plan}/{step}": sorted(
-            [c, a, s.updates, s.reward_sum, s.alpha, s.beta] for (c, a), s in state.arms.items()
-        )
+        f"{plan}/{step}": [
+            sorted(
+                [c, a, s.updates, s.reward_sum, s.alpha, s.beta] for (c, a), s in state.arms.items()
+            ),
+            sorted(
+                [c, a, lin.a.ravel().tolist(), lin.b.tolist()]
+                for (c, a), lin in state.linear.items()
+            ),
+        ]
         for (plan, step), state in bandits.items()
     }
     weights = {
