@@ -74,9 +74,11 @@ class Learning(Protocol):
         seed: int,
         features: Sequence[float] | None = None,
         exploration: float = 0.0,
+        user: str = "",
     ) -> str:
         """The arm (one of `arms`) that serves this request; remembered for feedback.
-        `features`: the request's feature vector for contextual policies (linucb)."""
+        `features`: the request's feature vector for contextual policies (linucb); `user`: the
+        user or group whose own statistics a personalised bandit uses."""
         ...
 
     def token_for(self, request_id: str) -> bytes:

@@ -192,7 +192,7 @@ class ShadowStep(_message.Message):
     def __init__(self, primary: _Optional[_Union[Branch, _Mapping]] = ..., candidate: _Optional[_Union[Branch, _Mapping]] = ..., sample_rate: _Optional[float] = ..., compare_output: _Optional[str] = ...) -> None: ...
 
 class BanditStep(_message.Message):
-    __slots__ = ("arms", "policy", "epsilon", "context_attribute", "seed", "feature_attributes", "features_input", "exploration")
+    __slots__ = ("arms", "policy", "epsilon", "context_attribute", "seed", "feature_attributes", "features_input", "exploration", "personalize_by")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class BanditStep(_message.Message):
     FEATURE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     FEATURES_INPUT_FIELD_NUMBER: _ClassVar[int]
     EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZE_BY_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[Branch]
     policy: BanditPolicy
     epsilon: float
@@ -209,4 +210,5 @@ class BanditStep(_message.Message):
     feature_attributes: _containers.RepeatedScalarFieldContainer[str]
     features_input: str
     exploration: float
-    def __init__(self, arms: _Optional[_Iterable[_Union[Branch, _Mapping]]] = ..., policy: _Optional[_Union[BanditPolicy, str]] = ..., epsilon: _Optional[float] = ..., context_attribute: _Optional[str] = ..., seed: _Optional[int] = ..., feature_attributes: _Optional[_Iterable[str]] = ..., features_input: _Optional[str] = ..., exploration: _Optional[float] = ...) -> None: ...
+    personalize_by: str
+    def __init__(self, arms: _Optional[_Iterable[_Union[Branch, _Mapping]]] = ..., policy: _Optional[_Union[BanditPolicy, str]] = ..., epsilon: _Optional[float] = ..., context_attribute: _Optional[str] = ..., seed: _Optional[int] = ..., feature_attributes: _Optional[_Iterable[str]] = ..., features_input: _Optional[str] = ..., exploration: _Optional[float] = ..., personalize_by: _Optional[str] = ...) -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshserve.orchestrator.learning.personal import PersonalConfig
 from meshserve.orchestrator.learning.store import PREFIX
 from meshserve.orchestrator.learning.tokens import TokenConfig
 
@@ -25,11 +26,17 @@ class HubConfig:
     cas_attempts: int = 32
     prune_interval_s: float = 300.0
     tokens: TokenConfig = field(default_factory=TokenConfig)
+    personal: PersonalConfig = field(default_factory=PersonalConfig)
 
     @property
     def applied_prefix(self) -> str:
         """Where the "applied" markers live (beside, not under, the state that is reloaded)."""
         return self.kv_prefix.rstrip("/") + "-applied/"
+
+    @property
+    def personal_prefix(self) -> str:
+        """Where per-user bandit documents live (never reloaded in bulk: read per user)."""
+        return self.kv_prefix.rstrip("/") + "-personal/"
 
     @property
     def key_path(self) -> str:

@@ -31,7 +31,12 @@ import numpy as np
 
 from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError, UnavailableError
 from meshserve.names import check_name
-from meshserve.orchestrator.learning.bandits import BanditState, choose, normalise_policy
+from meshserve.orchestrator.learning.bandits import (
+    ArmState,
+    BanditState,
+    choose,
+    normalise_policy,
+)
 from meshserve.orchestrator.learning.config import HubConfig
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
 from meshserve.orchestrator.learning.feedback import (
@@ -41,6 +46,7 @@ from meshserve.orchestrator.learning.feedback import (
     stale_buckets,
 )
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
+from meshserve.orchestrator.learning.personal import PersonalStore
 from meshserve.orchestrator.learning.store import (
     KVLike,
     StateStore,
@@ -69,9 +75,11 @@ class _Bandit:
     state: BanditState = field(default_factory=BanditState)
     rng: np.random.Generator | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    personal: PersonalStore | None = None
 
 
 _active: LearningHub | None = None
+PERSONAL = "personal"  # third item of a personalised bandit record: (user, arm, PERSONAL)
 
 
 def active_hub() -> LearningHub:
@@ -281,13 +289,17 @@ class LearningHub:
         seed: int,
         features: Sequence[float] | None = None,
         exploration: float = 0.0,
+        user: str = "",
     ) -> str:
         """The arm serving this request; remembered under `request_id` for feedback (with the
-        features, which a contextual policy learns from)."""
+        features, which a contextual policy learns from). With `user`, the statistics are that
+        user's (personal.py)."""
         name = normalise_policy(policy)
         bandit = self._bandit(plan, step)
         if bandit.rng is None:
             bandit.rng = np.random.default_rng(seed)
+        if user:
+            return await self._choose_personal(bandit, user, arms, name, epsilon, request_id)
         x = None if features is None else [float(v) for v in features]
         arm = choose(
             bandit.state, context, list(arms), name, epsilon, bandit.rng,
@@ -300,11 +312,64 @@ class LearningHub:
             self._memory.add(request_id, Record("bandit", f"{plan}/{step}", value), self._wall())
         return arm
 
+    def _personal(self, plan: str, step: str) -> PersonalStore:
+        bandit = self._bandit(plan, step)
+        if bandit.personal is None:
+            bandit.personal = PersonalStore(
+                self._store, self.config.personal_prefix, plan, step, self.config.personal,
+                clock=self._clock, wall_clock=self._wall,
+            )  # fmt: skip
+        return bandit.personal
+
+    async def _choose_personal(
+        self,
+        bandit: _Bandit,
+        user: str,
+        arms: Sequence[str],
+        policy: str,
+        epsilon: float,
+        request_id: str,
+    ) -> str:
+        personal = self._personal(bandit.plan, bandit.step)
+        stats = await personal.arms(user)
+        state = BanditState({(user, a): s for a, s in stats.items()})
+        assert bandit.rng is not None
+        arm = choose(state, user, list(arms), policy, epsilon, bandit.rng)
+        personal.count_pull(user, arm)
+        if request_id:
+            value = (user, arm, PERSONAL)
+            key = f"{bandit.plan}/{bandit.step}"
+            self._memory.add(request_id, Record("bandit", key, value), self._wall())
+        return arm
+
+    async def personal_arms(self, plan: str, step: str, user: str) -> dict[str, ArmState]:
+        """One user's arm statistics of a personalised bandit (admin, tests)."""
+        return dict(await self._personal(plan, step).arms(user))
+
+    async def _reward_personal(
+        self, plan: str, step: str, user: str, arm: str, reward: float, marker: tuple[str, bytes]
+    ) -> bool:
+        personal = self._personal(plan, step)
+        key = personal.user_key(user)
+        async with personal.lock(user):
+            await personal.arms(user)  # cached, else read (sets the CAS index)
+            saved = await self._save_cas(
+                key, lambda: personal.rewarded_doc(user, arm, reward), lambda d: d,
+                lambda data: personal.adopt(user, data), marker,
+            )  # fmt: skip
+            if saved is None:
+                return False
+            personal.adopt(user, saved)
+        return True
+
     async def _reward(self, record: Record, reward: float, marker: tuple[str, bytes]) -> bool:
         """Apply `reward` to the arm in `record` with its marker; False: applied before."""
         plan, _, step = record.key.rpartition("/")
+        if len(record.value) > 2 and record.value[2] == PERSONAL:
+            user, arm = record.value[0], record.value[1]
+            return await self._reward_personal(plan, step, user, arm, reward, marker)
         context, arm = record.value[0], record.value[1]
-        features = record.value[2] if len(record.value) > 2 else None
+        features = record.value[2] if len(record.value) > 2 else None  # contextual
         bandit = self._bandit(plan, step)
         key = bandit_key(plan, step, self.config.kv_prefix)
 

@@ -34,6 +34,8 @@ __all__ = ["Deployer", "LearnerConfig", "LearnerSlot"]
 
 log = logging.getLogger(__name__)
 
+MAX_HISTORY = 50  # version history entries kept per learner (the KV document stays bounded)
+
 
 class Deployer(Protocol):
     """Starts model versions and moves traffic between them (see learning.rollout)."""
@@ -141,7 +143,7 @@ class LearnerSlot:
         return {
             "config": asdict(self.config),
             "model": (model or self.model).to_json(),
-            "history": self.history,
+            "history": self.history[-MAX_HISTORY:],
             "deployed_version": self.deployed_version,
             "deployed_accuracy": self.deployed_accuracy,
             "deployed_model": self.deployed_model.to_json() if self.deployed_model else None,
@@ -156,7 +158,7 @@ class LearnerSlot:
         config = LearnerConfig(**data["config"])
         slot = cls(config)
         slot.model = SoftmaxRegression.from_json(data["model"])
-        slot.history = list(data.get("history", []))
+        slot.history = list(data.get("history", []))[-MAX_HISTORY:]
         slot.deployed_version = str(data.get("deployed_version", ""))
         slot.deployed_accuracy = float(data.get("deployed_accuracy", 0.0))
         if data.get("deployed_model"):

@@ -70,8 +70,13 @@ def _key_id(key: bytes) -> bytes:
 
 
 def _encode_value(record: Record) -> Any:
-    if record.kind == "bandit":  # (context, arm) or (context, arm, features)
-        return [str(record.value[0]), str(record.value[1]), *[list(v) for v in record.value[2:]]]
+    if record.kind == "bandit":  # (context, arm), + features (contextual) or "personal"
+        extra = record.value[2:]
+        return [
+            str(record.value[0]),
+            str(record.value[1]),
+            *[e if isinstance(e, str) else list(e) for e in extra],
+        ]
     x = np.ascontiguousarray(record.value, dtype="<f8")
     return {"shape": list(x.shape), "f64": base64.b64encode(x.tobytes()).decode("ascii")}
 
@@ -80,8 +85,8 @@ def _decode_record(item: Any) -> Record:
     kind, key, value = item
     if kind == "bandit":
         if len(value) == 3:
-            features = tuple(float(v) for v in value[2])
-            return Record("bandit", str(key), (str(value[0]), str(value[1]), features))
+            third = value[2] if isinstance(value[2], str) else tuple(float(v) for v in value[2])
+            return Record("bandit", str(key), (str(value[0]), str(value[1]), third))
         context, arm = value
         return Record("bandit", str(key), (str(context), str(arm)))
     if kind == "learner":

@@ -25,6 +25,23 @@ _POLICIES = {
 _CONTEXTUAL = {plan_pb2.BANDIT_POLICY_LINUCB}
 
 
+def user_key(personalize_by: str, routing_key: str, attributes: Mapping[str, str]) -> str:
+    """The user (or group) a request belongs to for ``personalize_by`` ("routing_key" or
+    "attribute:NAME"); InvalidInputError when the request does not say."""
+    if personalize_by == "routing_key":
+        key, what = routing_key, "a routing_key"
+    elif personalize_by.startswith("attribute:"):
+        name = personalize_by.partition(":")[2]
+        key, what = attributes.get(name, ""), f"the attribute {name!r}"
+    else:
+        raise InvalidInputError(
+            f"personalize_by {personalize_by[:60]!r}: expected 'routing_key' or 'attribute:NAME'"
+        )
+    if not key:
+        raise InvalidInputError(f"this bandit is personalised: the request needs {what}")
+    return key
+
+
 def _number(attributes: Mapping[str, str], name: str, where: str) -> float:
     raw = attributes.get(name, "")
     if not raw:
@@ -85,6 +102,12 @@ class BanditKind(StepKind):
             raise InvalidInputError(f"{where}: needs at least 2 arms")
         if not 0.0 <= bandit.epsilon <= 1.0:
             raise InvalidInputError(f"{where} epsilon: {bandit.epsilon} is outside [0, 1]")
+        if bandit.personalize_by:
+            user_key(bandit.personalize_by, "x", {bandit.personalize_by.partition(":")[2]: "x"})
+            if bandit.policy in _CONTEXTUAL:
+                raise InvalidInputError(
+                    f"{where}: personalize_by works with thompson or epsilon_greedy"
+                )
         if bandit.policy in _CONTEXTUAL:
             if not bandit.feature_attributes and not bandit.features_input:
                 raise InvalidInputError(
@@ -118,6 +141,11 @@ class BanditKind(StepKind):
                 bandit, ctx.run.attributes, inputs, f"step '{ctx.step.name}' bandit"
             ),
             exploration=bandit.exploration,
+            user=(
+                user_key(bandit.personalize_by, ctx.run.routing_key, ctx.run.attributes)
+                if bandit.personalize_by
+                else ""
+            ),
         )
         if arm not in arms:
             raise InternalError(f"learning chose arm '{arm}', which is not one of {sorted(arms)}")

@@ -4,6 +4,7 @@ version deployed as a real model service process that answers like the numpy wei
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -13,6 +14,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from meshserve.orchestrator.learning import HubConfig, LearnerConfig, LearningHub
+from meshserve.orchestrator.learning.personal import PersonalConfig
 from meshserve.orchestrator.learning.rollout import DeployConfig, ProcessDeployer
 from meshserve.orchestrator.learning_port import Feedback
 from meshserve.orchestrator.store import TRAFFIC_PREFIX
@@ -160,3 +162,44 @@ async def _deploy_and_check(hub, deployer, kv, config, model, holdout, x, y):
     served = to_numpy(reply.outputs["label"])
     expected = hub.learner("digits").deployed_model.predict(x[1400:1500])
     np.testing.assert_array_equal(served, expected)
+
+
+@pytest.mark.slow
+async def test_ten_thousand_users_bounded_memory_durable_state(kv, prefix):
+    """Per-user bandit statistics for 10k users in a real Consul: at most 500 users in memory,
+    every reward applied once (the stored totals), and a new hub reads the same per-user state."""
+    personal = PersonalConfig(max_users_in_memory=500)
+    config = HubConfig(kv_prefix=prefix, personal=personal)
+    hub = LearningHub(kv, config=config)
+    await hub.start()
+    args = {**ARGS, "policy": "thompson", "context": "", "seed": 3}
+    users = [f"user-{i:05d}" for i in range(10_000)]
+    peak = 0
+
+    async def serve(user: str) -> None:
+        nonlocal peak
+        rid = f"req-{user}"
+        arm = await hub.choose_arm(**args, request_id=rid, user=user)
+        reward = 1.0 if arm == ("a" if int(user[-1]) % 2 else "b") else 0.0
+        assert await hub.feedback(rid, reward=reward, token=hub.token_for(rid)) == ["p/pick"]
+        peak = max(peak, len(hub._personal("p", "pick")))
+
+    for start in range(0, len(users), 50):
+        await asyncio.gather(*(serve(u) for u in users[start : start + 50]))
+    assert peak <= 500
+    docs = [json.loads(e.value) for e in await kv.list(config.personal_prefix)]
+    stored = {d["user"]: d for d in docs}
+    assert len(stored) == 10_000
+    assert sum(int(v[1]) for e in stored.values() for v in e["arms"].values()) == 10_000
+    sample = users[::97]
+    before = {u: await hub.personal_arms("p", "pick", u) for u in sample}
+    await hub.stop()
+
+    again = LearningHub(kv, config=config)
+    await again.start()
+    for user in sample:
+        after = await again.personal_arms("p", "pick", user)
+        assert {a: (s.updates, s.alpha, s.beta) for a, s in after.items()} == {
+            a: (s.updates, s.alpha, s.beta) for a, s in before[user].items()
+        }
+    await again.stop()
