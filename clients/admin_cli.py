@@ -6,6 +6,7 @@
     meshserve call PLAN --input name=file.npy|file.json|JSON [--routing-key K] [--attr k=v]
     meshserve feedback REQUEST_ID (--reward R | --label L) [--feedback-token TOKEN]
     meshserve stats
+    meshserve learning [reset (--plan P --step S | --learner L) | rollback LEARNER]
 
 Common flags: ``--orchestrator HOST:PORT[,HOST:PORT...]`` or ``consul://HOST:PORT`` (a group:
 calls are balanced and fail over; $MESHSERVE_ORCHESTRATOR, else the local mesh of
@@ -253,6 +254,41 @@ async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+async def _learning(client: MeshServeClient, args: argparse.Namespace) -> str:
+    stats = await client.stats()
+    out = [
+        f"orchestrator {stats.instance_id}  leader={stats.leader}  learning digest "
+        f"{stats.learning_digest[:16] or '-'}  feedback applied={stats.feedback_applied_total} "
+        f"duplicates={stats.feedback_duplicates_total}"
+    ]
+    rows: list[tuple[Any, ...]] = [
+        (b.plan, b.step, a.context or "-", a.arm, a.pulls, round(a.alpha + a.beta - 2),
+         f"{a.reward_sum:.2f}")
+        for b in stats.bandits
+        for a in b.arms
+    ]  # fmt: skip
+    out += ["", render_table(("PLAN", "STEP", "CONTEXT", "ARM", "PULLS", "REWARDS", "SUM"), rows)]
+    rows = [
+        (item.name, item.updates, item.deployed_version or "-", f"{item.holdout_accuracy:.3f}")
+        for item in stats.learners
+    ]
+    out += ["", render_table(("LEARNER", "UPDATES", "DEPLOYED", "HOLDOUT"), rows)]
+    return "\n".join(out)
+
+
+async def _learning_reset(client: MeshServeClient, args: argparse.Namespace) -> str:
+    if not args.learner and not (args.plan and args.step):
+        raise ValueError("learning reset: pass --plan and --step (a bandit) or --learner")
+    existed = await client.reset_learning(plan=args.plan, step=args.step, learner=args.learner)
+    what = f"learner {args.learner}" if args.learner else f"bandit {args.plan}/{args.step}"
+    return f"{what}: reset" if existed else f"{what}: nothing was stored"
+
+
+async def _learning_rollback(client: MeshServeClient, args: argparse.Namespace) -> str:
+    version = await client.rollback_learner(args.learner)
+    return f"learner {args.learner}: {version} is deployed again"
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--orchestrator",
@@ -313,6 +349,23 @@ def register(subparsers: Any) -> None:
     fb.add_argument("--feedback-token", default="", help="the token `meshserve call` printed")
     fb.set_defaults(handler=_run(_feedback))
     _common(fb)
+
+    learning = subparsers.add_parser(
+        "learning", help="bandits and learners: list, reset, roll back"
+    )
+    learning.set_defaults(handler=_run(_learning))
+    _common(learning)
+    lsub = learning.add_subparsers(dest="learning_command")
+    reset = lsub.add_parser("reset", help="forget what a bandit step or a learner learned")
+    reset.add_argument("--plan", default="")
+    reset.add_argument("--step", default="")
+    reset.add_argument("--learner", default="")
+    reset.set_defaults(handler=_run(_learning_reset))
+    back = lsub.add_parser("rollback", help="send a learner's traffic back to its standby version")
+    back.add_argument("learner")
+    back.set_defaults(handler=_run(_learning_rollback))
+    for parser in (reset, back):
+        _common(parser)
 
     stats = subparsers.add_parser("stats", help="plan latency, decisions, shadows, bandits")
     stats.set_defaults(handler=_run(_stats))

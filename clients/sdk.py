@@ -361,6 +361,21 @@ class MeshServeClient:
     async def stats(self) -> admin_pb2.Stats:
         return await self._admin_call(lambda a: a.GetStats, admin_pb2.GetStatsRequest())
 
+    async def reset_learning(self, *, plan: str = "", step: str = "", learner: str = "") -> bool:
+        """Forget what a bandit step (plan + step) or a learner learned; False: nothing stored."""
+        response = await self._admin_call(
+            lambda a: a.ResetLearning,
+            admin_pb2.ResetLearningRequest(plan=plan, step=step, learner=learner),
+        )
+        return bool(response.existed)
+
+    async def rollback_learner(self, learner: str) -> str:
+        """Send a learner's traffic back to its standby version; returns the deployed one."""
+        response = await self._admin_call(
+            lambda a: a.RollbackLearner, admin_pb2.RollbackLearnerRequest(learner=learner)
+        )
+        return str(response.deployed_version)
+
     async def inject_fault(
         self,
         model: str,

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from meshserve.errors import InvalidInputError
+from meshserve.errors import FailedPreconditionError, InvalidInputError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
 from meshserve.limits import DEFAULT_LIMITS, Limits
 from meshserve.orchestrator import converters
@@ -208,6 +208,32 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             leader=self.is_leader(),
             learning=summary,
         )
+
+    def _hub_method(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.learning, name, None)
+        if method is None:
+            raise FailedPreconditionError(f"{name}: no learning is configured on this orchestrator")
+        return method  # type: ignore[no-any-return]
+
+    @map_errors
+    async def ResetLearning(
+        self, request: admin_pb2.ResetLearningRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ResetLearningResponse:
+        existed = await self._hub_method("reset")(
+            plan=request.plan, step=request.step, learner=request.learner
+        )
+        return admin_pb2.ResetLearningResponse(existed=bool(existed))
+
+    @map_errors
+    async def RollbackLearner(
+        self,
+        request: admin_pb2.RollbackLearnerRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> admin_pb2.RollbackLearnerResponse:
+        if not request.learner:
+            raise InvalidInputError("RollbackLearner: 'learner' is required")
+        version = await self._hub_method("rollback_learner")(request.learner)
+        return admin_pb2.RollbackLearnerResponse(deployed_version=str(version))
 
     @map_errors
     async def InjectFault(

@@ -7,6 +7,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResetLearningRequest(_message.Message):
+    __slots__ = ("plan", "step", "learner")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    step: str
+    learner: str
+    def __init__(self, plan: _Optional[str] = ..., step: _Optional[str] = ..., learner: _Optional[str] = ...) -> None: ...
+
+class ResetLearningResponse(_message.Message):
+    __slots__ = ("existed",)
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    def __init__(self, existed: _Optional[bool] = ...) -> None: ...
+
+class RollbackLearnerRequest(_message.Message):
+    __slots__ = ("learner",)
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    learner: str
+    def __init__(self, learner: _Optional[str] = ...) -> None: ...
+
+class RollbackLearnerResponse(_message.Message):
+    __slots__ = ("deployed_version",)
+    DEPLOYED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    deployed_version: str
+    def __init__(self, deployed_version: _Optional[str] = ...) -> None: ...
+
 class ApplyPlanRequest(_message.Message):
     __slots__ = ("plan", "plan_text", "expected_version", "dry_run")
     PLAN_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,12 @@ class AdminStub:
     GetTrace: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTraceRequest, _admin_pb2.Trace]
     """Recent traces kept in memory by this orchestrator."""
     ListTraces: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTracesRequest, _admin_pb2.ListTracesResponse]
+    ResetLearning: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResetLearningRequest, _admin_pb2.ResetLearningResponse]
+    """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+    group drops it at its next reload. Bandits and learners are listed by GetStats.
+    """
+    RollbackLearner: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RollbackLearnerRequest, _admin_pb2.RollbackLearnerResponse]
+    """Send a learner's traffic back to its standby version (answered by the leader only)."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -74,6 +80,12 @@ class AdminAsyncStub(AdminStub):
     GetTrace: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTraceRequest, _admin_pb2.Trace]  # type: ignore[assignment]
     """Recent traces kept in memory by this orchestrator."""
     ListTraces: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTracesRequest, _admin_pb2.ListTracesResponse]  # type: ignore[assignment]
+    ResetLearning: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResetLearningRequest, _admin_pb2.ResetLearningResponse]  # type: ignore[assignment]
+    """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+    group drops it at its next reload. Bandits and learners are listed by GetStats.
+    """
+    RollbackLearner: _aio.UnaryUnaryMultiCallable[_admin_pb2.RollbackLearnerRequest, _admin_pb2.RollbackLearnerResponse]  # type: ignore[assignment]
+    """Send a learner's traffic back to its standby version (answered by the leader only)."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -178,5 +190,23 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListTracesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListTracesResponse, _abc.Awaitable[_admin_pb2.ListTracesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResetLearning(
+        self,
+        request: _admin_pb2.ResetLearningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResetLearningResponse, _abc.Awaitable[_admin_pb2.ResetLearningResponse]]:
+        """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+        group drops it at its next reload. Bandits and learners are listed by GetStats.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackLearner(
+        self,
+        request: _admin_pb2.RollbackLearnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RollbackLearnerResponse, _abc.Awaitable[_admin_pb2.RollbackLearnerResponse]]:
+        """Send a learner's traffic back to its standby version (answered by the leader only)."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -104,6 +104,7 @@ class BanditState:
 
     arms: dict[tuple[str, str], ArmState] = field(default_factory=dict)
     linear: dict[tuple[str, str], LinearArm] = field(default_factory=dict)
+    generation: int = 0  # bumped by a reset: local pull counts of older generations are dropped
 
     def get(self, context: str, arm: str) -> ArmState:
         return self.arms.get((context, arm), ArmState())
@@ -138,6 +139,8 @@ class BanditState:
                 {"context": c, "arm": a, **s.__dict__} for (c, a), s in sorted(self.arms.items())
             ]
         }
+        if self.generation:
+            doc["generation"] = self.generation
         if self.linear:
             doc["linear"] = [
                 {"context": c, "arm": a, "a": lin.a.ravel().tolist(), "b": lin.b.tolist()}
@@ -161,10 +164,10 @@ class BanditState:
             b = np.asarray(item["b"], dtype=np.float64)
             a = np.asarray(item["a"], dtype=np.float64).reshape(b.size, b.size)
             linear[(str(item["context"]), str(item["arm"]))] = LinearArm(a, b)
-        return cls(arms, linear)
+        return cls(arms, linear, int(data.get("generation", 0)))
 
     def copy(self) -> BanditState:
-        return BanditState(dict(self.arms), dict(self.linear))
+        return BanditState(dict(self.arms), dict(self.linear), self.generation)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from meshserve.errors import CheckAndSetError, InvalidInputError, NotFoundError, UnavailableError
+from meshserve.errors import (
+    CheckAndSetError,
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from meshserve.names import check_name
 from meshserve.orchestrator.learning.bandits import (
     ArmState,
@@ -44,6 +50,13 @@ from meshserve.orchestrator.learning.feedback import (
     FeedbackOutcome,
     marker_for,
     stale_buckets,
+)
+from meshserve.orchestrator.learning.metrics import (
+    BANDIT_REWARD_SUM,
+    BANDIT_REWARDS,
+    FEEDBACK_OUTCOMES,
+    LEARNER_HOLDOUT_ACCURACY,
+    LEARNER_VERSION,
 )
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
 from meshserve.orchestrator.learning.personal import PersonalStore
@@ -221,6 +234,7 @@ class LearningHub:
                     await self.reload()
                     last_reload = self._clock()
                 was_leader = leader
+                self.learner_stats()  # keeps the learner gauges current
                 if leader:
                     self._start_due_rollouts()
                     if self._clock() - self._last_prune >= self.config.prune_interval_s:
@@ -397,8 +411,11 @@ class LearningHub:
     @staticmethod
     def _adopt_bandit(bandit: _Bandit, data: Mapping[str, Any]) -> None:
         """Take the stored posteriors, keeping local pull counts (choices not yet rewarded)."""
-        pulls = {k: s.pulls for k, s in bandit.state.arms.items()}
+        old = bandit.state
+        pulls = {k: s.pulls for k, s in old.arms.items()}
         bandit.state = BanditState.from_json(data)
+        if bandit.state.generation != old.generation:
+            return  # reset meanwhile: the old pull counts are gone too
         for k, s in bandit.state.arms.items():
             bandit.state.arms[k] = replace(s, pulls=max(s.pulls, pulls.get(k, 0)))
 
@@ -531,6 +548,56 @@ class LearningHub:
         if self._tasks:
             await asyncio.wait_for(asyncio.gather(*list(self._tasks)), timeout_s)
 
+    async def reset(self, *, plan: str = "", step: str = "", learner: str = "") -> bool:
+        """Forget what bandit step `plan`/`step` or learner `learner` learned: an empty state
+        (a new generation) is written with CAS, so every orchestrator adopts it at its next
+        reload. A learner keeps its config and version history. False when nothing is stored."""
+        if learner:
+            key = learner_key(learner, self.config.kv_prefix)
+            slot = await self._known_learner(learner)
+            async with slot.lock:
+                fresh = LearnerSlot(slot.config)
+                slot.model, slot.last_export_updates = fresh.model, 0
+                slot.live.clear()
+                await self._save_cas(
+                    key, slot.to_json, lambda d: d, lambda d: slot.adopt_versions(d), None
+                )
+            return True
+        if not plan or not step:
+            raise InvalidInputError("reset: name a bandit (plan and step) or a learner")
+        key = bandit_key(plan, step, self.config.kv_prefix)
+        if await self._store.load(key) is None and (plan, step) not in self._bandits:
+            return False
+        bandit = self._bandit(plan, step)
+        async with bandit.lock:
+
+            def reload(data: dict[str, Any]) -> None:
+                bandit.state = BanditState.from_json(data)
+
+            saved = await self._save_cas(
+                key,
+                lambda: BanditState(generation=bandit.state.generation + 1),
+                lambda d: d.to_json(),
+                reload,
+                None,
+            )
+            assert saved is not None
+            bandit.state = saved
+        return True
+
+    async def rollback_learner(self, name: str) -> str:
+        """Send learner `name`'s traffic back to its standby version (leader only); returns
+        the version now deployed."""
+        self._require_leader()
+        slot = self.learner(name)
+        if self.deployer is None or not slot.standby_version:
+            raise FailedPreconditionError(
+                f"learner {name!r} has no standby version to roll back to "
+                f"(deployed: {slot.deployed_version or 'none'})"
+            )
+        await slot.rollback(self.deployer, self._persist, "rolled back by an operator")
+        return slot.deployed_version
+
     # -- feedback ---------------------------------------------------------------------------
     def token_for(self, request_id: str) -> bytes:
         """The signed feedback token of `request_id` (b"" when it decided nothing to rate)."""
@@ -581,6 +648,12 @@ class LearningHub:
             else:
                 fresh = await self._teach(record, int(feedback.label or 0), marker)
             (applied if fresh else already).append(record.key)
+            FEEDBACK_OUTCOMES.labels("applied" if fresh else "duplicate").inc()
+            if fresh and feedback.reward is not None:
+                plan_step, arm = record.key, str(record.value[1])
+                plan, _, step = plan_step.rpartition("/")
+                BANDIT_REWARDS.labels(plan, step, arm).inc()
+                BANDIT_REWARD_SUM.labels(plan, step, arm).inc(float(feedback.reward))
         self.feedback_total += 1
         self.feedback_applied_total += len(applied)
         self.feedback_duplicates_total += len(already)
@@ -610,7 +683,12 @@ class LearningHub:
         return bandit_stats(self._bandit_states())
 
     def learner_stats(self) -> list[admin_pb2.LearnerStats]:
-        return learner_stats(self._learners)
+        stats = learner_stats(self._learners)
+        for item in stats:
+            version = item.deployed_version.removeprefix("v")
+            LEARNER_VERSION.labels(item.name).set(int(version) if version.isdigit() else 0)
+            LEARNER_HOLDOUT_ACCURACY.labels(item.name).set(item.holdout_accuracy)
+        return stats
 
     def summary(self) -> admin_pb2.Stats:
         """The learning digest and feedback counters (fields of Admin.GetStats)."""

@@ -177,6 +177,13 @@ class LearnerSlot:
             if name not in ("lock", "rollout_lock", "rollout_queued"):
                 setattr(self, name, value)
 
+    def adopt_versions(self, data: Mapping[str, Any]) -> None:
+        """After a lost CAS while resetting: take the stored version bookkeeping, keep the
+        fresh weights."""
+        model = self.model
+        self.adopt(LearnerSlot.from_json(data))
+        self.model = model
+
     # -- learning ---------------------------------------------------------------------------
     def check(self, features: Any) -> np.ndarray:
         return self.model.check_features(features, where=f"learner {self.config.name!r}: ")

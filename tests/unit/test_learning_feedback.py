@@ -133,3 +133,25 @@ def test_a_validly_signed_hostile_payload_is_refused_cleanly(payload):
         TokenSigner([key]).verify(token, "r")
     except (InvalidInputError, NotFoundError):
         pass
+
+
+async def test_a_reset_reaches_every_hub_and_old_tokens_still_count_once():
+    kv, now = MemoryKV(), [1_000_000.0]
+    one, two = await two_hubs(kv, now)
+    for i in range(3):
+        await one.choose_arm(**ARGS, context="", request_id=f"r{i}", seed=1)
+    await one.feedback("r0", reward=1.0)
+    await two.reload()
+    assert await two.reset(plan="p", step="pick")
+    assert updates(kv) == 0
+    await one.reload()
+    assert one.digest() == two.digest()
+    assert sum(a.pulls for a in one.bandit_stats()[0].arms) == 0  # a new generation
+    # feedback for a request served before the reset still applies once
+    assert await two.feedback("r1", reward=1.0, token=one.token_for("r1")) == ["p/pick"]
+    assert updates(kv) == 1
+    assert not await two.reset(plan="p", step="other")
+    with pytest.raises(InvalidInputError, match="name a bandit"):
+        await two.reset(plan="p")
+    for hub in (one, two):
+        await hub.stop()
