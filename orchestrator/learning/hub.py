@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -37,11 +37,9 @@ from meshserve.errors import (
     UnavailableError,
 )
 from meshserve.names import check_name
+from meshserve.orchestrator.learning.bandit_book import BanditBook
 from meshserve.orchestrator.learning.bandits import (
     ArmState,
-    BanditState,
-    choose,
-    normalise_policy,
 )
 from meshserve.orchestrator.learning.config import HubConfig
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
@@ -59,11 +57,9 @@ from meshserve.orchestrator.learning.metrics import (
     LEARNER_VERSION,
 )
 from meshserve.orchestrator.learning.online import Deployer, LearnerConfig, LearnerSlot
-from meshserve.orchestrator.learning.personal import PersonalStore
 from meshserve.orchestrator.learning.store import (
     KVLike,
     StateStore,
-    bandit_key,
     learner_key,
 )
 from meshserve.orchestrator.learning.tokens import Decisions, TokenSigner
@@ -81,18 +77,7 @@ class LeaderLike(Protocol):
     def is_leader(self) -> bool: ...
 
 
-@dataclass
-class _Bandit:
-    plan: str
-    step: str
-    state: BanditState = field(default_factory=BanditState)
-    rng: np.random.Generator | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    personal: PersonalStore | None = None
-
-
 _active: LearningHub | None = None
-PERSONAL = "personal"  # third item of a personalised bandit record: (user, arm, PERSONAL)
 
 
 def active_hub() -> LearningHub:
@@ -134,7 +119,11 @@ class LearningHub:
         self._memory = DecisionMemory(
             self.config.max_pending_requests, self.config.retention_s, clock
         )
-        self._bandits: dict[tuple[str, str], _Bandit] = {}
+        self.bandits = BanditBook(
+            self._store, self.config, self._save_cas,
+            lambda rid, record: self._memory.add(rid, record, self._wall()),
+            clock=clock, wall_clock=wall_clock,
+        )  # fmt: skip
         self._learners: dict[str, LearnerSlot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -192,11 +181,7 @@ class LearningHub:
             kind, _, name = rest.partition("/")
             if kind == "bandits" and "/" in name:
                 plan, _, step = name.rpartition("/")
-                bandit = self._bandit(plan, step)
-                async with bandit.lock:
-                    data = await self._store.load(entry.key)
-                    if data is not None:
-                        self._adopt_bandit(bandit, data)
+                await self.bandits.reload_key(entry.key, plan, step)
             elif kind == "learners" and name:
                 slot = self._learners.get(name)
                 if slot is None:
@@ -283,141 +268,13 @@ class LearningHub:
             )
 
     # -- bandits ----------------------------------------------------------------------------
-    def _bandit(self, plan: str, step: str) -> _Bandit:
-        bandit = self._bandits.get((plan, step))
-        if bandit is None:
-            bandit = _Bandit(plan, step)
-            self._bandits[(plan, step)] = bandit
-        return bandit
-
-    async def choose_arm(
-        self,
-        *,
-        plan: str,
-        step: str,
-        arms: Sequence[str],
-        policy: str | int,
-        epsilon: float,
-        context: str,
-        request_id: str,
-        seed: int,
-        features: Sequence[float] | None = None,
-        exploration: float = 0.0,
-        user: str = "",
-    ) -> str:
-        """The arm serving this request; remembered under `request_id` for feedback (with the
-        features, which a contextual policy learns from). With `user`, the statistics are that
-        user's (personal.py)."""
-        name = normalise_policy(policy)
-        bandit = self._bandit(plan, step)
-        if bandit.rng is None:
-            bandit.rng = np.random.default_rng(seed)
-        if user:
-            return await self._choose_personal(bandit, user, arms, name, epsilon, request_id)
-        x = None if features is None else [float(v) for v in features]
-        arm = choose(
-            bandit.state, context, list(arms), name, epsilon, bandit.rng,
-            features=x, exploration=exploration,
-        )  # fmt: skip
-        current = bandit.state.get(context, arm)
-        bandit.state.arms[(context, arm)] = replace(current, pulls=current.pulls + 1)
-        if request_id:
-            value = (context, arm) if x is None else (context, arm, tuple(x))
-            self._memory.add(request_id, Record("bandit", f"{plan}/{step}", value), self._wall())
-        return arm
-
-    def _personal(self, plan: str, step: str) -> PersonalStore:
-        bandit = self._bandit(plan, step)
-        if bandit.personal is None:
-            bandit.personal = PersonalStore(
-                self._store, self.config.personal_prefix, plan, step, self.config.personal,
-                clock=self._clock, wall_clock=self._wall,
-            )  # fmt: skip
-        return bandit.personal
-
-    async def _choose_personal(
-        self,
-        bandit: _Bandit,
-        user: str,
-        arms: Sequence[str],
-        policy: str,
-        epsilon: float,
-        request_id: str,
-    ) -> str:
-        personal = self._personal(bandit.plan, bandit.step)
-        stats = await personal.arms(user)
-        state = BanditState({(user, a): s for a, s in stats.items()})
-        assert bandit.rng is not None
-        arm = choose(state, user, list(arms), policy, epsilon, bandit.rng)
-        personal.count_pull(user, arm)
-        if request_id:
-            value = (user, arm, PERSONAL)
-            key = f"{bandit.plan}/{bandit.step}"
-            self._memory.add(request_id, Record("bandit", key, value), self._wall())
-        return arm
+    async def choose_arm(self, **kwargs: Any) -> str:
+        """The arm serving a request (BanditBook.choose), remembered for its feedback."""
+        return await self.bandits.choose(**kwargs)
 
     async def personal_arms(self, plan: str, step: str, user: str) -> dict[str, ArmState]:
         """One user's arm statistics of a personalised bandit (admin, tests)."""
-        return dict(await self._personal(plan, step).arms(user))
-
-    async def _reward_personal(
-        self, plan: str, step: str, user: str, arm: str, reward: float, marker: tuple[str, bytes]
-    ) -> bool:
-        personal = self._personal(plan, step)
-        key = personal.user_key(user)
-        async with personal.lock(user):
-            await personal.arms(user)  # cached, else read (sets the CAS index)
-            saved = await self._save_cas(
-                key, lambda: personal.rewarded_doc(user, arm, reward), lambda d: d,
-                lambda data: personal.adopt(user, data), marker,
-            )  # fmt: skip
-            if saved is None:
-                return False
-            personal.adopt(user, saved)
-        return True
-
-    async def _reward(self, record: Record, reward: float, marker: tuple[str, bytes]) -> bool:
-        """Apply `reward` to the arm in `record` with its marker; False: applied before."""
-        plan, _, step = record.key.rpartition("/")
-        if len(record.value) > 2 and record.value[2] == PERSONAL:
-            user, arm = record.value[0], record.value[1]
-            return await self._reward_personal(plan, step, user, arm, reward, marker)
-        context, arm = record.value[0], record.value[1]
-        features = record.value[2] if len(record.value) > 2 else None  # contextual
-        bandit = self._bandit(plan, step)
-        key = bandit_key(plan, step, self.config.kv_prefix)
-
-        def draft_from(state: BanditState) -> BanditState:
-            return state.rewarded(context, arm, reward, features)
-
-        def reload(data: dict[str, Any]) -> None:
-            self._adopt_bandit(bandit, data)
-
-        async with bandit.lock:
-            draft = await self._save_cas(
-                key, lambda: draft_from(bandit.state), lambda d: d.to_json(), reload, marker
-            )
-            if draft is None:
-                return False
-            rewarded = draft.get(context, arm)
-            current = bandit.state.get(context, arm)  # choices made meanwhile count as pulls
-            bandit.state.arms[(context, arm)] = replace(
-                rewarded, pulls=max(current.pulls, rewarded.pulls)
-            )
-            if features is not None:
-                bandit.state.linear[(context, arm)] = draft.linear[(context, arm)]
-        return True
-
-    @staticmethod
-    def _adopt_bandit(bandit: _Bandit, data: Mapping[str, Any]) -> None:
-        """Take the stored posteriors, keeping local pull counts (choices not yet rewarded)."""
-        old = bandit.state
-        pulls = {k: s.pulls for k, s in old.arms.items()}
-        bandit.state = BanditState.from_json(data)
-        if bandit.state.generation != old.generation:
-            return  # reset meanwhile: the old pull counts are gone too
-        for k, s in bandit.state.arms.items():
-            bandit.state.arms[k] = replace(s, pulls=max(s.pulls, pulls.get(k, 0)))
+        return await self.bandits.personal_arms(plan, step, user)
 
     # -- learners ---------------------------------------------------------------------------
     def add_learner(self, config: LearnerConfig) -> LearnerSlot:
@@ -565,25 +422,7 @@ class LearningHub:
             return True
         if not plan or not step:
             raise InvalidInputError("reset: name a bandit (plan and step) or a learner")
-        key = bandit_key(plan, step, self.config.kv_prefix)
-        if await self._store.load(key) is None and (plan, step) not in self._bandits:
-            return False
-        bandit = self._bandit(plan, step)
-        async with bandit.lock:
-
-            def reload(data: dict[str, Any]) -> None:
-                bandit.state = BanditState.from_json(data)
-
-            saved = await self._save_cas(
-                key,
-                lambda: BanditState(generation=bandit.state.generation + 1),
-                lambda d: d.to_json(),
-                reload,
-                None,
-            )
-            assert saved is not None
-            bandit.state = saved
-        return True
+        return await self.bandits.reset(plan, step)
 
     async def rollback_learner(self, name: str) -> str:
         """Send learner `name`'s traffic back to its standby version (leader only); returns
@@ -644,7 +483,7 @@ class LearningHub:
                 self.config.applied_prefix, decisions, record, self.config.retention_s
             )
             if feedback.reward is not None:
-                fresh = await self._reward(record, float(feedback.reward), marker)
+                fresh = await self.bandits.reward(record, float(feedback.reward), marker)
             else:
                 fresh = await self._teach(record, int(feedback.label or 0), marker)
             (applied if fresh else already).append(record.key)
@@ -673,14 +512,11 @@ class LearningHub:
 
     def digest(self) -> str:
         """The learned-state digest (views.learned_digest)."""
-        return learned_digest(self._bandit_states(), self._learners)
-
-    def _bandit_states(self) -> dict[tuple[str, str], BanditState]:
-        return {k: b.state for k, b in self._bandits.items()}
+        return learned_digest(self.bandits.states(), self._learners)
 
     # -- observability ----------------------------------------------------------------------
     def bandit_stats(self) -> list[admin_pb2.BanditStats]:
-        return bandit_stats(self._bandit_states())
+        return bandit_stats(self.bandits.states())
 
     def learner_stats(self) -> list[admin_pb2.LearnerStats]:
         stats = learner_stats(self._learners)

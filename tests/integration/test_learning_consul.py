@@ -182,7 +182,7 @@ async def test_ten_thousand_users_bounded_memory_durable_state(kv, prefix):
         arm = await hub.choose_arm(**args, request_id=rid, user=user)
         reward = 1.0 if arm == ("a" if int(user[-1]) % 2 else "b") else 0.0
         assert await hub.feedback(rid, reward=reward, token=hub.token_for(rid)) == ["p/pick"]
-        peak = max(peak, len(hub._personal("p", "pick")))
+        peak = max(peak, len(hub.bandits.personal_store("p", "pick")))
 
     for start in range(0, len(users), 50):
         await asyncio.gather(*(serve(u) for u in users[start : start + 50]))

@@ -69,7 +69,7 @@ async def test_features_travel_in_the_token_to_another_hub():
     )  # fmt: skip
     outcome = await two.apply_feedback(Feedback("r", reward=1.0, token=one.token_for("r")))
     assert outcome.applied == ("p/s",)
-    learned = two._bandits[("p", "s")].state.linear[("", arm)]
+    learned = two.bandits.bandits[("p", "s")].state.linear[("", arm)]
     np.testing.assert_allclose(learned.b, [0.5, -0.25, 1.0])
     await one.reload()
     assert one.digest() == two.digest()

@@ -29,7 +29,7 @@ async def test_each_user_learns_its_own_arm_within_the_memory_bound():
             best = "a" if i % 2 else "b"
             reward = float(world.random() < (0.9 if arm == best else 0.1))
             await hub.feedback(rid, reward=reward)
-            assert len(hub._personal("p", "s")) <= 3
+            assert len(hub.bandits.personal_store("p", "s")) <= 3
     for i, user in enumerate(users):
         arms = await hub.personal_arms("p", "s", user)
         best = "a" if i % 2 else "b"
