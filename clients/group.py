@@ -3,7 +3,7 @@
 Targets: ``"host:port"``, a comma-separated list ``"h1:p1,h2:p2"``, or
 ``"consul://HOST:PORT[/SERVICE]"`` (the passing instances of SERVICE, default
 ``meshserve-orchestrator``, re-read from Consul's health API every `refresh_s` and whenever
-every known endpoint is down).
+every known endpoint is down; while Consul is unreachable the last known set is kept).
 
 Policy (`OrchestratorGroup.order`): round robin over the endpoints that are up; an endpoint whose
 call failed with a connection-level status (UNAVAILABLE) is down for `down_s` and tried last, so
@@ -14,6 +14,7 @@ ones only: see the SDK).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from typing import Any
 
 import grpc
 
-from meshserve.errors import InvalidInputError, UnavailableError
+from meshserve.errors import InvalidInputError, MeshError, UnavailableError
 from meshserve.tls import ClientTLS, open_channel
 from meshserve.v1 import admin_pb2_grpc, orchestrator_pb2_grpc
 
 __all__ = ["GroupEndpoint", "OrchestratorGroup", "parse_targets"]
+
+log = logging.getLogger(__name__)
 
 CONSUL_SCHEME = "consul://"
 DEFAULT_SERVICE = "meshserve-orchestrator"
@@ -144,7 +147,14 @@ class OrchestratorGroup:
         if not (due or all_down):
             return
         self._refreshed_at = now
-        found = await _passing_instances(self.consul_address, self.service)
+        try:
+            found = await _passing_instances(self.consul_address, self.service)
+        except MeshError as exc:  # Consul unreachable: keep using the endpoints we know
+            if not self._endpoints:
+                raise
+            log.warning("orchestrator discovery in Consul failed, keeping %d: %s",
+                        len(self._endpoints), exc)  # fmt: skip
+            return
         for address in found:
             self._add(address)
         if found:  # keep the static ones and the last known set when Consul has none

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from meshserve.clients.group import OrchestratorGroup, parse_targets
-from meshserve.errors import InvalidInputError
+from meshserve.errors import InvalidInputError, MeshError
 
 
 def test_targets_are_parsed():
@@ -33,3 +33,17 @@ async def test_round_robin_skips_down_endpoints_until_they_recover():
         assert "b:2" in {(await group.order())[0].target for _ in range(3)}
     finally:
         await group.close()
+
+
+async def test_a_consul_outage_keeps_the_known_endpoints():
+    now = [0.0]
+    # nothing listens on port 1: discovery fails at once
+    group = OrchestratorGroup("a:1,consul://127.0.0.1:1", refresh_s=0.0, clock=lambda: now[0])
+    try:
+        assert [e.target for e in await group.order()] == ["a:1"]
+    finally:
+        await group.close()
+    lonely = OrchestratorGroup("consul://127.0.0.1:1", clock=lambda: now[0])
+    with pytest.raises(MeshError):
+        await lonely.order()
+    await lonely.close()
