@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from bench import (
     bench_cost,
+    bench_feedback,
     bench_http,
     bench_modelsvc,
     bench_orchestrator,
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "typed": bench_typed.main,
     "http": bench_http.main,
     "cost": bench_cost.main,
+    "feedback": bench_feedback.main,
 }
 
 

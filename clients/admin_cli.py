@@ -5,10 +5,14 @@
     meshserve models [NAME]
     meshserve call PLAN --input name=file.npy|file.json|JSON [--routing-key K] [--attr k=v]
                    [--http [--http-url URL]] [--data-token-file PATH]
+    meshserve feedback REQUEST_ID (--reward R | --label L) [--feedback-token TOKEN]
     meshserve stats
+    meshserve shadows [--plan P] [--step S] [--candidate C] [--limit N]
+    meshserve learning [reset (--plan P --step S | --learner L) | rollback LEARNER]
     meshserve proto export --plan NAME | --model NAME [--out DIR] [--stdout]
 
-Common flags: ``--orchestrator HOST:PORT`` ($MESHSERVE_ORCHESTRATOR, else the local mesh of
+Common flags: ``--orchestrator HOST:PORT[,HOST:PORT...]`` or ``consul://HOST:PORT`` (a group:
+calls are balanced and fail over; $MESHSERVE_ORCHESTRATOR, else the local mesh of
 ``meshserve up``), ``--token T`` ($MESHSERVE_ADMIN_TOKEN), ``--tls-ca PEM``, ``--timeout-s``.
 Failures print ``error: CODE: message`` on stderr and exit 1 (2 for bad usage).
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import json
 import os
 import sys
@@ -213,6 +219,9 @@ async def _call(client: MeshServeClient, args: argparse.Namespace) -> str:
     ]
     for step, branch in sorted(result.decisions.items()):
         lines.append(f"decision {step} -> {branch}")
+    if result.feedback_token:
+        token = base64.urlsafe_b64encode(result.feedback_token).decode()
+        lines.append(f"feedback-token {token}")
     for name, arr in sorted(result.outputs.items()):
         if args.output_dir:
             path = Path(args.output_dir) / f"{name}.npy"
@@ -225,12 +234,33 @@ async def _call(client: MeshServeClient, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def _feedback(client: MeshServeClient, args: argparse.Namespace) -> str:
+    try:
+        token = base64.urlsafe_b64decode(args.feedback_token) if args.feedback_token else b""
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"--feedback-token {args.feedback_token[:40]!r}: expected the base64 text "
+            "`meshserve call` printed"
+        ) from None
+    outcome = await client.rate(args.request_id, reward=args.reward, label=args.label, token=token)
+    if outcome.duplicate:
+        return (
+            f"request {outcome.request_id}: already applied to {', '.join(outcome.already_applied)}"
+        )
+    return f"request {outcome.request_id}: applied to {', '.join(outcome.applied)}"
+
+
 async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
     stats = await client.stats()
     out = [
         f"orchestrator {stats.instance_id}  leader={stats.leader}  retries={stats.retries_total}  "
         f"ejections={stats.ejections_total}  no-endpoint={stats.no_endpoint_failures_total}"
     ]
+    if stats.learning_digest:
+        out.append(
+            f"learning digest {stats.learning_digest[:16]}  feedback applied="
+            f"{stats.feedback_applied_total} duplicates={stats.feedback_duplicates_total}"
+        )
     rows: list[tuple[Any, ...]] = [
         (
             p.plan, p.latency.count, p.latency.errors, f"{p.latency.p50_ms:.2f}",
@@ -252,11 +282,7 @@ async def _stats(client: MeshServeClient, args: argparse.Namespace) -> str:
 
 
 async def _proto_export(client: MeshServeClient, args: argparse.Namespace) -> str:
-    from meshserve.clients.typed import fetch_contract_info
-
-    info = await fetch_contract_info(
-        client.channel, plan=args.plan, model=args.model, timeout_s=client.timeout_s
-    )
+    info = await client.contract_info(plan=args.plan, model=args.model)
     if args.stdout:
         return info.proto_text.rstrip("\n")
     path = Path(args.out) / info.file_name
@@ -301,8 +327,48 @@ async def _shadows(client: MeshServeClient, args: argparse.Namespace) -> str:
     )
 
 
+async def _learning(client: MeshServeClient, args: argparse.Namespace) -> str:
+    stats = await client.stats()
+    out = [
+        f"orchestrator {stats.instance_id}  leader={stats.leader}  learning digest "
+        f"{stats.learning_digest[:16] or '-'}  feedback applied={stats.feedback_applied_total} "
+        f"duplicates={stats.feedback_duplicates_total}"
+    ]
+    rows: list[tuple[Any, ...]] = [
+        (b.plan, b.step, a.context or "-", a.arm, a.pulls, round(a.alpha + a.beta - 2),
+         f"{a.reward_sum:.2f}")
+        for b in stats.bandits
+        for a in b.arms
+    ]  # fmt: skip
+    out += ["", render_table(("PLAN", "STEP", "CONTEXT", "ARM", "PULLS", "REWARDS", "SUM"), rows)]
+    rows = [
+        (item.name, item.updates, item.deployed_version or "-", f"{item.holdout_accuracy:.3f}")
+        for item in stats.learners
+    ]
+    out += ["", render_table(("LEARNER", "UPDATES", "DEPLOYED", "HOLDOUT"), rows)]
+    return "\n".join(out)
+
+
+async def _learning_reset(client: MeshServeClient, args: argparse.Namespace) -> str:
+    if not args.learner and not (args.plan and args.step):
+        raise ValueError("learning reset: pass --plan and --step (a bandit) or --learner")
+    existed = await client.reset_learning(plan=args.plan, step=args.step, learner=args.learner)
+    what = f"learner {args.learner}" if args.learner else f"bandit {args.plan}/{args.step}"
+    return f"{what}: reset" if existed else f"{what}: nothing was stored"
+
+
+async def _learning_rollback(client: MeshServeClient, args: argparse.Namespace) -> str:
+    version = await client.rollback_learner(args.learner)
+    return f"learner {args.learner}: {version} is deployed again"
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--orchestrator", default="", metavar="HOST:PORT", help="orchestrator")
+    parser.add_argument(
+        "--orchestrator",
+        default="",
+        metavar="TARGET",
+        help="HOST:PORT, several comma-separated, or consul://HOST:PORT (balanced, fail over)",
+    )
     add_token_flags(parser)
     parser.add_argument("--tls-ca", default="", help="CA certificate (PEM) for a TLS orchestrator")
     parser.add_argument("--state-dir", default=".meshserve", help="local mesh from `meshserve up`")
@@ -310,7 +376,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``plans``, ``models``, ``call``, ``stats`` and ``shadows`` to the meshserve CLI."""
+    """Add ``plans``, ``models``, ``call``, ``feedback``, ``stats``, ``shadows``, ``learning``
+    and ``proto`` to the meshserve CLI."""
     plans = subparsers.add_parser("plans", help="apply, list, get, delete, roll back plans")
     sub = plans.add_subparsers(dest="plans_command", required=True)
     p = sub.add_parser("apply", help="validate and store a plan file (YAML or JSON)")
@@ -376,6 +443,32 @@ def register(subparsers: Any) -> None:
     export.add_argument("--stdout", action="store_true", help="print the .proto instead")
     export.set_defaults(handler=_run(_proto_export))
     _common(export)
+
+    fb = subparsers.add_parser("feedback", help="rate an earlier call (reward or label)")
+    fb.add_argument("request_id")
+    signal = fb.add_mutually_exclusive_group(required=True)
+    signal.add_argument("--reward", type=float, help="reward in [0, 1] for bandit steps")
+    signal.add_argument("--label", type=int, help="true class label for online learners")
+    fb.add_argument("--feedback-token", default="", help="the token `meshserve call` printed")
+    fb.set_defaults(handler=_run(_feedback))
+    _common(fb)
+
+    learning = subparsers.add_parser(
+        "learning", help="bandits and learners: list, reset, roll back"
+    )
+    learning.set_defaults(handler=_run(_learning))
+    _common(learning)
+    lsub = learning.add_subparsers(dest="learning_command")
+    reset = lsub.add_parser("reset", help="forget what a bandit step or a learner learned")
+    reset.add_argument("--plan", default="")
+    reset.add_argument("--step", default="")
+    reset.add_argument("--learner", default="")
+    reset.set_defaults(handler=_run(_learning_reset))
+    back = lsub.add_parser("rollback", help="send a learner's traffic back to its standby version")
+    back.add_argument("learner")
+    back.set_defaults(handler=_run(_learning_rollback))
+    for parser in (reset, back):
+        _common(parser)
 
     stats = subparsers.add_parser("stats", help="plan latency, decisions, shadows, bandits")
     stats.set_defaults(handler=_run(_stats))

@@ -48,20 +48,24 @@ class TypedResult:
 
 
 class _TypedCall:
-    """The unary method of one contract over a channel."""
+    """One contract's unary method; subclasses say how a request travels (`_send`)."""
 
-    def __init__(self, channel: grpc.aio.Channel, contract: Contract, timeout_s: float | None):
-        self._channel = channel
+    def __init__(self, contract: Contract, timeout_s: float | None):
         self.timeout_s = timeout_s
         self._use(contract)
 
     def _use(self, contract: Contract) -> None:
         self.contract = contract
-        self._method = self._channel.unary_unary(
-            contract.method_path(),
-            request_serializer=contract.request_class.SerializeToString,
-            response_deserializer=contract.response_class.FromString,
+
+    def _method_on(self, channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        return channel.unary_unary(
+            self.contract.method_path(),
+            request_serializer=self.contract.request_class.SerializeToString,
+            response_deserializer=self.contract.response_class.FromString,
         )
+
+    async def _send(self, request: Any, timeout_s: float | None) -> Any:
+        raise NotImplementedError
 
     @property
     def inputs(self) -> dict[str, str]:
@@ -80,12 +84,7 @@ class _TypedCall:
         **fixed: Any,
     ) -> TypedResult:
         request = self.contract.encode_request({**(arrays or {}), **named}, **fixed)
-        try:
-            response = await self._method(
-                request, timeout=timeout_s if timeout_s is not None else self.timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        response = await self._send(request, timeout_s if timeout_s is not None else self.timeout_s)
         typed = self.contract.decode_response(response)
         return TypedResult(
             outputs=typed.arrays,
@@ -97,18 +96,36 @@ class _TypedCall:
 
 
 class TypedPlan(_TypedCall):
-    """A plan's typed ``Execute`` as an async callable (see the module docstring)."""
+    """A plan's typed ``Execute`` as an async callable (see the module docstring). Calls go
+    through the client: its data token, and balance and fail-over across its orchestrators."""
 
     def __init__(self, client: MeshServeClient, contract: Contract) -> None:
-        super().__init__(client.channel, contract, client.timeout_s)
+        self._client = client
+        self._methods: dict[int, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        super().__init__(contract, client.timeout_s)
+
+    def _use(self, contract: Contract) -> None:
+        super()._use(contract)
+        self._methods = {}  # per channel: the method of the contract in use
+
+    def _cached_method(
+        self, channel: grpc.aio.Channel
+    ) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        method = self._methods.get(id(channel))
+        if method is None:
+            method = self._methods[id(channel)] = self._method_on(channel)
+        return method
+
+    async def _send(self, request: Any, timeout_s: float | None) -> Any:
+        return await self._client.call_typed(self._cached_method, request, timeout_s)
 
     @classmethod
     async def connect(cls, client: MeshServeClient, name: str) -> TypedPlan:
-        return cls(client, await _plan_contract(client.channel, name, client.timeout_s))
+        return cls(client, contract_from_info(await client.contract_info(plan=name)))
 
     async def refresh(self) -> Contract:
         """Fetch the plan's live contract again (after a breaking change); returns it."""
-        self._use(await _plan_contract(self._channel, self.contract.name, self.timeout_s))
+        self._use(contract_from_info(await self._client.contract_info(plan=self.contract.name)))
         return self.contract
 
     async def __call__(
@@ -136,7 +153,8 @@ class TypedPlan(_TypedCall):
 async def fetch_contract_info(
     channel: grpc.aio.Channel, *, plan: str = "", model: str = "", timeout_s: float | None = 30.0
 ) -> orchestrator_pb2.ContractInfo:
-    """``Orchestrator.GetContract`` of a plan or a model (its `.proto` text included)."""
+    """``Orchestrator.GetContract`` of a plan or a model over one channel (tools, benches; the
+    SDK's `MeshServeClient.contract_info` asks its group)."""
     request = (
         orchestrator_pb2.GetContractRequest(plan=plan)
         if plan
@@ -147,10 +165,6 @@ async def fetch_contract_info(
         return await stub.GetContract(request, timeout=timeout_s)
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from None
-
-
-async def _plan_contract(channel: grpc.aio.Channel, name: str, timeout_s: float | None) -> Contract:
-    return contract_from_info(await fetch_contract_info(channel, plan=name, timeout_s=timeout_s))
 
 
 class TypedModel(_TypedCall):
@@ -171,6 +185,20 @@ class TypedModel(_TypedCall):
             await channel.close()
             raise from_rpc_error(exc) from None
         return cls(channel, model_contract_from_metadata(metadata), timeout_s)
+
+    def __init__(self, channel: grpc.aio.Channel, contract: Contract, timeout_s: float | None):
+        self._channel = channel
+        super().__init__(contract, timeout_s)
+
+    def _use(self, contract: Contract) -> None:
+        super()._use(contract)
+        self._method = self._method_on(self._channel)
+
+    async def _send(self, request: Any, timeout_s: float | None) -> Any:
+        try:
+            return await self._method(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         await self._channel.close()

@@ -18,6 +18,8 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
+FEEDBACK_KEY_ENV = "MESHSERVE_FEEDBACK_KEYS"
+
 
 def _python_plan(value: str) -> tuple[str, str]:
     name, sep, target = value.partition("=")
@@ -77,6 +79,15 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("orchestrator: data-plane tokens / HTTP settings: %s", exc)
         return 2
+    try:  # one key a line: the first signs feedback tokens, all verify (rotation)
+        keys = read_token(args.feedback_key_file, FEEDBACK_KEY_ENV)
+    except (OSError, ValueError) as exc:
+        log.error("orchestrator: --feedback-key-file: %s", exc)
+        return 2
+    feedback_keys = tuple(line.strip() for line in keys.splitlines() if line.strip())
+    if any(len(k) < 16 for k in feedback_keys):
+        log.error("orchestrator: feedback keys must be at least 16 characters each")
+        return 2
     env_consul = ConsulConfig.from_env()
     consul = (
         ConsulConfig(**{**env_consul.__dict__, "address": args.consul})
@@ -88,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         reuse_port=args.reuse_port,
         admin_token=admin_token,
+        feedback_keys=feedback_keys,
         instance_id=args.instance_id,
         python_plans=tuple(args.python_plan or ()),
         python_modules=tuple(args.python_module or ()),
@@ -202,6 +214,13 @@ def register(subparsers: Any) -> None:
         type=float,
         default=HttpConfig().body_timeout_s,
         help="time a client has to send its whole body (408 past it)",
+    )
+    serve.add_argument(
+        "--feedback-key-file",
+        default="",
+        metavar="PATH",
+        help="file of HMAC keys for feedback tokens, one a line, the first signs (else "
+        f"${FEEDBACK_KEY_ENV}, else a key shared through Consul KV); the same for the group",
     )
     serve.add_argument(
         "--kv-prefix",

@@ -10,6 +10,7 @@ from meshserve.messages import fill
 from meshserve.orchestrator.admin import AppliedPlan, ModelView
 from meshserve.orchestrator.caller import CallerCounters, EndpointSnapshot, FaultSpec
 from meshserve.orchestrator.engine import ExecuteCall, ExecutionResult
+from meshserve.orchestrator.learning_port import Feedback, FeedbackOutcome
 from meshserve.orchestrator.shadows import Disagreement
 from meshserve.orchestrator.stats import PlanStatsView, ShadowStatsView
 from meshserve.orchestrator.store import PlanInfo
@@ -101,6 +102,31 @@ def applied_to_proto(applied: AppliedPlan) -> admin_pb2.ApplyPlanResponse:
     )
 
 
+def feedback_from_proto(request: orchestrator_pb2.FeedbackRequest, limits: Limits) -> Feedback:
+    """A Feedback value (validated: id, exactly one signal, reward range, bounded sizes)."""
+    if not request.request_id:
+        raise InvalidInputError("Feedback: 'request_id' is required")
+    check_string("Feedback request_id", request.request_id, limits, "max_string_chars")
+    signal = request.WhichOneof("signal")
+    if signal is None:
+        raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
+    return Feedback(
+        request.request_id,
+        reward=request.reward if signal == "reward" else None,
+        label=request.label if signal == "label" else None,
+        token=bytes(request.token),
+    )
+
+
+def feedback_outcome_to_proto(outcome: FeedbackOutcome) -> orchestrator_pb2.FeedbackResponse:
+    return orchestrator_pb2.FeedbackResponse(
+        accepted=True,
+        applied_to=list(outcome.applied),
+        already_applied=list(outcome.already_applied),
+        duplicate=outcome.duplicate,
+    )
+
+
 def plan_summary_to_proto(info: PlanInfo) -> admin_pb2.PlanSummary:
     active = info.active_plan()
     return admin_pb2.PlanSummary(
@@ -177,7 +203,9 @@ def stats_to_proto(
     learners: Sequence[admin_pb2.LearnerStats],
     instance_id: str,
     leader: bool,
+    learning: admin_pb2.Stats | None = None,
 ) -> admin_pb2.Stats:
+    """`learning`: a Stats holding only the learning digest and feedback counters."""
     return admin_pb2.Stats(
         plans=[_plan_stats(p) for p in plans],
         shadows=[_shadow_stats(s) for s in shadows],
@@ -189,4 +217,7 @@ def stats_to_proto(
         no_endpoint_failures_total=counters.no_endpoint_failures_total,
         instance_id=instance_id,
         leader=leader,
+        learning_digest=learning.learning_digest if learning else "",
+        feedback_applied_total=learning.feedback_applied_total if learning else 0,
+        feedback_duplicates_total=learning.feedback_duplicates_total if learning else 0,
     )

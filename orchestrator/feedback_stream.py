@@ -6,11 +6,16 @@ Message (UTF-8 JSON, one per NATS message)::
     {"request_id": "<the Execute request id>", "reward": 0.7}      # bandits, in [0, 1]
     {"request_id": "<the Execute request id>", "label": 3}         # online learners
 
+plus, optionally, ``"feedback_token": "<base64 of ExecuteResponse.feedback_token>"``: with it
+any orchestrator of the group applies the message, without it only the one that served the
+request knows it (docs/LEARNING.md).
+
 `FeedbackApplier` is the transport-free core: it parses and checks a message (the same limits
-as the RPC), then applies it through ``Learning.feedback`` — the very call
+as the RPC), then applies it through ``Learning.apply_feedback`` — the very call
 ``OrchestratorServicer.Feedback`` makes — so the stream and the RPC cannot drift. Outcomes:
 
-- ``applied``: the learner/bandit took it (durable in KV when ``feedback`` returns) -> ack.
+- ``applied``: the learner/bandit took it (durable in KV when ``apply_feedback`` returns) ->
+  ack.
 - ``duplicate``: this request id was applied already (JetStream delivers at least once: a
   redelivery after a lost ack, or the same label published twice) -> ack, not applied again.
   Applied ids are remembered (bounded, `applied_ttl_s`); publishers should also set the
@@ -31,6 +36,8 @@ arrival order.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -43,7 +50,7 @@ from typing import Any
 
 from meshserve.errors import InvalidInputError, MeshError, NotFoundError, OutOfRangeError
 from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
-from meshserve.orchestrator.learning_port import Learning
+from meshserve.orchestrator.learning_port import Feedback, Learning
 from meshserve.orchestrator.logic.metrics import STREAM_MESSAGES
 
 __all__ = [
@@ -114,8 +121,8 @@ class FeedbackApplier:
         self._clock = clock
         self._in_flight: set[str] = set()
 
-    def parse(self, data: bytes) -> tuple[str, float | None, int | None]:
-        """(request_id, reward, label) of a message; InvalidInputError saying what is wrong."""
+    def parse(self, data: bytes) -> Feedback:
+        """The Feedback a message carries; InvalidInputError saying what is wrong."""
         shown = data[:120]
         try:
             body = json.loads(data.decode("utf-8"))
@@ -139,10 +146,20 @@ class FeedbackApplier:
                 raise InvalidInputError(f"feedback 'reward' must be a number: {shown!r}")
             if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
                 raise InvalidInputError(f"feedback 'reward' {reward} must be in [0, 1]")
-            return request_id, float(reward), None
+            return Feedback(request_id, reward=float(reward), token=self._token(body, shown))
         if isinstance(label, bool) or not isinstance(label, int):
             raise InvalidInputError(f"feedback 'label' must be an integer: {shown!r}")
-        return request_id, None, label
+        return Feedback(request_id, label=label, token=self._token(body, shown))
+
+    def _token(self, body: dict[str, Any], shown: bytes) -> bytes:
+        token = body.get("feedback_token", "")
+        if not isinstance(token, str):
+            raise InvalidInputError(f"feedback 'feedback_token' must be base64 text: {shown!r}")
+        check_string("feedback feedback_token", token, self.limits, "max_string_chars")
+        try:
+            return base64.b64decode(token, validate=True)
+        except binascii.Error:
+            raise InvalidInputError(f"feedback 'feedback_token' is not base64: {shown!r}") from None
 
     def _seen(self, request_id: str) -> bool:
         now = self._clock()
@@ -156,20 +173,18 @@ class FeedbackApplier:
     async def handle(self, data: bytes, deliveries: int = 1) -> Outcome:
         """Apply one message (`deliveries`: how often the stream delivered it, this time too)."""
         try:
-            request_id, reward, label = self.parse(data)
+            feedback = self.parse(data)
         except MeshError as exc:
             return Outcome(DEAD_LETTERED, "malformed", exc.message)
+        request_id = feedback.request_id
         if self._seen(request_id):
             return Outcome(DUPLICATE, detail=f"request {request_id!r} was applied already")
         if request_id in self._in_flight:
             return Outcome(RETRIED, detail=f"request {request_id!r} is being applied")
         self._in_flight.add(request_id)
         try:
-            # The same entry point as OrchestratorServicer.Feedback (Learning.feedback).
-            if reward is not None:
-                applied = await self.learning.feedback(request_id, reward=reward)
-            else:
-                applied = await self.learning.feedback(request_id, label=label)
+            # The same entry point as OrchestratorServicer.Feedback.
+            outcome = await self.learning.apply_feedback(feedback)
         except (InvalidInputError, OutOfRangeError) as exc:
             return Outcome(DEAD_LETTERED, "malformed", exc.message)
         except NotFoundError as exc:
@@ -182,7 +197,9 @@ class FeedbackApplier:
         finally:
             self._in_flight.discard(request_id)
         self._applied[request_id] = self._clock()
-        return Outcome(APPLIED, applied_to=tuple(applied))
+        if outcome.duplicate:  # applied before, through the RPC or another orchestrator
+            return Outcome(DUPLICATE, detail=f"request {request_id!r} was applied already")
+        return Outcome(APPLIED, applied_to=outcome.applied)
 
 
 class FeedbackStreamConsumer:

@@ -10,8 +10,6 @@ from meshserve.telemetry.metrics import build
 
 __all__ = [
     "AUTH_REFUSED",
-    "LEARNER_FEEDBACK",
-    "LEARNER_REWARD",
     "PLAN_DECISIONS",
     "PLAN_LATENCY",
     "PLAN_REQUESTS",
@@ -30,6 +28,4 @@ SHADOW_COMPARED_ROWS = build(catalog.SHADOW_COMPARED_ROWS)
 SHADOW_AGREED_ROWS = build(catalog.SHADOW_AGREED_ROWS)
 SHADOW_CANDIDATE_ERRORS = build(catalog.SHADOW_CANDIDATE_ERRORS)
 SHADOW_LATENCY = build(catalog.SHADOW_LATENCY)
-LEARNER_FEEDBACK = build(catalog.LEARNER_FEEDBACK)
-LEARNER_REWARD = build(catalog.LEARNER_REWARD)
 AUTH_REFUSED = build(catalog.AUTH_REFUSED)

@@ -95,6 +95,8 @@ class OrchestratorConfig:
     # `orchestrator serve --workers N` (meshserve.orchestrator.workers), off otherwise.
     reuse_port: bool = False
     admin_token: str = field(default="", repr=False)
+    # HMAC keys of feedback tokens (first signs, all verify); () = one shared via Consul KV.
+    feedback_keys: tuple[str, ...] = field(default=(), repr=False)
     instance_id: str = ""
     python_plans: tuple[tuple[str, str], ...] = ()  # (plan name, "module:attr")
     # Modules python plan targets may come from (with those of python_plans and logic_modules):
@@ -383,6 +385,7 @@ class OrchestratorServer:
             leader=self.election,
             deployer=deployer,
             instance_id=instance_id,
+            feedback_keys=[k.encode() for k in self.config.feedback_keys],
         )
         await hub.start()
         return hub

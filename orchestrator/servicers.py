@@ -10,13 +10,13 @@ import grpc
 
 from meshserve.contracts.live import ContractSet
 from meshserve.contracts.wire import contract_to_info, model_contract_from_metadata
-from meshserve.errors import InvalidInputError, NotFoundError
+from meshserve.errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from meshserve.grpc_errors import error_to_status, map_errors, map_stream_errors
-from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
+from meshserve.limits import DEFAULT_LIMITS, Limits
 from meshserve.names import check_name, quote
 from meshserve.orchestrator import converters
 from meshserve.orchestrator.admin import AdminCore
-from meshserve.orchestrator.engine import Engine
+from meshserve.orchestrator.engine import Engine, ExecutionResult
 from meshserve.orchestrator.learning_port import Learning
 from meshserve.orchestrator.plans.validate import MetadataLookup
 from meshserve.streams import fan_out
@@ -64,7 +64,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.ExecuteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> orchestrator_pb2.ExecuteResponse:
         call = converters.call_from_proto(request, call_remaining_s(context), self.limits)
-        return converters.result_to_proto(await self.engine.execute(call))
+        return self._respond(await self.engine.execute(call))
+
+    def _respond(self, result: ExecutionResult) -> orchestrator_pb2.ExecuteResponse:
+        response = converters.result_to_proto(result)
+        response.feedback_token = self.learning.token_for(result.request_id)
+        return response
 
     @map_stream_errors
     async def ExecuteStream(
@@ -79,7 +84,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             if not request.id:
                 raise InvalidInputError("ExecuteStream items need an 'id' to correlate")
             call = converters.call_from_proto(request, call_remaining_s(context), self.limits)
-            return converters.result_to_proto(await self.engine.execute(call))
+            return self._respond(await self.engine.execute(call))
 
         def failed(
             request: orchestrator_pb2.ExecuteRequest, exc: Exception
@@ -125,18 +130,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 async def give_feedback(
     learning: Learning, request: orchestrator_pb2.FeedbackRequest, limits: Limits
 ) -> orchestrator_pb2.FeedbackResponse:
-    """Feedback, transport-free (gRPC Feedback and HTTP ``POST /v1/feedback`` both call it)."""
-    if not request.request_id:
-        raise InvalidInputError("Feedback: 'request_id' is required")
-    check_string("Feedback request_id", request.request_id, limits, "max_string_chars")
-    signal = request.WhichOneof("signal")
-    if signal is None:
-        raise InvalidInputError("Feedback: set one of 'reward' (in [0, 1]) or 'label'")
-    if signal == "reward":
-        applied = await learning.feedback(request.request_id, reward=request.reward)
-    else:
-        applied = await learning.feedback(request.request_id, label=request.label)
-    return orchestrator_pb2.FeedbackResponse(accepted=True, applied_to=applied)
+    """Feedback, transport-free (gRPC Feedback and HTTP ``POST /v1/feedback`` both call it):
+    validated, then applied once through `Learning.apply_feedback`."""
+    outcome = await learning.apply_feedback(converters.feedback_from_proto(request, limits))
+    return converters.feedback_outcome_to_proto(outcome)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -236,6 +233,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         engine = self.core.engine
         stats_of = getattr(self.learning, "stats", None)
         bandits, learners = stats_of() if callable(stats_of) else ([], [])
+        summary_of = getattr(self.learning, "summary", None)
+        summary = summary_of() if callable(summary_of) else None
         models = await self.core.list_models(discover=False)
         return converters.stats_to_proto(
             plans=engine.stats.plans(),
@@ -246,7 +245,34 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             learners=learners,
             instance_id=self.instance_id,
             leader=self.is_leader(),
+            learning=summary,
         )
+
+    def _hub_method(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.learning, name, None)
+        if method is None:
+            raise FailedPreconditionError(f"{name}: no learning is configured on this orchestrator")
+        return method  # type: ignore[no-any-return]
+
+    @map_errors
+    async def ResetLearning(
+        self, request: admin_pb2.ResetLearningRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ResetLearningResponse:
+        existed = await self._hub_method("reset")(
+            plan=request.plan, step=request.step, learner=request.learner
+        )
+        return admin_pb2.ResetLearningResponse(existed=bool(existed))
+
+    @map_errors
+    async def RollbackLearner(
+        self,
+        request: admin_pb2.RollbackLearnerRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> admin_pb2.RollbackLearnerResponse:
+        if not request.learner:
+            raise InvalidInputError("RollbackLearner: 'learner' is required")
+        version = await self._hub_method("rollback_learner")(request.learner)
+        return admin_pb2.RollbackLearnerResponse(deployed_version=str(version))
 
     @map_errors
     async def ListShadowDisagreements(

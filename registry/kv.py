@@ -9,6 +9,7 @@ read) and verifies the checksum, raising KVIntegrityError when they do not match
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import hashlib
 import json
@@ -19,13 +20,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from consul.exceptions import ClientError as ConsulClientError
+
 from meshserve.errors import CheckAndSetError, InvalidInputError
 from meshserve.registry.blocking import BlockingOptions, BlockingQuery, Clock, Sleep
 from meshserve.registry.client import ConsulClient, duration, parse_index
 from meshserve.registry.config import ConsulConfig
 from meshserve.registry.errors import KVIntegrityError
 
-__all__ = ["CONSUL_MAX_VALUE_BYTES", "KV", "KVEntry"]
+__all__ = ["CONSUL_MAX_VALUE_BYTES", "KV", "KVEntry", "TxnOp"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,24 @@ class KVEntry:
             flags=int(item.get("Flags", 0)),
             session=str(item.get("Session") or ""),
         )
+
+
+@dataclass(frozen=True)
+class TxnOp:
+    """One operation of `KV.transact`: ``verb`` is Consul's ("cas": write `value` only while the
+    key's ModifyIndex is `index`, 0 meaning "only create"; "get"; "delete")."""
+
+    verb: str
+    key: str
+    value: bytes = b""
+    index: int = 0
+
+    def to_consul(self) -> dict[str, Any]:
+        op: dict[str, Any] = {"Verb": self.verb, "Key": self.key}
+        if self.verb == "cas":
+            op["Value"] = base64.b64encode(self.value).decode("ascii")
+            op["Index"] = self.index
+        return {"KV": op}
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -137,6 +158,26 @@ class KV:
         if not ok and strict:
             raise CheckAndSetError(_cas_message(key, cas))
         return ok
+
+    async def transact(self, ops: builtins.list[TxnOp]) -> builtins.list[KVEntry] | None:
+        """Apply `ops` atomically (Consul's /v1/txn); the entries the ops return (a "cas" returns
+        its key with the new ModifyIndex), or None when a check failed and nothing was applied."""
+        for op in ops:
+            _check_key(op.key)
+        payload = [op.to_consul() for op in ops]
+
+        async def run(c: Any) -> Any:
+            try:
+                return await c.txn.put(payload)
+            except ConsulClientError as exc:
+                if str(exc).startswith("409"):  # rolled back: a check-and-set did not hold
+                    return None
+                raise
+
+        result = await self._client.call(f"transaction on {ops[0].key!r}...", run)
+        if result is None:
+            return None
+        return [KVEntry.from_consul(r["KV"]) for r in result.get("Results") or () if "KV" in r]
 
     async def list(self, prefix: str) -> builtins.list[KVEntry]:
         """Every entry whose key starts with `prefix`, sorted by key."""

@@ -32,7 +32,17 @@ Invariants:
   the next, so writers can fence with it;
 * a session Consul no longer knows (expired, agent restarted) is replaced by a new one, never
   on a 404 alone (a restarting server answers 404 for sessions it has not replayed yet);
-* `stop()` destroys the session, which releases the lock at once.
+* `stop()` destroys the session, which releases the lock at once;
+* `start()` releases the lock from, and destroys, sessions with our name (same key and holder
+  id) that a killed earlier process left behind, so a restart with the same instance id leads
+  at once (two live processes must never share a holder id).
+
+Leadership-move bound after a leader dies without `stop()` (kill -9, host loss): Consul
+invalidates a TTL session between TTL and 2 x TTL after its last renewal, then refuses the
+lock for `lock_delay_s`; a follower's blocking query on the key wakes at once, so another
+process leads within ``2 * ttl_s + lock_delay_s`` plus one Consul round trip (about 20 s with
+the orchestrator's defaults, ttl 10 s, lock delay 0). The restarted process itself (same
+instance id) leads at once, by releasing its predecessor's session.
 """
 
 from __future__ import annotations
@@ -108,6 +118,27 @@ class _ConsulSessions:
             f"renew session {session_id}", lambda c: c.session.renew(session_id)
         )
 
+    async def release_previous(self, key: str) -> int:
+        """Release `key` from, and destroy, sessions of this name left by an earlier process
+        with the same holder id (killed, so never destroyed): a restart then leads at once
+        instead of waiting out the dead session's TTL. A release, unlike an invalidation,
+        has no lock delay. Returns how many sessions it destroyed."""
+        _, sessions = await self._client.call("list sessions", lambda c: c.session.list())
+        previous = [str(s["ID"]) for s in sessions or () if s.get("Name") == self._name]
+        for sid in previous:
+            await self._release(key, sid)
+            log.info("destroyed session %s left by an earlier process named %r", sid, self._name)
+        return len(previous)
+
+    async def _release(self, key: str, sid: str) -> None:
+        _, item = await self._client.call(f"read lock {key!r}", lambda c: c.kv.get(key))
+        if item and item.get("Session") == sid:
+            value = item.get("Value") or b""
+            await self._client.call(
+                f"release lock {key!r}", lambda c: c.kv.put(key, value, release=sid)
+            )
+        await self._client.call(f"destroy session {sid}", lambda c: c.session.destroy(sid))
+
     async def exists(self, session_id: str) -> bool:
         _, info = await self._client.call(
             f"look up session {session_id}",
@@ -154,9 +185,11 @@ class LeaderElection:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
-        ops = sessions or _ConsulSessions(
+        self._consul_sessions = _ConsulSessions(
             self._client, f"meshserve-leader {key} {holder_id}", ttl_s, self.options
         )
+        ops = sessions or self._consul_sessions
+        self._own_sessions = sessions is None
         self._keeper = SessionKeeper(
             ops, ttl_s, name=f"lock {key!r}", on_event=self._on_session,
             clock=clock, sleep=sleep, rng=rng,
@@ -200,9 +233,15 @@ class LeaderElection:
         self._subscribers.append(callback)
 
     async def start(self) -> None:
-        """Start contending in the background (returns at once)."""
+        """Release what a dead earlier process with our holder id held, then start
+        contending in the background (returns at once)."""
         if self._tasks:
             return
+        if self._own_sessions:
+            try:
+                await self._consul_sessions.release_previous(self.key)
+            except MeshError as exc:  # Consul down: its TTL ends the old session instead
+                log.warning("releasing the previous session of %s failed: %s", self.holder_id, exc)
         self._tasks = [
             asyncio.create_task(self._contend(), name=f"leader-{self.key}"),
             asyncio.create_task(self._keeper.run(), name=f"leader-renew-{self.key}"),

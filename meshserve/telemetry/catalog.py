@@ -183,16 +183,31 @@ DATAPATH_SERVER_BATCH_ROWS = _histogram(
 )
 
 # ----- orchestrator: online learning (orchestrator/learning/) ------------------------------
-LEARNER_FEEDBACK = _counter(
-    "meshserve_learner_feedback_total",
-    "Feedback records applied, per learner (a bandit's 'plan/step' or a learner's name)",
+BANDIT_REWARDS = _counter(
+    "meshserve_bandit_rewards_total",
+    "Rewards this orchestrator applied, per bandit arm (per-user bandits count under their arm)",
+    L_PLAN, L_STEP, L_ARM,
+)  # fmt: skip
+BANDIT_REWARD_SUM = _counter(
+    "meshserve_bandit_reward_sum_total",
+    "Sum of the rewards this orchestrator applied, per arm (rate / rewards rate = mean reward)",
+    L_PLAN, L_STEP, L_ARM,
+)  # fmt: skip
+FEEDBACK_OUTCOMES = _counter(
+    "meshserve_feedback_total",
+    "Feedback per step: applied now, or already applied (duplicate)",
+    L_OUTCOME,
+)
+LEARNER_VERSION = _gauge(
+    "meshserve_learner_deployed_version",
+    "Number of the deployed version (v<N>) of a learner",
     L_LEARNER,
 )
-LEARNER_REWARD = _counter(
-    "meshserve_learner_reward_total",
-    "Sum of rewards fed back, per learner and arm (rate / feedback rate = mean reward)",
-    L_LEARNER, L_ARM,
-)  # fmt: skip
+LEARNER_HOLDOUT_ACCURACY = _gauge(
+    "meshserve_learner_holdout_accuracy",
+    "Holdout accuracy of a learner's deployed version",
+    L_LEARNER,
+)
 AUTH_REFUSED = _counter(
     "meshserve_auth_refused_total",
     "Calls refused by authentication (UNAUTHENTICATED) or by a token's plan scope "

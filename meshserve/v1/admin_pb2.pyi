@@ -7,6 +7,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResetLearningRequest(_message.Message):
+    __slots__ = ("plan", "step", "learner")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    step: str
+    learner: str
+    def __init__(self, plan: _Optional[str] = ..., step: _Optional[str] = ..., learner: _Optional[str] = ...) -> None: ...
+
+class ResetLearningResponse(_message.Message):
+    __slots__ = ("existed",)
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    def __init__(self, existed: _Optional[bool] = ...) -> None: ...
+
+class RollbackLearnerRequest(_message.Message):
+    __slots__ = ("learner",)
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    learner: str
+    def __init__(self, learner: _Optional[str] = ...) -> None: ...
+
+class RollbackLearnerResponse(_message.Message):
+    __slots__ = ("deployed_version",)
+    DEPLOYED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    deployed_version: str
+    def __init__(self, deployed_version: _Optional[str] = ...) -> None: ...
+
 class ApplyPlanRequest(_message.Message):
     __slots__ = ("plan", "plan_text", "expected_version", "dry_run", "breaking_change")
     PLAN_FIELD_NUMBER: _ClassVar[int]
@@ -330,7 +358,7 @@ class LearnerStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., updates: _Optional[int] = ..., deployed_version: _Optional[str] = ..., holdout_accuracy: _Optional[float] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("plans", "models", "shadows", "bandits", "learners", "retries_total", "ejections_total", "no_endpoint_failures_total", "instance_id", "leader")
+    __slots__ = ("plans", "models", "shadows", "bandits", "learners", "retries_total", "ejections_total", "no_endpoint_failures_total", "instance_id", "leader", "learning_digest", "feedback_applied_total", "feedback_duplicates_total")
     PLANS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     SHADOWS_FIELD_NUMBER: _ClassVar[int]
@@ -341,6 +369,9 @@ class Stats(_message.Message):
     NO_ENDPOINT_FAILURES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_APPLIED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_DUPLICATES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     plans: _containers.RepeatedCompositeFieldContainer[PlanStats]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     shadows: _containers.RepeatedCompositeFieldContainer[ShadowStats]
@@ -351,7 +382,10 @@ class Stats(_message.Message):
     no_endpoint_failures_total: int
     instance_id: str
     leader: bool
-    def __init__(self, plans: _Optional[_Iterable[_Union[PlanStats, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowStats, _Mapping]]] = ..., bandits: _Optional[_Iterable[_Union[BanditStats, _Mapping]]] = ..., learners: _Optional[_Iterable[_Union[LearnerStats, _Mapping]]] = ..., retries_total: _Optional[int] = ..., ejections_total: _Optional[int] = ..., no_endpoint_failures_total: _Optional[int] = ..., instance_id: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+    learning_digest: str
+    feedback_applied_total: int
+    feedback_duplicates_total: int
+    def __init__(self, plans: _Optional[_Iterable[_Union[PlanStats, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[ShadowStats, _Mapping]]] = ..., bandits: _Optional[_Iterable[_Union[BanditStats, _Mapping]]] = ..., learners: _Optional[_Iterable[_Union[LearnerStats, _Mapping]]] = ..., retries_total: _Optional[int] = ..., ejections_total: _Optional[int] = ..., no_endpoint_failures_total: _Optional[int] = ..., instance_id: _Optional[str] = ..., leader: _Optional[bool] = ..., learning_digest: _Optional[str] = ..., feedback_applied_total: _Optional[int] = ..., feedback_duplicates_total: _Optional[int] = ...) -> None: ...
 
 class InjectFaultRequest(_message.Message):
     __slots__ = ("model", "instance_id", "delay_ms", "delay_rate", "abort_rate", "abort_code", "duration_ms")

@@ -110,6 +110,16 @@ class AdminStub:
                 request_serializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsRequest.SerializeToString,
                 response_deserializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsResponse.FromString,
                 _registered_method=True)
+        self.ResetLearning = channel.unary_unary(
+                '/meshserve.v1.Admin/ResetLearning',
+                request_serializer=meshserve_dot_v1_dot_admin__pb2.ResetLearningRequest.SerializeToString,
+                response_deserializer=meshserve_dot_v1_dot_admin__pb2.ResetLearningResponse.FromString,
+                _registered_method=True)
+        self.RollbackLearner = channel.unary_unary(
+                '/meshserve.v1.Admin/RollbackLearner',
+                request_serializer=meshserve_dot_v1_dot_admin__pb2.RollbackLearnerRequest.SerializeToString,
+                response_deserializer=meshserve_dot_v1_dot_admin__pb2.RollbackLearnerResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -212,6 +222,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetLearning(self, request, context):
+        """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+        group drops it at its next reload. Bandits and learners are listed by GetStats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackLearner(self, request, context):
+        """Send a learner's traffic back to its standby version (answered by the leader only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +314,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListShadowDisagreements,
                     request_deserializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsRequest.FromString,
                     response_serializer=meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsResponse.SerializeToString,
+            ),
+            'ResetLearning': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetLearning,
+                    request_deserializer=meshserve_dot_v1_dot_admin__pb2.ResetLearningRequest.FromString,
+                    response_serializer=meshserve_dot_v1_dot_admin__pb2.ResetLearningResponse.SerializeToString,
+            ),
+            'RollbackLearner': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackLearner,
+                    request_deserializer=meshserve_dot_v1_dot_admin__pb2.RollbackLearnerRequest.FromString,
+                    response_serializer=meshserve_dot_v1_dot_admin__pb2.RollbackLearnerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -696,6 +731,60 @@ class Admin:
             '/meshserve.v1.Admin/ListShadowDisagreements',
             meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsRequest.SerializeToString,
             meshserve_dot_v1_dot_admin__pb2.ListShadowDisagreementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetLearning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.v1.Admin/ResetLearning',
+            meshserve_dot_v1_dot_admin__pb2.ResetLearningRequest.SerializeToString,
+            meshserve_dot_v1_dot_admin__pb2.ResetLearningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackLearner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.v1.Admin/RollbackLearner',
+            meshserve_dot_v1_dot_admin__pb2.RollbackLearnerRequest.SerializeToString,
+            meshserve_dot_v1_dot_admin__pb2.RollbackLearnerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,12 @@ class AdminStub:
     """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
     Consul KV, shared by every orchestrator of the namespace).
     """
+    ResetLearning: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResetLearningRequest, _admin_pb2.ResetLearningResponse]
+    """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+    group drops it at its next reload. Bandits and learners are listed by GetStats.
+    """
+    RollbackLearner: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RollbackLearnerRequest, _admin_pb2.RollbackLearnerResponse]
+    """Send a learner's traffic back to its standby version (answered by the leader only)."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -82,6 +88,12 @@ class AdminAsyncStub(AdminStub):
     """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
     Consul KV, shared by every orchestrator of the namespace).
     """
+    ResetLearning: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResetLearningRequest, _admin_pb2.ResetLearningResponse]  # type: ignore[assignment]
+    """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+    group drops it at its next reload. Bandits and learners are listed by GetStats.
+    """
+    RollbackLearner: _aio.UnaryUnaryMultiCallable[_admin_pb2.RollbackLearnerRequest, _admin_pb2.RollbackLearnerResponse]  # type: ignore[assignment]
+    """Send a learner's traffic back to its standby version (answered by the leader only)."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -196,5 +208,23 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """A bounded sample of requests where a shadow candidate disagreed with the primary (durable in
         Consul KV, shared by every orchestrator of the namespace).
         """
+
+    @_abc_1.abstractmethod
+    def ResetLearning(
+        self,
+        request: _admin_pb2.ResetLearningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResetLearningResponse, _abc.Awaitable[_admin_pb2.ResetLearningResponse]]:
+        """Forget what one bandit step (plan + step) or one learner learned; every orchestrator of the
+        group drops it at its next reload. Bandits and learners are listed by GetStats.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackLearner(
+        self,
+        request: _admin_pb2.RollbackLearnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RollbackLearnerResponse, _abc.Awaitable[_admin_pb2.RollbackLearnerResponse]]:
+        """Send a learner's traffic back to its standby version (answered by the leader only)."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

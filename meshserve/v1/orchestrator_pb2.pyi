@@ -84,7 +84,7 @@ class ExecuteRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_version: _Optional[int] = ..., inputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., routing_key: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("id", "plan", "plan_version", "outputs", "status", "trace_id", "decisions", "latency_ms")
+    __slots__ = ("id", "plan", "plan_version", "outputs", "status", "trace_id", "decisions", "latency_ms", "feedback_token")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class ExecuteResponse(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     plan: str
     plan_version: int
@@ -115,22 +116,29 @@ class ExecuteResponse(_message.Message):
     trace_id: str
     decisions: _containers.ScalarMap[str, str]
     latency_ms: float
-    def __init__(self, id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_version: _Optional[int] = ..., outputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., status: _Optional[_Union[_tensor_pb2.Status, _Mapping]] = ..., trace_id: _Optional[str] = ..., decisions: _Optional[_Mapping[str, str]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    feedback_token: bytes
+    def __init__(self, id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_version: _Optional[int] = ..., outputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., status: _Optional[_Union[_tensor_pb2.Status, _Mapping]] = ..., trace_id: _Optional[str] = ..., decisions: _Optional[_Mapping[str, str]] = ..., latency_ms: _Optional[float] = ..., feedback_token: _Optional[bytes] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("request_id", "reward", "label")
+    __slots__ = ("request_id", "reward", "label", "token")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     reward: float
     label: int
-    def __init__(self, request_id: _Optional[str] = ..., reward: _Optional[float] = ..., label: _Optional[int] = ...) -> None: ...
+    token: bytes
+    def __init__(self, request_id: _Optional[str] = ..., reward: _Optional[float] = ..., label: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
-    __slots__ = ("accepted", "applied_to")
+    __slots__ = ("accepted", "applied_to", "already_applied", "duplicate")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     APPLIED_TO_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     applied_to: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, accepted: _Optional[bool] = ..., applied_to: _Optional[_Iterable[str]] = ...) -> None: ...
+    already_applied: _containers.RepeatedScalarFieldContainer[str]
+    duplicate: bool
+    def __init__(self, accepted: _Optional[bool] = ..., applied_to: _Optional[_Iterable[str]] = ..., already_applied: _Optional[_Iterable[str]] = ..., duplicate: _Optional[bool] = ...) -> None: ...

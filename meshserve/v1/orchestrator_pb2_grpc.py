@@ -74,8 +74,9 @@ class OrchestratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Feedback(self, request, context):
-        """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
-        feedback is durable.
+        """Rate an earlier execution (reward for bandits, label for online learners). Any orchestrator
+        of the group accepts it (send the response's feedback_token back); acknowledged feedback is
+        durable and applied exactly once per request and step (docs/LEARNING.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

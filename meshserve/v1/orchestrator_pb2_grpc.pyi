@@ -36,8 +36,9 @@ class OrchestratorStub:
     ExecuteStream: _grpc.StreamStreamMultiCallable[_orchestrator_pb2.ExecuteRequest, _orchestrator_pb2.ExecuteResponse]
     """Many executions over one stream; responses come back as they finish, correlated by id."""
     Feedback: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.FeedbackRequest, _orchestrator_pb2.FeedbackResponse]
-    """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
-    feedback is durable.
+    """Rate an earlier execution (reward for bandits, label for online learners). Any orchestrator
+    of the group accepts it (send the response's feedback_token back); acknowledged feedback is
+    durable and applied exactly once per request and step (docs/LEARNING.md).
     """
     GetContract: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetContractRequest, _orchestrator_pb2.ContractInfo]
     """The typed gRPC contract of a plan (its active version) or of a model, as served now: its
@@ -52,8 +53,9 @@ class OrchestratorAsyncStub(OrchestratorStub):
     ExecuteStream: _aio.StreamStreamMultiCallable[_orchestrator_pb2.ExecuteRequest, _orchestrator_pb2.ExecuteResponse]  # type: ignore[assignment]
     """Many executions over one stream; responses come back as they finish, correlated by id."""
     Feedback: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.FeedbackRequest, _orchestrator_pb2.FeedbackResponse]  # type: ignore[assignment]
-    """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
-    feedback is durable.
+    """Rate an earlier execution (reward for bandits, label for online learners). Any orchestrator
+    of the group accepts it (send the response's feedback_token back); acknowledged feedback is
+    durable and applied exactly once per request and step (docs/LEARNING.md).
     """
     GetContract: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetContractRequest, _orchestrator_pb2.ContractInfo]  # type: ignore[assignment]
     """The typed gRPC contract of a plan (its active version) or of a model, as served now: its
@@ -83,8 +85,9 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.FeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.FeedbackResponse, _abc.Awaitable[_orchestrator_pb2.FeedbackResponse]]:
-        """Rate an earlier execution (reward for bandits, label for online learners). Acknowledged
-        feedback is durable.
+        """Rate an earlier execution (reward for bandits, label for online learners). Any orchestrator
+        of the group accepts it (send the response's feedback_token back); acknowledged feedback is
+        durable and applied exactly once per request and step (docs/LEARNING.md).
         """
 
     @_abc_1.abstractmethod

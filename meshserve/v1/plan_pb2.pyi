@@ -30,6 +30,7 @@ class BanditPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BANDIT_POLICY_UNSPECIFIED: _ClassVar[BanditPolicy]
     BANDIT_POLICY_THOMPSON: _ClassVar[BanditPolicy]
     BANDIT_POLICY_EPSILON_GREEDY: _ClassVar[BanditPolicy]
+    BANDIT_POLICY_LINUCB: _ClassVar[BanditPolicy]
 AGGREGATION_UNSPECIFIED: Aggregation
 AGGREGATION_MEAN: Aggregation
 AGGREGATION_WEIGHTED_MEAN: Aggregation
@@ -43,6 +44,7 @@ SHADOW_COMPARISON_REGRESSION: ShadowComparison
 BANDIT_POLICY_UNSPECIFIED: BanditPolicy
 BANDIT_POLICY_THOMPSON: BanditPolicy
 BANDIT_POLICY_EPSILON_GREEDY: BanditPolicy
+BANDIT_POLICY_LINUCB: BanditPolicy
 
 class Plan(_message.Message):
     __slots__ = ("name", "version", "description", "inputs", "steps", "outputs", "python", "created_unix_ms", "output_specs", "typed")
@@ -221,15 +223,23 @@ class ShadowStep(_message.Message):
     def __init__(self, primary: _Optional[_Union[Branch, _Mapping]] = ..., candidate: _Optional[_Union[Branch, _Mapping]] = ..., sample_rate: _Optional[float] = ..., compare_output: _Optional[str] = ..., comparison: _Optional[_Union[ShadowComparison, str]] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class BanditStep(_message.Message):
-    __slots__ = ("arms", "policy", "epsilon", "context_attribute", "seed")
+    __slots__ = ("arms", "policy", "epsilon", "context_attribute", "seed", "feature_attributes", "features_input", "exploration", "personalize_by")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_INPUT_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZE_BY_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[Branch]
     policy: BanditPolicy
     epsilon: float
     context_attribute: str
     seed: int
-    def __init__(self, arms: _Optional[_Iterable[_Union[Branch, _Mapping]]] = ..., policy: _Optional[_Union[BanditPolicy, str]] = ..., epsilon: _Optional[float] = ..., context_attribute: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    feature_attributes: _containers.RepeatedScalarFieldContainer[str]
+    features_input: str
+    exploration: float
+    personalize_by: str
+    def __init__(self, arms: _Optional[_Iterable[_Union[Branch, _Mapping]]] = ..., policy: _Optional[_Union[BanditPolicy, str]] = ..., epsilon: _Optional[float] = ..., context_attribute: _Optional[str] = ..., seed: _Optional[int] = ..., feature_attributes: _Optional[_Iterable[str]] = ..., features_input: _Optional[str] = ..., exploration: _Optional[float] = ..., personalize_by: _Optional[str] = ...) -> None: ...

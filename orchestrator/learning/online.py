@@ -34,6 +34,8 @@ __all__ = ["Deployer", "LearnerConfig", "LearnerSlot"]
 
 log = logging.getLogger(__name__)
 
+MAX_HISTORY = 50  # version history entries kept per learner (the KV document stays bounded)
+
 
 class Deployer(Protocol):
     """Starts model versions and moves traffic between them (see learning.rollout)."""
@@ -132,6 +134,7 @@ class LearnerSlot:
         self.lock = asyncio.Lock()
         self.rollout_lock = asyncio.Lock()
         self.rollout_queued = False  # a rollout task is scheduled and has not snapshotted yet
+        self.published = False  # stored in KV (so every orchestrator can apply its labels)
         self.holdout = _holdout(config.holdout_path)
         self.live: deque[tuple[bool, bool]] = deque(maxlen=max(1, config.live_window))
 
@@ -140,7 +143,7 @@ class LearnerSlot:
         return {
             "config": asdict(self.config),
             "model": (model or self.model).to_json(),
-            "history": self.history,
+            "history": self.history[-MAX_HISTORY:],
             "deployed_version": self.deployed_version,
             "deployed_accuracy": self.deployed_accuracy,
             "deployed_model": self.deployed_model.to_json() if self.deployed_model else None,
@@ -155,7 +158,7 @@ class LearnerSlot:
         config = LearnerConfig(**data["config"])
         slot = cls(config)
         slot.model = SoftmaxRegression.from_json(data["model"])
-        slot.history = list(data.get("history", []))
+        slot.history = list(data.get("history", []))[-MAX_HISTORY:]
         slot.deployed_version = str(data.get("deployed_version", ""))
         slot.deployed_accuracy = float(data.get("deployed_accuracy", 0.0))
         if data.get("deployed_model"):
@@ -165,6 +168,7 @@ class LearnerSlot:
             slot.standby_model = SoftmaxRegression.from_json(data["standby_model"])
         slot.next_version = int(data.get("next_version", 1))
         slot.last_export_updates = int(data.get("last_export_updates", 0))
+        slot.published = True
         return slot
 
     def adopt(self, other: LearnerSlot) -> None:
@@ -172,6 +176,13 @@ class LearnerSlot:
         for name, value in vars(other).items():
             if name not in ("lock", "rollout_lock", "rollout_queued"):
                 setattr(self, name, value)
+
+    def adopt_versions(self, data: Mapping[str, Any]) -> None:
+        """After a lost CAS while resetting: take the stored version bookkeeping, keep the
+        fresh weights."""
+        model = self.model
+        self.adopt(LearnerSlot.from_json(data))
+        self.model = model
 
     # -- learning ---------------------------------------------------------------------------
     def check(self, features: Any) -> np.ndarray:

@@ -4,8 +4,9 @@ Keys (prefix ``meshserve/learning/``): ``bandits/<plan>/<step>`` (posteriors per
 and ``learners/<name>`` (weights, counters, version history). Every write carries the
 ModifyIndex this process last read or wrote (0 for "must not exist yet"); a lost race raises
 CheckAndSetError, so two writers can never silently overwrite each other. The KV object is
-`meshserve.registry.KV` in production; anything with the same async `get`/`put` works in unit
-tests of the logic above it.
+`meshserve.registry.KV` in production; anything with the same async `get`/`put`/`transact`
+works in unit tests of the logic above it. `save(..., marker=...)` writes the document and
+creates a marker key in one transaction (feedback.py: exactly-once feedback).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from meshserve.errors import CheckAndSetError
 from meshserve.names import kv_key
+from meshserve.registry.kv import TxnOp
 
 __all__ = ["PREFIX", "KVLike", "StateStore", "bandit_key", "learner_key"]
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
 
 PREFIX = "meshserve/learning/"
 
@@ -32,6 +35,8 @@ class KVLike(Protocol):
     async def get(self, key: str) -> Any: ...
 
     async def put(self, key: str, value: bytes, cas: int | None = None) -> bool: ...
+
+    async def transact(self, ops: list[TxnOp]) -> Any: ...
 
 
 def bandit_key(plan: str, step: str, prefix: str = PREFIX) -> str:
@@ -65,8 +70,12 @@ class StateStore:
             raise CheckAndSetError(f"learning state at {key!r} is not a JSON object")
         return data
 
-    async def save(self, key: str, document: Mapping[str, Any]) -> None:
-        """Write `document` if nobody wrote `key` since we last read or wrote it."""
+    async def save(
+        self, key: str, document: Mapping[str, Any], marker: tuple[str, bytes] | None = None
+    ) -> bool:
+        """Write `document` if nobody wrote `key` since we last read or wrote it; with `marker`
+        (key, value) also create that key in the same transaction. False (nothing written) when
+        the marker exists already; CheckAndSetError when `key` changed."""
         # A key never read is expected not to exist (cas=0): loading its index here would let a
         # write based on state we never saw replace someone else's document.
         self._index.setdefault(key, 0)
@@ -75,6 +84,8 @@ class StateStore:
                 f"learning state {key!r} was overwritten by another writer; reload and retry"
             )
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        if marker is not None:
+            return await self._save_marked(key, body, marker)
         ok = await _maybe(self._kv.put(key, body, cas=self._index[key]))
         if not ok:
             raise CheckAndSetError(
@@ -88,6 +99,50 @@ class StateStore:
             self._index[key] = int(entry.modify_index)
         else:
             self._index[key] = -1
+        return True
+
+    async def _save_marked(self, key: str, body: bytes, marker: tuple[str, bytes]) -> bool:
+        ops = [TxnOp("cas", key, body, self._index[key]), TxnOp("cas", marker[0], marker[1], 0)]
+        results = await _maybe(self._kv.transact(ops))
+        if results is None:
+            if await _maybe(self._kv.get(marker[0])) is not None:
+                return False
+            raise CheckAndSetError(
+                f"learning state {key!r} changed since index {self._index[key]} "
+                "(another orchestrator wrote it); reload and retry"
+            )
+        for entry in results:
+            if entry.key == key:
+                self._index[key] = int(entry.modify_index)
+        return True
+
+    async def save_retrying(
+        self,
+        key: str,
+        build: Callable[[], S],
+        encode: Callable[[S], Mapping[str, Any]],
+        reload: Callable[[dict[str, Any]], None],
+        marker: tuple[str, bytes] | None,
+        attempts: int,
+        pause: Callable[[int], Awaitable[None]],
+    ) -> S | None:
+        """Save what `build` makes (with `marker`); on a lost check-and-set `reload` the stored
+        document, `pause`, and build again, up to `attempts` times (then CheckAndSetError).
+        Returns what was saved, None when the marker existed (applied before)."""
+        for attempt in range(1, max(1, attempts) + 1):
+            built = build()
+            try:
+                saved = await self.save(key, encode(built), marker)
+            except CheckAndSetError:
+                if attempt >= attempts:
+                    raise
+                data = await self.load(key)
+                if data is not None:
+                    reload(data)
+                await pause(attempt)
+                continue
+            return built if saved else None
+        raise AssertionError("unreachable")
 
     def forget(self, key: str) -> None:
         self._index.pop(key, None)

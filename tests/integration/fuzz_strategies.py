@@ -186,6 +186,27 @@ def execute_requests(draw: st.DrawFn) -> orchestrator_pb2.ExecuteRequest:
     return request
 
 
+# -- Orchestrator.Feedback ----------------------------------------------------------------------
+
+token_like = st.one_of(
+    st.binary(max_size=300),
+    st.binary(min_size=40, max_size=300).map(lambda b: b"\x01" + b),  # version byte, junk
+    st.integers(min_value=65_000, max_value=70_000).map(lambda n: b"\x01" * n),  # over the limit
+    st.just(b""),
+)
+
+
+@st.composite
+def feedback_requests(draw: st.DrawFn) -> orchestrator_pb2.FeedbackRequest:
+    request = orchestrator_pb2.FeedbackRequest(request_id=draw(short_text), token=draw(token_like))
+    signal = draw(st.integers(min_value=0, max_value=2))
+    if signal == 0:
+        request.reward = draw(st.floats(allow_nan=True, allow_infinity=True))
+    elif signal == 1:
+        request.label = draw(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+    return request
+
+
 # -- Admin.ApplyPlan ----------------------------------------------------------------------------
 
 json_values = st.recursive(

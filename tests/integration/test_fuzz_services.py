@@ -1,6 +1,6 @@
 """Fuzz suite: hostile messages at real servers in real processes (ModelService.Infer, KServe V2
-ModelInfer, Orchestrator.Execute, Admin.ApplyPlan, the typed Predict of a replica and Execute of
-a plan, and undecodable raw bytes at every method).
+ModelInfer, Orchestrator.Execute, Orchestrator.Feedback, Admin.ApplyPlan, the typed Predict of a
+replica and Execute of a plan, and undecodable raw bytes at every method).
 
 Every call has a deadline. A pass means: no INTERNAL/UNKNOWN (or any status outside
 fuzz_strategies.CLEAN), no DEADLINE_EXCEEDED, the server answers a good request afterwards, its
@@ -204,6 +204,21 @@ def test_fuzz_execute(mesh: Mesh) -> None:
 
     good = lambda: _good_execute(mesh.orchestrator_channel)  # noqa: E731
     _run(mesh, mesh.orchestrator, "Orchestrator.Execute", fuzz, good)
+
+
+def test_fuzz_feedback(mesh: Mesh) -> None:
+    stub = orchestrator_pb2_grpc.OrchestratorStub(mesh.orchestrator_channel)
+
+    def fuzz(tally: fz.Tally) -> None:
+        @FUZZ_SETTINGS
+        @given(batches(fz.feedback_requests()))
+        def run(messages) -> None:
+            fz.send_batch(stub.Feedback, messages, tally)
+
+        run()
+
+    good = lambda: _good_execute(mesh.orchestrator_channel)  # noqa: E731
+    _run(mesh, mesh.orchestrator, "Orchestrator.Feedback", fuzz, good)
 
 
 def test_fuzz_apply_plan(mesh: Mesh) -> None:

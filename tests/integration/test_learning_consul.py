@@ -1,9 +1,10 @@
 """Learned state in a real Consul agent: durable feedback, restart resumes, CAS between writers,
-leader-only writes (real LeaderElection), and a learner version deployed as a real model service
-process that answers like the numpy weights."""
+feedback applied by a follower and seen by the leader (real LeaderElection), and a learner
+version deployed as a real model service process that answers like the numpy weights."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from meshserve.errors import UnavailableError
 from meshserve.orchestrator.learning import HubConfig, LearnerConfig, LearningHub
+from meshserve.orchestrator.learning.personal import PersonalConfig
 from meshserve.orchestrator.learning.rollout import DeployConfig, ProcessDeployer
+from meshserve.orchestrator.learning_port import Feedback
 from meshserve.orchestrator.store import TRAFFIC_PREFIX
 from meshserve.orchestrator.traffic_kv import TrafficPolicies
 from meshserve.registry import KV, ConsulConfig, EndpointWatcher, LeaderElection
@@ -73,7 +75,7 @@ async def test_two_writers_never_lose_an_update(kv, prefix):
     await two.stop()
 
 
-async def test_only_the_leader_writes(kv, prefix, consul_addr):
+async def test_a_follower_applies_feedback_and_the_leader_sees_it(kv, prefix, consul_addr):
     config = ConsulConfig(consul_addr)
     key = f"{prefix}leader"
     first = LeaderElection(config, key, "orch-1", ttl_s=10)
@@ -81,24 +83,28 @@ async def test_only_the_leader_writes(kv, prefix, consul_addr):
     await first.start()
     await first.wait_until_leader(10)
     await second.start()
-    leader = LearningHub(kv, config=HubConfig(kv_prefix=prefix), leader=first)
+    leader = LearningHub(
+        kv, config=HubConfig(kv_prefix=prefix, refresh_interval_s=0.2), leader=first
+    )
     follower = LearningHub(
         kv, config=HubConfig(kv_prefix=prefix, refresh_interval_s=0.2), leader=second,
         instance_id="orch-2",
     )  # fmt: skip
     await leader.start()
     await follower.start()
-    await follower.choose_arm(**ARGS, context="", request_id="f1", seed=1)
-    with pytest.raises(UnavailableError, match="orch-2 is a follower"):
-        await follower.feedback("f1", reward=1.0)
-    arm = await leader.choose_arm(**ARGS, context="", request_id="l1", seed=1)
-    await leader.feedback("l1", reward=1.0)
+    arm = await follower.choose_arm(**ARGS, context="", request_id="f1", seed=1)
+    assert await follower.feedback("f1", reward=1.0) == ["p/pick"]
+    # a token the follower issued, applied by the leader: already applied, so nothing twice
+    token = follower.token_for("f1")
+    outcome = await leader.apply_feedback(Feedback("f1", reward=1.0, token=token))
+    assert outcome.duplicate
 
-    # the follower picks the leader's state up from KV
+    # the leader picks the follower's write up from KV
     def alpha() -> float | None:
-        return {a.arm: a.alpha for s in follower.bandit_stats() for a in s.arms}.get(arm)
+        return {a.arm: a.alpha for s in leader.bandit_stats() for a in s.arms}.get(arm)
 
-    await wait_until(lambda: alpha() == 2.0, 5, f"the follower to see alpha 2.0 (at {alpha()})")
+    await wait_until(lambda: alpha() == 2.0, 5, f"the leader to see alpha 2.0 (at {alpha()})")
+    await wait_until(lambda: leader.digest() == follower.digest(), 5, "equal digests")
     await follower.stop()
     await leader.stop()
     await second.stop()
@@ -156,3 +162,44 @@ async def _deploy_and_check(hub, deployer, kv, config, model, holdout, x, y):
     served = to_numpy(reply.outputs["label"])
     expected = hub.learner("digits").deployed_model.predict(x[1400:1500])
     np.testing.assert_array_equal(served, expected)
+
+
+@pytest.mark.slow
+async def test_ten_thousand_users_bounded_memory_durable_state(kv, prefix):
+    """Per-user bandit statistics for 10k users in a real Consul: at most 500 users in memory,
+    every reward applied once (the stored totals), and a new hub reads the same per-user state."""
+    personal = PersonalConfig(max_users_in_memory=500)
+    config = HubConfig(kv_prefix=prefix, personal=personal)
+    hub = LearningHub(kv, config=config)
+    await hub.start()
+    args = {**ARGS, "policy": "thompson", "context": "", "seed": 3}
+    users = [f"user-{i:05d}" for i in range(10_000)]
+    peak = 0
+
+    async def serve(user: str) -> None:
+        nonlocal peak
+        rid = f"req-{user}"
+        arm = await hub.choose_arm(**args, request_id=rid, user=user)
+        reward = 1.0 if arm == ("a" if int(user[-1]) % 2 else "b") else 0.0
+        assert await hub.feedback(rid, reward=reward, token=hub.token_for(rid)) == ["p/pick"]
+        peak = max(peak, len(hub.bandits.personal_store("p", "pick")))
+
+    for start in range(0, len(users), 50):
+        await asyncio.gather(*(serve(u) for u in users[start : start + 50]))
+    assert peak <= 500
+    docs = [json.loads(e.value) for e in await kv.list(config.personal_prefix)]
+    stored = {d["user"]: d for d in docs}
+    assert len(stored) == 10_000
+    assert sum(int(v[1]) for e in stored.values() for v in e["arms"].values()) == 10_000
+    sample = users[::97]
+    before = {u: await hub.personal_arms("p", "pick", u) for u in sample}
+    await hub.stop()
+
+    again = LearningHub(kv, config=config)
+    await again.start()
+    for user in sample:
+        after = await again.personal_arms("p", "pick", user)
+        assert {a: (s.updates, s.alpha, s.beta) for a, s in after.items()} == {
+            a: (s.updates, s.alpha, s.beta) for a, s in before[user].items()
+        }
+    await again.stop()

@@ -6,7 +6,6 @@ feedback was acknowledged and the restarted one has the same posteriors and weig
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,67 +14,18 @@ import yaml
 
 from meshserve.orchestrator.learning import SoftmaxRegression
 from meshserve.tensors import from_numpy, to_numpy
-from meshserve.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from tests.integration.learning_helpers import (
+    arms_of,
+    model_service,
+    orchestrator,
+    stats,
+    wait_stats,
+    warm_up,
+)
 from tests.waiting import unless_unavailable, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TOKEN = "learning-test-token"
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
-
-
-def orchestrator(spawn, consul_addr: str, plans: Path, work: Path):
-    return spawn(
-        "orchestrator", "serve", "--port", "0", "--consul", consul_addr,
-        "--plans", str(plans), "--learning-dir", str(work), "--metrics-port", "-1",
-        env={"MESHSERVE_ADMIN_TOKEN": TOKEN},
-    )  # fmt: skip
-
-
-def model_service(spawn, consul_addr: str, models_dir: Path, name: str):
-    return spawn(
-        "model", "serve", str(models_dir / f"{name}.onnx"), "--name", name, "--version", "1",
-        "--port", "0", "--consul", consul_addr, "--metrics-port", "-1", "--threads", "1",
-    )  # fmt: skip
-
-
-async def stats(address: str) -> admin_pb2.Stats:
-    async with grpc.aio.insecure_channel(address) as channel:
-        return await admin_pb2_grpc.AdminStub(channel).GetStats(
-            admin_pb2.GetStatsRequest(), metadata=AUTH
-        )
-
-
-async def wait_stats(address: str, predicate, timeout_s: float) -> admin_pb2.Stats:
-    async def satisfied() -> admin_pb2.Stats | None:
-        current = await stats(address)
-        return current if predicate(current) else None
-
-    return await wait_until(satisfied, timeout_s, "stats satisfying the condition", 0.25)
-
-
-async def warm_up(address: str, plan: str, data: np.ndarray, timeout_s: float = 30) -> None:
-    """Run `plan` until its models answer (replicas pass their Consul check a moment after
-    they print READY)."""
-    request = orchestrator_pb2.ExecuteRequest(plan=plan, inputs={"input": from_numpy(data)})
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
-        await wait_until(
-            lambda: unless_unavailable(stub.Execute(request, timeout=10)),
-            timeout_s,
-            f"plan {plan} to answer",
-            0.25,
-            retry_on=(),
-        )
-
-
-def arms_of(s: admin_pb2.Stats, plan: str) -> list[tuple]:
-    return [
-        (a.context, a.arm, a.pulls, a.reward_sum, a.alpha, a.beta)
-        for b in s.bandits
-        if b.plan == plan
-        for a in b.arms
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +109,7 @@ async def test_bandit_converges_and_survives_restart(spawn, consul_addr, models_
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Feedback(orchestrator_pb2.FeedbackRequest(request_id="nope", reward=1.0))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        assert "'nope' has no pending bandit decision" in err.value.details()
+        assert "'nope' is not known to this orchestrator" in err.value.details()
     share = chosen[-60:].count("logreg") / 60
     assert share > 0.9, (share, chosen)
     before = arms_of(await stats(orch.address), plan)
@@ -253,9 +203,10 @@ async def test_online_learner_improves_deploys_and_survives_restart(
             )
             accuracies.append(learner_of(current).holdout_accuracy)
         assert accuracies[-1] > accuracies[0] > 0.5, accuracies
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Feedback(orchestrator_pb2.FeedbackRequest(request_id=f"{uid}-0", label=99))
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # already labelled
+        again = await stub.Feedback(
+            orchestrator_pb2.FeedbackRequest(request_id=f"{uid}-0", label=int(y[0]))
+        )
+        assert again.duplicate and list(again.already_applied) == [learner]  # labelled before
 
         async def served() -> np.ndarray:
             reply = await stub.Execute(

@@ -1,6 +1,6 @@
 """Hostile feedback stream messages: whatever the bytes, the applier answers with an outcome
 (never an exception), malformed ones are dead-lettered with a reason a person can act on, and a
-well-formed message reaches Learning.feedback exactly once per request id."""
+well-formed message reaches Learning.apply_feedback exactly once per request id."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from meshserve.orchestrator.feedback_stream import (
     DUPLICATE,
     FeedbackApplier,
 )
+from meshserve.orchestrator.learning_port import Feedback, FeedbackOutcome
 
 
 class Recording:
@@ -28,15 +29,17 @@ class Recording:
     async def choose_arm(self, **_: object) -> str:  # pragma: no cover - unused
         return ""
 
-    async def feedback(
-        self, request_id: str, *, reward: float | None = None, label: int | None = None
-    ) -> list[str]:
+    def token_for(self, request_id: str) -> bytes:  # pragma: no cover - unused
+        return b""
+
+    async def apply_feedback(self, feedback: Feedback) -> FeedbackOutcome:
+        request_id = feedback.request_id
         if request_id not in {f"r{i}" for i in range(10)} or any(
             r == request_id for r, _, _ in self.applied
         ):
             raise NotFoundError(f"request {request_id!r} has no pending decision")
-        self.applied.append((request_id, reward, label))
-        return ["p/step"]
+        self.applied.append((request_id, feedback.reward, feedback.label))
+        return FeedbackOutcome(request_id, ("p/step",))
 
 
 json_values = st.recursive(

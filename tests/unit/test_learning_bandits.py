@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meshserve.errors import InvalidInputError, NotFoundError, UnavailableError
+from meshserve.errors import InvalidInputError
 from meshserve.orchestrator.learning import LearningHub
 from meshserve.orchestrator.learning.bandits import ArmState, BanditState, choose, normalise_policy
 from meshserve.orchestrator.learning.decisions import DecisionMemory, Record
+from meshserve.orchestrator.learning_port import Feedback
 from tests.unit.memkv import MemoryKV
 
 ARMS = ["good", "bad"]
@@ -79,8 +80,9 @@ async def test_hub_feedback_updates_the_chosen_arm_per_context():
     arms = {(a.context, a.arm): a for a in hub.bandit_stats()[0].arms}
     assert arms[("gold", a1)].alpha == 2.0 and arms[("gold", a1)].pulls == 1
     assert arms[("", a2)].beta == 2.0
-    with pytest.raises(NotFoundError, match="already rated"):
-        await hub.feedback("r1", reward=1.0)
+    again = await hub.apply_feedback(Feedback("r1", reward=1.0))  # a retry: said, not applied
+    assert again.duplicate and again.already_applied == ("p/pick",) and again.applied == ()
+    assert {(a.context, a.arm): a.alpha for a in hub.bandit_stats()[0].arms}[("gold", a1)] == 2.0
     with pytest.raises(InvalidInputError, match=r"reward 1.5 must be in \[0, 1\]"):
         await hub.feedback("r2", reward=1.5)
     with pytest.raises(InvalidInputError, match="exactly one of"):
@@ -94,7 +96,7 @@ async def test_hub_feedback_updates_the_chosen_arm_per_context():
     await hub.stop()
 
 
-async def test_follower_refuses_feedback():
+async def test_a_follower_applies_feedback_too():
     class Follower:
         is_leader = False
 
@@ -104,8 +106,7 @@ async def test_follower_refuses_feedback():
         plan="p", step="s", arms=ARMS, policy="thompson", epsilon=0, context="",
         request_id="r", seed=0,
     )  # fmt: skip
-    with pytest.raises(UnavailableError, match="orch-2 is a follower"):
-        await hub.feedback("r", reward=1.0)
+    assert await hub.feedback("r", reward=1.0) == ["p/s"]
     await hub.stop()
 
 
@@ -121,5 +122,5 @@ async def test_failed_persist_is_not_acknowledged_and_can_be_retried():
     with pytest.raises(ConnectionError):
         await hub.feedback("r", reward=1.0)
     assert all(a.alpha == 1.0 for a in hub.bandit_stats()[0].arms)
-    assert await hub.feedback("r", reward=1.0) == ["p/s"]  # the decision was put back
+    assert await hub.feedback("r", reward=1.0) == ["p/s"]  # nothing was marked applied
     await hub.stop()

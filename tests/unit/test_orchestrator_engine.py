@@ -287,3 +287,51 @@ outputs: {label: ens.label, picked: pick.label}
 
 def test_errors_are_mesh_errors():
     assert issubclass(InvalidInputError, MeshError)
+
+
+LINUCB_PLAN = """
+name: contextual
+inputs: [{name: input, dtype: float32, shape: [-1, 64]}]
+steps:
+  - name: pick
+    inputs: {input: input.input}
+    bandit:
+      policy: linucb
+      feature_attributes: [age, score]
+      exploration: 0.5
+      arms: [{name: lr, model: logreg}, {name: mlp, model: mlp}]
+outputs: {label: pick.label}
+"""
+
+
+async def test_linucb_plan_learns_from_request_attributes(caller, digits):
+    from meshserve.orchestrator.learning import LearningHub
+    from meshserve.orchestrator.learning_port import Feedback
+    from tests.unit.memkv import MemoryKV
+
+    x, _ = digits
+    plan = parse_plan_text(LINUCB_PLAN)
+    await validate_plan(plan, ValidationContext(metadata=caller.metadata))
+    hub = LearningHub(MemoryKV())
+    await hub.start()
+    engine = _engine(caller, plan, learning=hub)
+    # young users are served well by lr, old ones by mlp: LinUCB learns the boundary
+    for i in range(120):
+        age = 20.0 if i % 2 else 70.0
+        call = ExecuteCall(
+            "contextual", {"input": x[:1]}, request_id=f"c{i}",
+            attributes={"age": str(age / 100), "score": "0.5"},
+        )  # fmt: skip
+        result = await engine.execute(call)
+        good = "lr" if age < 50 else "mlp"
+        reward = 1.0 if result.decisions["pick"] == good else 0.0
+        await hub.apply_feedback(Feedback(f"c{i}", reward=reward, token=hub.token_for(f"c{i}")))
+    picks = []
+    for age in (0.2, 0.7) * 10:
+        call = ExecuteCall("contextual", {"input": x[:1]}, attributes={"age": str(age)})
+        picks.append(((await engine.execute(call)).decisions["pick"], age))
+    assert sum(1 for arm, age in picks if arm == ("lr" if age < 0.5 else "mlp")) >= 18, picks
+    bad = ExecuteCall("contextual", {"input": x[:1]}, attributes={"age": "old"})
+    with pytest.raises(InvalidInputError, match="feature attribute 'age'='old' is not a number"):
+        await engine.execute(bad)
+    await hub.stop()
