@@ -48,7 +48,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from meshserve.errors import InvalidInputError, MeshError, NotFoundError, OutOfRangeError
+from meshserve.errors import (
+    InvalidInputError,
+    MeshError,
+    NotFoundError,
+    OutOfRangeError,
+    UnavailableError,
+)
 from meshserve.limits import DEFAULT_LIMITS, Limits, check_string
 from meshserve.orchestrator.learning_port import Feedback, Learning
 from meshserve.orchestrator.logic.metrics import STREAM_MESSAGES
@@ -81,6 +87,7 @@ class FeedbackStreamConfig:
     durable: str = "meshserve-orchestrator"
     batch: int = 64
     fetch_wait_s: float = 1.0
+    connect_timeout_s: float = 10.0  # at start: then UnavailableError (later: reconnects forever)
     ack_wait_s: float = 30.0
     max_deliver: int = 20
     retry_delay_s: float = 1.0
@@ -229,7 +236,22 @@ class FeedbackStreamConsumer:
         from nats.js.errors import NotFoundError as StreamNotFound
 
         cfg = self.config
-        self._nc = await nats.connect(cfg.url, connect_timeout=5, max_reconnect_attempts=-1)
+
+        async def on_error(exc: Exception) -> None:  # no traceback, no URL (credentials)
+            log.warning("feedback stream: NATS connection trouble: %s", type(exc).__name__)
+
+        try:
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    cfg.url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=on_error
+                ),
+                cfg.connect_timeout_s,
+            )
+        except Exception as exc:  # nats-py raises its own types; the URL may hold credentials
+            raise UnavailableError(
+                f"feedback stream: cannot reach NATS for subject {cfg.subject!r} "
+                f"({type(exc).__name__})"
+            ) from None
         self._js = self._nc.jetstream()
         try:
             await self._js.stream_info(cfg.stream)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from meshserve.errors import MeshError, UnavailableError
 
@@ -71,6 +71,7 @@ class KeyCoalescer(Generic[K, V]):
         future = self._pending.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_retrieve)  # its callers may have left (their deadline)
             self._pending[key] = future
         if self._flush_task is None or self._flush_task.done():
             self._full = asyncio.get_running_loop().create_future()
@@ -118,3 +119,8 @@ class KeyCoalescer(Generic[K, V]):
         for key, future in batch.items():
             if not future.done():
                 future.set_result(rows.get(key))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: no "exception was never retrieved" noise

@@ -18,6 +18,7 @@ file named by the plan), and no message or log line shows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -51,7 +52,12 @@ _CONNECTION_LOST = (
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    if isinstance(exc, _CONNECTION_LOST):
+    """Whether `exc` means this connection is unusable: lost, terminated by the server, or left
+    mid-protocol (asyncpg's InternalClientError when a terminated backend's last message races
+    a new query)."""
+    if isinstance(exc, TimeoutError):  # an OSError, but the deadline: asyncpg cancelled it
+        return False
+    if isinstance(exc, (*_CONNECTION_LOST, asyncpg.exceptions.InternalClientError)):
         return True
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
@@ -145,20 +151,29 @@ class PostgresPool:
             timeout = _left(deadline, f"PostgreSQL query ({self.source})")
             rows: list[asyncpg.Record] = await conn.fetch(query, arg, timeout=timeout)
             return rows
-        except (TimeoutError, asyncpg.QueryCanceledError):
-            raise DeadlineExceededError(
-                f"PostgreSQL query ({self.source}) cancelled at the request deadline: "
-                f"{query[:200]!r}"
-            ) from None
-        except (asyncpg.PostgresError, TypeError, ValueError) as exc:
+        except Exception as exc:
             if _connection_lost(exc):
-                raise
-            raise InvalidInputError(
-                f"PostgreSQL refused the query or its keys ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); query: {query[:200]!r}"
-            ) from None
+                with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have dropped it
+                    conn.terminate()  # never reused: the pool replaces it
+            raise self._converted(exc, query) from None
         finally:
             await pool.release(conn)
+
+    def _converted(self, exc: Exception, query: str) -> Exception:
+        """The meshserve error for a failed query (connection loss is kept for the retry)."""
+        if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+            return DeadlineExceededError(
+                f"PostgreSQL query ({self.source}) cancelled at the request deadline: "
+                f"{query[:200]!r}"
+            )
+        if _connection_lost(exc) or not isinstance(
+            exc, asyncpg.PostgresError | TypeError | ValueError
+        ):
+            return exc
+        return InvalidInputError(
+            f"PostgreSQL refused the query or its keys ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); query: {query[:200]!r}"
+        )
 
     async def _reset_if_broken(self) -> None:
         pool = self._pool

@@ -9,6 +9,7 @@ bind keys as parameters, so the text holds placeholders only).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -40,7 +41,15 @@ def client_span(name: str, attributes: Mapping[str, AttributeValue]) -> Iterator
 def db_attributes(system: str, query: str, **extra: Any) -> dict[str, AttributeValue]:
     """``db.*`` attributes of `query` on `system` ("postgresql", "sqlite", "redis"), plus `extra`
     (``None`` values dropped). Both the current (``db.system.name``, ``db.operation.name``) and
-    the older (``db.system``, ``db.operation``) names are set, for backends of either vintage."""
+    the older (``db.system``, ``db.operation``) names are set, for backends of either vintage.
+    Computed once per distinct arguments (a lookup's query text does not change)."""
+    return dict(_db_attributes(system, query, tuple(sorted(extra.items()))))
+
+
+@functools.lru_cache(maxsize=1024)
+def _db_attributes(
+    system: str, query: str, extra: tuple[tuple[str, Any], ...]
+) -> dict[str, AttributeValue]:
     operation = query.split(None, 1)[0].upper() if query.strip() else ""
     attrs: dict[str, Any] = {
         "db.system": system,
@@ -52,7 +61,7 @@ def db_attributes(system: str, query: str, **extra: Any) -> dict[str, AttributeV
     table = _TABLE.search(query)
     if table:
         attrs["db.collection.name"] = table.group(1).strip('"')
-    attrs.update({k: v for k, v in extra.items() if v is not None})
+    attrs.update({k: v for k, v in extra if v is not None})
     return attrs
 
 

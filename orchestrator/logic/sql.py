@@ -10,11 +10,12 @@ Values always travel as bound parameters, never formatted into the SQL text, so 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,22 +284,21 @@ async def sql_lookup(inputs: dict[str, Any], ctx: LogicContext) -> dict[str, Any
     keys = _keys_of(inputs[key_name], key_name)
     query = str(ctx.param("query"))
     dsn = secret_ref(ctx.params, "dsn", f"step {ctx.step!r}")
+    fetch: Callable[[], Awaitable[Mapping[Any, Any]]]
     if dsn is not None:
         lookup = postgres_lookup_for(ctx, dsn)
         pool = lookup.pool
-        attrs = db_attributes(
-            "postgresql", query, **{"db.namespace": pool.database,
-            "server.address": pool.server_address, "server.port": pool.server_port},
-        )  # fmt: skip
-        with client_span(db_span_name(attrs), attrs) as span:
-            by_key = await lookup.get(keys, ctx.deadline)
-            _record_rows(span, keys, by_key)
+        extra = {"db.namespace": pool.database, "server.address": pool.server_address,
+                 "server.port": pool.server_port}  # fmt: skip
+        attrs = db_attributes("postgresql", query, **extra)
+        fetch = functools.partial(lookup.get, keys, ctx.deadline)
     else:
         path = ctx.path_param("database")
         attrs = db_attributes("sqlite", query, **{"db.namespace": path})
-        with client_span(db_span_name(attrs), attrs) as span:
-            by_key = await rows_by_key(pool_for(ctx.plan, path), query, keys)
-            _record_rows(span, keys, by_key)
+        fetch = functools.partial(rows_by_key, pool_for(ctx.plan, path), query, keys)
+    with client_span(db_span_name(attrs), attrs) as span:
+        by_key = await fetch()
+        _record_rows(span, keys, by_key)
     return outputs_of_rows(keys, by_key, ctx)
 
 

@@ -1,6 +1,7 @@
-"""Hostile feedback stream messages: whatever the bytes, the applier answers with an outcome
-(never an exception), malformed ones are dead-lettered with a reason a person can act on, and a
-well-formed message reaches Learning.apply_feedback exactly once per request id."""
+"""The feedback applier (transport-free) and the consumer's start. Hostile messages: whatever
+the bytes, the applier answers with an outcome (never an exception), malformed ones are
+dead-lettered with a reason a person can act on, and a well-formed message reaches
+Learning.apply_feedback exactly once per request id; unreachable NATS fails start() clearly."""
 
 from __future__ import annotations
 
@@ -63,7 +64,10 @@ messages = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+_LOOP = asyncio.new_event_loop()  # one loop for every example (asyncio.run each is slow)
+
+
+@settings(max_examples=60, deadline=None)
 @given(st.lists(messages, max_size=12))
 def test_any_message_gets_an_outcome_and_ids_apply_once(batch):
     learning = Recording()
@@ -72,7 +76,7 @@ def test_any_message_gets_an_outcome_and_ids_apply_once(batch):
     async def run() -> list:
         return [await applier.handle(data) for data in batch]
 
-    outcomes = asyncio.run(run())
+    outcomes = _LOOP.run_until_complete(run())
     for outcome in outcomes:
         assert outcome.kind in (APPLIED, DUPLICATE, DEAD_LETTERED)
         if outcome.kind == DEAD_LETTERED:
@@ -81,3 +85,19 @@ def test_any_message_gets_an_outcome_and_ids_apply_once(batch):
     ids = [r for r, _, _ in learning.applied]
     assert len(ids) == len(set(ids))
     assert sum(o.kind == APPLIED for o in outcomes) == len(ids)
+
+
+async def test_unreachable_nats_is_unavailable_at_start_without_the_url():
+    from meshserve.errors import UnavailableError
+    from meshserve.orchestrator.feedback_stream import FeedbackStreamConfig, FeedbackStreamConsumer
+
+    config = FeedbackStreamConfig(url="nats://user:s3cret@127.0.0.1:1", connect_timeout_s=1.0)
+    consumer = FeedbackStreamConsumer(Recording(), config)
+    try:
+        await consumer.start()
+    except UnavailableError as exc:
+        assert "s3cret" not in exc.message and "meshserve.feedback" in exc.message
+    else:  # pragma: no cover
+        raise AssertionError("start() should fail")
+    finally:
+        await consumer.stop()
