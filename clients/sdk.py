@@ -149,7 +149,11 @@ class MeshServeClient:
         self, *, plan: str = "", model: str = ""
     ) -> orchestrator_pb2.ContractInfo:
         """``Orchestrator.GetContract`` of a plan or a model (its `.proto` text included)."""
-        request = orchestrator_pb2.GetContractRequest(plan=plan, model=model if not plan else "")
+        request = (  # a oneof: set only the one that is asked for
+            orchestrator_pb2.GetContractRequest(plan=plan)
+            if plan
+            else orchestrator_pb2.GetContractRequest(model=model)
+        )
         return await self._invoke(
             lambda ep, t: ep.orchestrator.GetContract(
                 request, timeout=t, metadata=self._data_metadata

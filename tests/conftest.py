@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from meshserve.clients.consul_agent import ConsulAgent, ConsulAgentConfig
 from tests.procs import ChildProcess, unique_kv_prefix
@@ -18,6 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Processes started by tests record every trace (production default: 10% head sampling).
 os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
 MODELS_DIR = REPO_ROOT / "examples" / "models"
+
+# No wall-clock deadline per Hypothesis example: a loaded CI machine is not a failing property
+# (timing belongs in bench/, never in a unit test).
+settings.register_profile("meshserve", deadline=None)
+settings.load_profile("meshserve")
 
 
 @pytest.fixture(scope="session")
