@@ -30,7 +30,12 @@ from meshserve.modelsvc.core import ModelCore
 from meshserve.modelsvc.metrics import ModelMetrics
 from meshserve.names import quote
 from meshserve.streams import fan_out
-from meshserve.telemetry import EMPTY_CONTEXT, context_from_traceparent, tracing_enabled
+from meshserve.telemetry import (
+    EMPTY_CONTEXT,
+    context_from_traceparent,
+    traceparent_sampled,
+    tracing_enabled,
+)
 from meshserve.v1 import grpc_predict_v2_pb2 as v2
 from meshserve.v1 import grpc_predict_v2_pb2_grpc as v2_grpc
 from meshserve.v1 import model_pb2, model_pb2_grpc
@@ -81,11 +86,16 @@ def _attach_caller(carrier: Mapping[str, str]) -> Token[Context] | None:
 
 
 def _item_callers(traceparents: Sequence[str], stream_metadata: Mapping[str, str]) -> Callers:
-    """The trace context of every caller whose rows a stream item carries (its
-    ``traceparents``; the stream's own metadata when it has none), while tracing_enabled()."""
-    contexts = [c for tp in traceparents if (c := context_from_traceparent(tp))]
-    if contexts:
-        return contexts
+    """The trace context of every sampled caller whose rows a stream item carries (its
+    ``traceparents``; the stream's own metadata when it has none), while tracing_enabled().
+    Sampled-out callers are skipped before any parsing: an item whose callers are all sampled
+    out has none, and nothing is recorded for it."""
+    if traceparents:
+        return [
+            c
+            for tp in traceparents
+            if traceparent_sampled(tp) and (c := context_from_traceparent(tp))
+        ]
     if "traceparent" in stream_metadata:
         return (propagate.extract(dict(stream_metadata)),)
     return CURRENT_CALLER
@@ -96,7 +106,12 @@ def _further_callers(traceparents: Sequence[str]) -> Callers:
     then every further caller whose rows a client-side micro-batch put in the request."""
     if len(traceparents) < 2:
         return CURRENT_CALLER
-    return (None, *(c for tp in traceparents[1:] if (c := context_from_traceparent(tp))))
+    further = (
+        c
+        for tp in traceparents[1:]
+        if traceparent_sampled(tp) and (c := context_from_traceparent(tp))
+    )
+    return (None, *further)
 
 
 def _no_traceparents() -> Sequence[str]:

@@ -42,6 +42,7 @@ from meshserve.telemetry.propagation import (
     start_batch_span,
     start_request_span,
     traceparent_of,
+    traceparent_sampled,
 )
 from meshserve.telemetry.provider import Telemetry, build_tracer_provider, setup_telemetry
 from meshserve.telemetry.records import LinkRecord, SpanRecord, TraceSummary
@@ -82,6 +83,7 @@ __all__ = [
     "summaries_from_proto",
     "trace_to_proto",
     "traceparent_of",
+    "traceparent_sampled",
     "traces_to_proto",
     "tracing_enabled",
 ]

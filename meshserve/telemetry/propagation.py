@@ -36,6 +36,7 @@ __all__ = [
     "start_batch_span",
     "start_request_span",
     "traceparent_of",
+    "traceparent_sampled",
 ]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -63,6 +64,16 @@ def context_from_traceparent(traceparent: str) -> Context | None:
     if not trace.get_current_span(ctx).get_span_context().is_valid:
         return None
     return ctx
+
+
+def traceparent_sampled(traceparent: str) -> bool:
+    """Whether a W3C traceparent (``00-<trace>-<span>-<flags>``) has the sampled flag, read from
+    its last field without building a context: the cheap test before parsing one."""
+    flags = traceparent[-2:]
+    try:
+        return bool(int(flags, 16) & 1) if len(traceparent) >= 55 else False
+    except ValueError:
+        return False
 
 
 def span_context_from_traceparent(traceparent: str) -> SpanContext | None:

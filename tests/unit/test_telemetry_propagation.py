@@ -25,6 +25,7 @@ from meshserve.telemetry import (
     start_batch_span,
     start_request_span,
     traceparent_of,
+    traceparent_sampled,
 )
 
 
@@ -232,3 +233,12 @@ def test_head_sampling_follows_a_sampled_parent() -> None:
     parent = context_from_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
     assert tracer.start_span("child", context=parent).is_recording()  # a sampled caller wins
     provider.shutdown()
+
+
+def test_traceparent_sampled_reads_the_flag_without_parsing() -> None:
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    assert traceparent_sampled(f"00-{trace_id}-{span_id}-01")
+    assert traceparent_sampled(f"00-{trace_id}-{span_id}-03")  # other flags set too
+    assert not traceparent_sampled(f"00-{trace_id}-{span_id}-00")
+    for bad in ("", "00-abc-01", f"00-{trace_id}-{span_id}-zz"):
+        assert not traceparent_sampled(bad)
