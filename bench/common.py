@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "print_table",
     "process_cpu_s",
     "process_rss_mib",
+    "serve_grpc_until_sigterm",
     "write_results",
 ]
 
@@ -233,6 +235,21 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+async def serve_grpc_until_sigterm(server: Any, host: str, port: int) -> None:
+    """Bind `server` (a grpc.aio server with its handlers added) on host:port, print the ready
+    line ``MESHSERVE_READY host:port`` (what `ServerProcess` waits for), serve until SIGTERM or
+    SIGINT, then stop."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    print(f"MESHSERVE_READY {host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1.0)
 
 
 def machine_info() -> dict[str, Any]:

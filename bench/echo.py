@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
 import grpc
 
-from bench.common import ServerProcess
+from bench.common import ServerProcess, serve_grpc_until_sigterm
 
 __all__ = ["ECHO_METHOD", "echo_client", "echo_process", "serve"]
 
@@ -33,15 +32,7 @@ async def serve(host: str, port: int) -> None:
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
     )
     server.add_generic_rpc_handlers((handler,))
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    print(f"MESHSERVE_READY {host}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+    await serve_grpc_until_sigterm(server, host, port)
 
 
 def echo_client(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:

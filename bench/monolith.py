@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from bench.common import ServerProcess
+from bench.common import ServerProcess, serve_grpc_until_sigterm
 from meshserve import tensors
 from meshserve.v1 import orchestrator_pb2, orchestrator_pb2_grpc, tensor_pb2
 
@@ -120,15 +119,7 @@ async def serve(host: str, port: int, threads: int) -> None:
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
         MonolithServicer(Models(MODELS_DIR, threads)), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    print(f"MESHSERVE_READY {host}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+    await serve_grpc_until_sigterm(server, host, port)
 
 
 def monolith_process(log_path: Path, threads: int = 1) -> ServerProcess:

@@ -12,7 +12,6 @@ scraping a real mesh and asserts each returns data.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 from meshserve.telemetry import catalog as c
 from meshserve.telemetry import promql
 from meshserve.telemetry.catalog import MetricSpec
+from meshserve.telemetry.generated import write_or_check
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "meshserve.json"
 DS = {"type": "prometheus", "uid": "meshserve-prometheus"}
@@ -243,17 +243,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when the JSON is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, render(), argv, __doc__.splitlines()[0], Path(__file__).name)
 
 
 if __name__ == "__main__":

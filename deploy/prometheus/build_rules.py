@@ -11,7 +11,6 @@ when it should not (tests/unit/test_telemetry_rules.py runs both).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 from meshserve.telemetry import catalog as c
 from meshserve.telemetry import promql
+from meshserve.telemetry.generated import write_or_check
 
 OUT = Path(__file__).resolve().parent / "rules.yml"
 WINDOW = "1m"
@@ -147,17 +147,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when the YAML is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, render(), argv, __doc__.splitlines()[0], Path(__file__).name)
 
 
 if __name__ == "__main__":
